@@ -1,0 +1,381 @@
+// Package metrics owns egress's Prometheus metrics: their names, help texts,
+// label sets and bounded label values (SPEC §7 and §8 "Metric labels").
+//
+// Everything is registered on a registry the caller injects (no global
+// state, no promauto). Every metric is named egress_<thing>_<unit>[_total]
+// in base units, and no label value is ever a hostname or an IP address:
+// listeners, segments, rule names, actions and reasons come from fixed sets
+// or from the active configuration.
+//
+// Series that can be known in advance are created at 0 by New (fixed label
+// sets) and by InitDecisions (the configuration's segments and rules), so that
+// rate() and increase() see every counter from start-up.
+package metrics
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Namespace prefixes every metric name.
+const Namespace = "egress"
+
+// Listener label values (egress.listener in events).
+const (
+	ListenerProxy            = "proxy"
+	ListenerTransparentHTTPS = "transparent_https"
+	ListenerTransparentHTTP  = "transparent_http"
+)
+
+// Listeners is every listener label value, in a stable order.
+var Listeners = []string{ListenerProxy, ListenerTransparentHTTPS, ListenerTransparentHTTP}
+
+// Action label values.
+const (
+	ActionAllow = "allow"
+	ActionDeny  = "deny"
+)
+
+// Decision reasons that InitDecisions pre-creates. Other reasons (protocol
+// checks such as invalid_host) are the rules package's typed constants; their
+// string value is passed to Decision as is.
+const (
+	ReasonDefault = "default"
+	ReasonRule    = "rule"
+)
+
+// Direction label values of egress_bytes_total.
+const (
+	DirectionUpload   = "upload"   // client to destination
+	DirectionDownload = "download" // destination to client
+)
+
+// Result label values of egress_config_reloads_total.
+const (
+	ResultSuccess = "success"
+	ResultFailure = "failure"
+)
+
+// Reason label values of egress_connections_rejected_total.
+const (
+	RejectMaxConnections = "max_connections"
+	RejectPerSource      = "per_source"
+	RejectProxyProtocol  = "proxy_protocol"
+)
+
+// Error label values of egress_client_hello_errors_total.
+const (
+	HelloMalformed = "malformed"
+	HelloTooLarge  = "too_large"
+	HelloNotTLS    = "not_tls"
+	HelloTimeout   = "timeout"
+	HelloTruncated = "truncated"
+)
+
+// Reason label values of egress_upstream_errors_total.
+const (
+	UpstreamDNSError               = "dns_error"
+	UpstreamDestinationUnavailable = "destination_unavailable"
+	UpstreamTimeout                = "timeout"
+)
+
+var (
+	rejectReasons  = []string{RejectMaxConnections, RejectPerSource, RejectProxyProtocol}
+	helloErrors    = []string{HelloMalformed, HelloTooLarge, HelloNotTLS, HelloTimeout, HelloTruncated}
+	upstreamErrors = []string{UpstreamDNSError, UpstreamDestinationUnavailable, UpstreamTimeout}
+	// helloListeners are the listeners that read a ClientHello.
+	helloListeners = []string{ListenerProxy, ListenerTransparentHTTPS}
+)
+
+// Histogram buckets, in seconds. A ClientHello usually completes within one
+// round trip; the top bucket matches the default tls.hello_timeout (10s).
+var (
+	ClientHelloBuckets  = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+	UpstreamDialBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+)
+
+// RuleLabel names one enforcing rule as it appears in a segment's evaluation
+// (a policy's rule appears once per segment using the policy).
+type RuleLabel struct{ Segment, Rule, Action string }
+
+// Metrics holds every egress metric. Build it with New.
+type Metrics struct {
+	Decisions             *prometheus.CounterVec // egress_decisions_total{listener,segment,action,reason,rule}
+	ActiveConnections     *prometheus.GaugeVec   // egress_active_connections{listener}
+	Bytes                 *prometheus.CounterVec // egress_bytes_total{direction}
+	ClientHello           prometheus.Histogram   // egress_client_hello_seconds
+	UpstreamDial          prometheus.Histogram   // egress_upstream_dial_seconds
+	ConfigReloads         *prometheus.CounterVec // egress_config_reloads_total{result}
+	ConfigLastSuccess     prometheus.Gauge       // egress_config_last_reload_success_timestamp_seconds
+	ConfigLastSuccessful  prometheus.Gauge       // egress_config_last_reload_successful (1 or 0)
+	ConfigInfo            *prometheus.GaugeVec   // egress_config_info{version}
+	LogEventsDropped      prometheus.Counter     // egress_log_events_dropped_total
+	LogEvents             prometheus.Counter     // egress_log_events_total
+	LogQueueLength        prometheus.Gauge       // egress_log_queue_length
+	LogQueueCapacity      prometheus.Gauge       // egress_log_queue_capacity
+	ConnectionsRejected   *prometheus.CounterVec // egress_connections_rejected_total{listener,reason}
+	ClientHelloErrors     *prometheus.CounterVec // egress_client_hello_errors_total{listener,error}
+	UpstreamErrors        *prometheus.CounterVec // egress_upstream_errors_total{reason}
+	TunnelsClosedOnReload prometheus.Counter     // egress_tunnels_closed_on_reload_total
+	ShutdownForced        prometheus.Counter     // egress_shutdown_connections_closed_total
+	LimitsMaxConnections  prometheus.Gauge       // egress_limits_max_connections
+	LimitsPerSource       prometheus.Gauge       // egress_limits_per_source
+	BuildInfo             *prometheus.GaugeVec   // egress_build_info{version,commit,goversion}
+
+	// decisionCache maps a label tuple to its counter. It is replaced (never
+	// cleared in place) whenever InitDecisions deletes series, so a counter
+	// deleted from Decisions cannot linger in the cache.
+	decisionCache atomic.Pointer[sync.Map]
+
+	mu          sync.Mutex // serialises InitDecisions and SetConfigVersion
+	initialised decisionSets
+}
+
+type decisionKey struct{ listener, segment, action, reason, rule string }
+
+type decisionSets struct {
+	segments map[string]bool
+	rules    map[[2]string]bool // {segment, rule}
+}
+
+// New builds every metric and registers it on reg. It panics only on a
+// programmer error (a name registered twice on reg).
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "decisions_total",
+			Help: "Policy decisions, one per plain-HTTP request, per tunnel and per refused connection. rule is empty when the segment default or a protocol check decided.",
+		}, []string{"listener", "segment", "action", "reason", "rule"}),
+		ActiveConnections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "active_connections",
+			Help: "Client connections currently open on each listener.",
+		}, []string{"listener"}),
+		Bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "bytes_total",
+			Help: "Bytes relayed between clients and destinations; upload is client to destination, download is destination to client.",
+		}, []string{"direction"}),
+		ClientHello: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "client_hello_seconds",
+			Help:    "Time from the start of the wait for a TLS ClientHello to its complete reception.",
+			Buckets: ClientHelloBuckets,
+		}),
+		UpstreamDial: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "upstream_dial_seconds",
+			Help:    "Time to establish the TCP connection to an allowed destination.",
+			Buckets: UpstreamDialBuckets,
+		}),
+		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "config_reloads_total",
+			Help: "Configuration loads and reloads by result; a failed reload keeps the running configuration.",
+		}, []string{"result"}),
+		ConfigLastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "config_last_reload_success_timestamp_seconds",
+			Help: "Unix time of the last successful configuration load or reload.",
+		}),
+		ConfigLastSuccessful: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "config_last_reload_successful",
+			Help: "1 if the last configuration load or reload succeeded, 0 if it failed (the running configuration is older than the files).",
+		}),
+		ConfigInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "config_info",
+			Help: "Always 1; version is the hash of the active configuration.",
+		}, []string{"version"}),
+		LogEventsDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "log_events_dropped_total",
+			Help: "Decision events dropped because the SIEM queue was full.",
+		}),
+		LogEvents: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "log_events_total",
+			Help: "Decision events queued for the SIEM.",
+		}),
+		LogQueueLength: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "log_queue_length",
+			Help: "Decision events waiting in the SIEM queue.",
+		}),
+		LogQueueCapacity: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "log_queue_capacity",
+			Help: "Size of the SIEM queue; events beyond it are dropped.",
+		}),
+		ConnectionsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "connections_rejected_total",
+			Help: "Client connections refused before any decision: over limits.max_connections, over limits.per_source, or a missing or bad PROXY protocol header.",
+		}, []string{"listener", "reason"}),
+		ClientHelloErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "client_hello_errors_total",
+			Help: "TLS ClientHellos that could not be read, by error kind.",
+		}, []string{"listener", "error"}),
+		UpstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "upstream_errors_total",
+			Help: "Failures to reach an allowed destination, by reason.",
+		}, []string{"reason"}),
+		TunnelsClosedOnReload: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "tunnels_closed_on_reload_total",
+			Help: "Open tunnels closed because a reloaded configuration denies them.",
+		}),
+		ShutdownForced: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "shutdown_connections_closed_total",
+			Help: "Connections still open at the end of the shutdown grace period and closed.",
+		}),
+		LimitsMaxConnections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "limits_max_connections",
+			Help: "Configured limits.max_connections: client connections allowed across all listeners.",
+		}),
+		LimitsPerSource: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "limits_per_source",
+			Help: "Configured limits.per_source: concurrent connections allowed from one client address.",
+		}),
+		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "build_info",
+			Help: "Always 1; labels describe the running build.",
+		}, []string{"version", "commit", "goversion"}),
+	}
+	m.decisionCache.Store(new(sync.Map))
+	reg.MustRegister(
+		m.Decisions, m.ActiveConnections, m.Bytes, m.ClientHello, m.UpstreamDial,
+		m.ConfigReloads, m.ConfigLastSuccess, m.ConfigLastSuccessful, m.ConfigInfo,
+		m.LogEventsDropped, m.LogEvents, m.LogQueueLength, m.LogQueueCapacity,
+		m.ConnectionsRejected, m.ClientHelloErrors, m.UpstreamErrors,
+		m.TunnelsClosedOnReload, m.ShutdownForced,
+		m.LimitsMaxConnections, m.LimitsPerSource, m.BuildInfo,
+	)
+	m.initFixed()
+	return m
+}
+
+// initFixed creates at 0 every series whose labels come from fixed sets.
+func (m *Metrics) initFixed() {
+	for _, l := range Listeners {
+		m.ActiveConnections.WithLabelValues(l)
+		for _, r := range rejectReasons {
+			m.ConnectionsRejected.WithLabelValues(l, r)
+		}
+	}
+	for _, l := range helloListeners {
+		for _, e := range helloErrors {
+			m.ClientHelloErrors.WithLabelValues(l, e)
+		}
+	}
+	for _, d := range []string{DirectionUpload, DirectionDownload} {
+		m.Bytes.WithLabelValues(d)
+	}
+	for _, r := range []string{ResultSuccess, ResultFailure} {
+		m.ConfigReloads.WithLabelValues(r)
+	}
+	for _, r := range upstreamErrors {
+		m.UpstreamErrors.WithLabelValues(r)
+	}
+}
+
+// NewRegistry returns a registry with the Go runtime and process collectors
+// registered, ready for New and for the admin /metrics handler.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return reg
+}
+
+// InitDecisions pre-creates at 0 the decision series the configuration can
+// produce: for every listener and segment the segment-default allow and deny
+// series, and for every rule its series (reason "rule", the rule's action).
+// Pass enforcing rules only: a monitor rule never decides.
+//
+// Call it at start-up and after each successful reload with the new sets.
+// Series of segments and rules that the previous call named and this one does
+// not are deleted, so renamed rules do not accumulate across reloads.
+func (m *Metrics) InitDecisions(listeners []string, segments []string, rules []RuleLabel) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+
+	next := decisionSets{segments: make(map[string]bool, len(segments)), rules: make(map[[2]string]bool, len(rules))}
+	for _, s := range segments {
+		next.segments[s] = true
+	}
+	for _, r := range rules {
+		next.rules[[2]string{r.Segment, r.Rule}] = true
+	}
+	deleted := 0
+	for s := range m.initialised.segments {
+		if !next.segments[s] {
+			deleted += m.Decisions.DeletePartialMatch(prometheus.Labels{"segment": s})
+		}
+	}
+	for sr := range m.initialised.rules {
+		if !next.rules[sr] {
+			deleted += m.Decisions.DeletePartialMatch(prometheus.Labels{"segment": sr[0], "rule": sr[1]})
+		}
+	}
+	if deleted > 0 {
+		// Order matters: delete first, then publish a new cache, so that no
+		// cache reachable after this point holds a deleted counter.
+		m.decisionCache.Store(new(sync.Map))
+	}
+	m.initialised = next
+
+	for _, l := range listeners {
+		for _, s := range segments {
+			m.Decisions.WithLabelValues(l, s, ActionAllow, ReasonDefault, "")
+			m.Decisions.WithLabelValues(l, s, ActionDeny, ReasonDefault, "")
+		}
+		for _, r := range rules {
+			m.Decisions.WithLabelValues(l, r.Segment, r.Action, ReasonRule, r.Rule)
+		}
+	}
+}
+
+// Decision counts one decision. It is on every connection's path: the
+// counter for a label tuple is looked up once and then cached.
+func (m *Metrics) Decision(listener, segment, action, reason, rule string) {
+	cache := m.decisionCache.Load()
+	k := decisionKey{listener, segment, action, reason, rule}
+	if c, ok := cache.Load(k); ok {
+		c.(prometheus.Counter).Inc()
+		return
+	}
+	c := m.Decisions.WithLabelValues(listener, segment, action, reason, rule)
+	cache.Store(k, c)
+	c.Inc()
+}
+
+// ConfigLoaded records a configuration load or reload. On success it also
+// sets the last-success timestamp and the active version; call it for the
+// initial load too, so that the timestamp is set from start-up.
+func (m *Metrics) ConfigLoaded(ok bool, version string, at time.Time) {
+	if !ok {
+		m.ConfigReloads.WithLabelValues(ResultFailure).Inc()
+		m.ConfigLastSuccessful.Set(0)
+		return
+	}
+	m.ConfigReloads.WithLabelValues(ResultSuccess).Inc()
+	m.ConfigLastSuccessful.Set(1)
+	m.ConfigLastSuccess.Set(float64(at.UnixNano()) / 1e9)
+	m.SetConfigVersion(version)
+}
+
+// SetConfigVersion makes version the only egress_config_info series.
+func (m *Metrics) SetConfigVersion(version string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.ConfigInfo.Reset()
+	m.ConfigInfo.WithLabelValues(version).Set(1)
+}
+
+// SetBuildInfo sets egress_build_info for this build (Go version from the
+// runtime).
+func (m *Metrics) SetBuildInfo(version, commit string) {
+	m.BuildInfo.Reset()
+	m.BuildInfo.WithLabelValues(version, commit, runtime.Version()).Set(1)
+}
+
+// SetLimits publishes the configured connection limits (0 means unlimited).
+func (m *Metrics) SetLimits(maxConnections, perSource int) {
+	m.LimitsMaxConnections.Set(float64(maxConnections))
+	m.LimitsPerSource.Set(float64(perSource))
+}
