@@ -1,0 +1,142 @@
+package rules
+
+import "github.com/hashicorp/hcl/v2"
+
+// The raw HCL model, decoded with gohcl. Every block keeps its body so that
+// checks after decoding can point at the attribute (or list element) at fault.
+
+type rawRoot struct {
+	Proxy       []*rawProxy       `hcl:"proxy,block"`
+	Transparent []*rawTransparent `hcl:"transparent,block"`
+	Admin       []*rawAdmin       `hcl:"admin,block"`
+	TLS         []*rawTLS         `hcl:"tls,block"`
+	Upstream    []*rawUpstream    `hcl:"upstream,block"`
+	Log         []*rawLog         `hcl:"log,block"`
+	Limits      []*rawLimits      `hcl:"limits,block"`
+	Categories  []*rawCategory    `hcl:"category,block"`
+	Policies    []*rawPolicy      `hcl:"policy,block"`
+	Segments    []*rawSegment     `hcl:"segment,block"`
+	Tests       []*rawTest        `hcl:"test,block"`
+}
+
+type rawProxy struct {
+	Listen        *string   `hcl:"listen,optional"`
+	ProxyProtocol *bool     `hcl:"proxy_protocol,optional"`
+	Body          hcl.Body  `hcl:",body"`
+	DefRange      hcl.Range `hcl:",def_range"`
+}
+
+type rawTransparent struct {
+	HTTPSListen   *string   `hcl:"https_listen,optional"`
+	HTTPListen    *string   `hcl:"http_listen,optional"`
+	HTTPSPort     *int      `hcl:"https_port,optional"`
+	HTTPPort      *int      `hcl:"http_port,optional"`
+	ProxyProtocol *bool     `hcl:"proxy_protocol,optional"`
+	Body          hcl.Body  `hcl:",body"`
+	DefRange      hcl.Range `hcl:",def_range"`
+}
+
+type rawAdmin struct {
+	Listen         *string   `hcl:"listen,optional"`
+	PACProxy       *string   `hcl:"pac_proxy,optional"`
+	DirectDomains  []string  `hcl:"pac_direct_domains,optional"`
+	DirectNetworks []string  `hcl:"pac_direct_networks,optional"`
+	Pprof          *bool     `hcl:"pprof,optional"`
+	Body           hcl.Body  `hcl:",body"`
+	DefRange       hcl.Range `hcl:",def_range"`
+}
+
+type rawTLS struct {
+	HelloTimeout *string   `hcl:"hello_timeout,optional"`
+	SNIMismatch  *string   `hcl:"sni_mismatch,optional"`
+	MissingSNI   *string   `hcl:"missing_sni,optional"`
+	NonTLS       *string   `hcl:"non_tls,optional"`
+	ECH          *string   `hcl:"ech,optional"`
+	Body         hcl.Body  `hcl:",body"`
+	DefRange     hcl.Range `hcl:",def_range"`
+}
+
+type rawUpstream struct {
+	DialTimeout  *string           `hcl:"dial_timeout,optional"`
+	Hosts        map[string]string `hcl:"hosts,optional"`
+	AllowPrivate []string          `hcl:"allow_private,optional"`
+	Body         hcl.Body          `hcl:",body"`
+	DefRange     hcl.Range         `hcl:",def_range"`
+}
+
+type rawLog struct {
+	Format   *string   `hcl:"format,optional"`
+	Output   *string   `hcl:"output,optional"`
+	Queue    *int      `hcl:"queue_size,optional"`
+	Body     hcl.Body  `hcl:",body"`
+	DefRange hcl.Range `hcl:",def_range"`
+}
+
+type rawLimits struct {
+	MaxConnections  *int      `hcl:"max_connections,optional"`
+	PerSource       *int      `hcl:"per_source,optional"`
+	IdleTimeout     *string   `hcl:"idle_timeout,optional"`
+	ShutdownGrace   *string   `hcl:"shutdown_grace,optional"`
+	ReloadInterval  *string   `hcl:"reload_interval,optional"`
+	EnforceOnReload *bool     `hcl:"enforce_on_reload,optional"`
+	HeaderTimeout   *string   `hcl:"header_timeout,optional"`
+	MaxHeaderBytes  *int      `hcl:"max_header_bytes,optional"`
+	Body            hcl.Body  `hcl:",body"`
+	DefRange        hcl.Range `hcl:",def_range"`
+}
+
+type rawCategory struct {
+	Name        string    `hcl:"name,label"`
+	Description *string   `hcl:"description,optional"`
+	Domains     []string  `hcl:"domains,optional"`
+	Files       []string  `hcl:"files,optional"`
+	Body        hcl.Body  `hcl:",body"`
+	DefRange    hcl.Range `hcl:",def_range"`
+}
+
+type rawPolicy struct {
+	Name        string     `hcl:"name,label"`
+	Description *string    `hcl:"description,optional"`
+	Rules       []*rawRule `hcl:"rule,block"`
+	DefRange    hcl.Range  `hcl:",def_range"`
+}
+
+type rawSegment struct {
+	Name        string     `hcl:"name,label"`
+	Description *string    `hcl:"description,optional"`
+	Sources     []string   `hcl:"sources"`
+	Default     string     `hcl:"default"`
+	Policies    []string   `hcl:"policies,optional"`
+	Rules       []*rawRule `hcl:"rule,block"`
+	Body        hcl.Body   `hcl:",body"`
+	DefRange    hcl.Range  `hcl:",def_range"`
+}
+
+type rawRule struct {
+	Name        string    `hcl:"name,label"`
+	Action      string    `hcl:"action"`
+	Monitor     *bool     `hcl:"monitor,optional"`
+	Description *string   `hcl:"description,optional"`
+	Domains     []string  `hcl:"domains,optional"`
+	Categories  []string  `hcl:"categories,optional"`
+	CIDRs       []string  `hcl:"cidrs,optional"`
+	Ports       []int     `hcl:"ports,optional"`
+	Owner       *string   `hcl:"owner,optional"`
+	Ticket      *string   `hcl:"ticket,optional"`
+	Expires     *string   `hcl:"expires,optional"`
+	Body        hcl.Body  `hcl:",body"`
+	DefRange    hcl.Range `hcl:",def_range"`
+}
+
+type rawTest struct {
+	Name     string    `hcl:"name,label"`
+	Source   string    `hcl:"source"`
+	Host     string    `hcl:"host"`
+	SNI      *string   `hcl:"sni,optional"`
+	Port     *int      `hcl:"port,optional"`
+	Expect   string    `hcl:"expect"`
+	Rule     *string   `hcl:"rule,optional"`
+	Reason   *string   `hcl:"reason,optional"`
+	Body     hcl.Body  `hcl:",body"`
+	DefRange hcl.Range `hcl:",def_range"`
+}

@@ -1,0 +1,117 @@
+package rules
+
+import (
+	"net/netip"
+
+	"github.com/egress-proxy/egress/internal/hostname"
+)
+
+// Names is every name the proxy saw for one tunnel or request (SPEC §5.2:
+// every name counts).
+type Names struct {
+	Source netip.Addr
+	// Target is the CONNECT host or absolute-URI host as sent; "" on the
+	// transparent listeners, which have no outer name.
+	Target string
+	// Inner is the SNI (TLS) or the Host header (plain HTTP) as sent.
+	Inner    string
+	HasInner bool
+	// TLS says Inner is an SNI (missing_sni and ech apply), not a Host header.
+	TLS  bool
+	ECH  bool // the ClientHello carried encrypted_client_hello
+	Port uint16
+}
+
+// DecideTarget decides the outer name alone: what a CONNECT or an absolute-URI
+// request is decided on before anything else is known.
+func (c *Config) DecideTarget(src netip.Addr, target string, port uint16) Decision {
+	return c.Policy.DecideName(src, target, port)
+}
+
+// DecideAll decides every name of a connection: the target (if any), then the
+// tls block's checks (ech, missing_sni, sni_mismatch — one knob for SNI and
+// Host header alike), then the inner name. Either name denied means denied.
+func (c *Config) DecideAll(n Names) Decision {
+	p := c.Policy
+	seg, ok := p.SegmentFor(n.Source)
+	if !ok {
+		return Decision{Action: Deny, Reason: ReasonUnknownSource}
+	}
+	var outer Decision
+	var targetName string
+	var targetIP netip.Addr
+	if n.Target != "" {
+		var err error
+		targetName, targetIP, err = hostname.Normalize(n.Target)
+		if err != nil {
+			return Decision{Action: Deny, Reason: ReasonInvalidHost, Segment: seg}
+		}
+		outer = p.Decide(Request{Source: n.Source, Host: targetName, IP: targetIP, Port: n.Port})
+		if outer.Action == Deny {
+			return outer
+		}
+	}
+	if n.TLS && n.ECH && c.TLS.ECH == Deny {
+		return Decision{Action: Deny, Reason: ReasonECH, Segment: seg, Monitor: outer.Monitor}
+	}
+	if !n.HasInner {
+		switch {
+		case n.Target == "" && n.TLS:
+			return Decision{Action: Deny, Reason: ReasonMissingSNI, Segment: seg}
+		case n.Target == "":
+			return Decision{Action: Deny, Reason: ReasonInvalidHost, Segment: seg}
+		case n.TLS && c.TLS.MissingSNI == Deny:
+			return Decision{Action: Deny, Reason: ReasonMissingSNI, Segment: seg, Monitor: outer.Monitor}
+		}
+		return outer
+	}
+	innerName, innerIP, err := hostname.Normalize(n.Inner)
+	if err != nil {
+		return Decision{Action: Deny, Reason: ReasonInvalidHost, Segment: seg, Monitor: outer.Monitor}
+	}
+	if n.Target != "" {
+		// An IP-literal CONNECT with an SNI name is not a mismatch (SPEC §8):
+		// the SNI is decided by name and the IP through cidrs rules.
+		mismatch := targetName != "" && innerName != targetName ||
+			targetIP.IsValid() && innerIP.IsValid() && innerIP != targetIP ||
+			targetName != "" && innerIP.IsValid()
+		if mismatch && c.TLS.SNIMismatch == Deny {
+			return Decision{Action: Deny, Reason: ReasonSNIMismatch, Segment: seg, Monitor: outer.Monitor}
+		}
+	}
+	ip := innerIP
+	if targetIP.IsValid() {
+		ip = targetIP
+	}
+	inner := p.Decide(Request{Source: n.Source, Host: innerName, IP: ip, Port: n.Port})
+	if len(outer.Monitor) > 0 && innerName != targetName {
+		inner.Monitor = mergeMonitor(outer.Monitor, inner.Monitor)
+	}
+	return inner
+}
+
+func mergeMonitor(a, b []*Rule) []*Rule {
+	out := append([]*Rule(nil), a...)
+	for _, r := range b {
+		dup := false
+		for _, o := range a {
+			if o == r {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// NormalizeRequest builds the Request for one raw name (hostname or IP literal).
+func NormalizeRequest(src netip.Addr, raw string, port uint16) (Request, error) {
+	name, ip, err := hostname.Normalize(raw)
+	if err != nil {
+		return Request{}, err
+	}
+	return Request{Source: src, Host: name, IP: ip, Port: port}, nil
+}

@@ -1,0 +1,382 @@
+package rules
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/egress-proxy/egress/internal/hostname"
+	"github.com/hashicorp/hcl/v2"
+)
+
+// Defaults of every optional setting (SPEC §2 and §8 "Defaults").
+const (
+	DefaultProxyListen     = "127.0.0.1:3128"
+	DefaultAdminListen     = "127.0.0.1:9090"
+	DefaultHelloTimeout    = 10 * time.Second
+	DefaultDialTimeout     = 10 * time.Second
+	DefaultMaxConnections  = 20000
+	DefaultPerSource       = 512
+	DefaultIdleTimeout     = 5 * time.Minute
+	DefaultShutdownGrace   = 30 * time.Second
+	DefaultReloadInterval  = 5 * time.Second
+	DefaultHeaderTimeout   = 30 * time.Second
+	DefaultMaxHeaderBytes  = 64 << 10
+	DefaultLogQueue        = 65536
+	DefaultHTTPSPort       = 443
+	DefaultHTTPPort        = 80
+	DefaultTransparentTLS  = "0.0.0.0:8443"
+	DefaultTransparentHTTP = "0.0.0.0:8080"
+)
+
+// ProxySettings is the explicit proxy listener.
+type ProxySettings struct {
+	Listen        string
+	ProxyProtocol bool
+}
+
+// TransparentSettings is the optional transparent listener pair. Enabled is
+// false when the config has no transparent block; an empty listen address
+// disables that listener.
+type TransparentSettings struct {
+	Enabled       bool
+	HTTPSListen   string
+	HTTPListen    string
+	HTTPSPort     uint16
+	HTTPPort      uint16
+	ProxyProtocol bool
+}
+
+// AdminSettings is the admin listener and the PAC file it serves.
+type AdminSettings struct {
+	Listen         string
+	PACProxy       string   // host:port clients should use; "" = derive from the request
+	DirectDomains  []string // PAC: DIRECT for these suffixes
+	DirectNetworks []string // PAC: DIRECT for these IPv4 CIDRs
+	Pprof          bool
+}
+
+// TLSSettings are the protocol checks on tunnels (SPEC §2 tls block).
+type TLSSettings struct {
+	HelloTimeout time.Duration
+	SNIMismatch  Action
+	MissingSNI   Action
+	NonTLS       Action
+	ECH          Action
+}
+
+// UpstreamSettings govern resolution and dialing.
+type UpstreamSettings struct {
+	DialTimeout  time.Duration
+	Hosts        map[string]netip.Addr // normalised name → address
+	AllowPrivate []netip.Prefix
+}
+
+// LogSettings choose the SIEM event format and sink.
+type LogSettings struct {
+	Format    string
+	Output    string
+	QueueSize int
+}
+
+// LimitsSettings bound connections and time.
+type LimitsSettings struct {
+	MaxConnections  int
+	PerSource       int
+	IdleTimeout     time.Duration
+	ShutdownGrace   time.Duration
+	ReloadInterval  time.Duration
+	EnforceOnReload bool
+	HeaderTimeout   time.Duration
+	MaxHeaderBytes  int
+}
+
+func defaultSettings() (ProxySettings, TransparentSettings, AdminSettings, TLSSettings, UpstreamSettings, LogSettings, LimitsSettings) {
+	return ProxySettings{Listen: DefaultProxyListen},
+		TransparentSettings{HTTPSPort: DefaultHTTPSPort, HTTPPort: DefaultHTTPPort},
+		AdminSettings{Listen: DefaultAdminListen},
+		TLSSettings{HelloTimeout: DefaultHelloTimeout, SNIMismatch: Deny, MissingSNI: Allow, NonTLS: Deny, ECH: Allow},
+		UpstreamSettings{DialTimeout: DefaultDialTimeout, Hosts: map[string]netip.Addr{}},
+		LogSettings{Format: "ecs", Output: "stdout", QueueSize: DefaultLogQueue},
+		LimitsSettings{MaxConnections: DefaultMaxConnections, PerSource: DefaultPerSource,
+			IdleTimeout: DefaultIdleTimeout, ShutdownGrace: DefaultShutdownGrace,
+			ReloadInterval: DefaultReloadInterval, EnforceOnReload: true,
+			HeaderTimeout: DefaultHeaderTimeout, MaxHeaderBytes: DefaultMaxHeaderBytes}
+}
+
+// singleton reports a second block of a kind that may appear once (across all
+// files of a directory).
+func singleton[T any](kind string, blocks []T, rng func(T) hcl.Range) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	for i := 1; i < len(blocks); i++ {
+		r := rng(blocks[i])
+		first := rng(blocks[0])
+		diags = append(diags, errorAt(&r, fmt.Sprintf("Duplicate %s block", kind),
+			"Only one %s block is allowed; the first is at %s. Merge them.", kind, first.String()))
+	}
+	return diags
+}
+
+type settingsChecker struct{ diags hcl.Diagnostics }
+
+func (c *settingsChecker) listen(s *string, body hcl.Body, name string, def hcl.Range, out *string) {
+	if s == nil {
+		return
+	}
+	if *s == "" {
+		*out = ""
+		return
+	}
+	host, port, err := net.SplitHostPort(*s)
+	if err == nil {
+		if _, perr := strconv.ParseUint(port, 10, 16); perr != nil {
+			err = perr
+		} else if host != "" {
+			if _, aerr := netip.ParseAddr(host); aerr != nil && host != "localhost" {
+				err = fmt.Errorf("host must be an IP address")
+			}
+		}
+	}
+	if err != nil {
+		c.diags = append(c.diags, errorAt(attrRange(body, name, def), "Invalid listen address",
+			"%q is not an address to listen on; write \"IP:port\", e.g. \"0.0.0.0:3128\" or \"[::]:3128\".", *s))
+		return
+	}
+	*out = *s
+}
+
+func (c *settingsChecker) duration(s *string, body hcl.Body, name string, def hcl.Range, out *time.Duration) {
+	if s == nil {
+		return
+	}
+	d, err := time.ParseDuration(*s)
+	if err != nil || d <= 0 {
+		c.diags = append(c.diags, errorAt(attrRange(body, name, def), "Invalid duration",
+			"%s = %q: write a positive Go duration such as \"10s\", \"500ms\" or \"5m\".", name, *s))
+		return
+	}
+	*out = d
+}
+
+func (c *settingsChecker) action(s *string, body hcl.Body, name string, def hcl.Range, out *Action) {
+	if s == nil {
+		return
+	}
+	a, ok := parseAction(*s)
+	if !ok {
+		c.diags = append(c.diags, errorAt(attrRange(body, name, def), "Invalid action",
+			"%s = %q: use \"allow\" or \"deny\".", name, *s))
+		return
+	}
+	*out = a
+}
+
+func (c *settingsChecker) positive(v *int, body hcl.Body, name string, def hcl.Range, max int, out *int) {
+	if v == nil {
+		return
+	}
+	if *v <= 0 || *v > max {
+		c.diags = append(c.diags, errorAt(attrRange(body, name, def), "Invalid number",
+			"%s = %d: must be between 1 and %d.", name, *v, max))
+		return
+	}
+	*out = *v
+}
+
+func (c *settingsChecker) port(v *int, body hcl.Body, name string, def hcl.Range, out *uint16) {
+	var n int
+	c.positive(v, body, name, def, 65535, &n)
+	if n > 0 {
+		*out = uint16(n)
+	}
+}
+
+func (c *Config) applySettings(root *rawRoot) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	diags = append(diags, singleton("proxy", root.Proxy, func(b *rawProxy) hcl.Range { return b.DefRange })...)
+	diags = append(diags, singleton("transparent", root.Transparent, func(b *rawTransparent) hcl.Range { return b.DefRange })...)
+	diags = append(diags, singleton("admin", root.Admin, func(b *rawAdmin) hcl.Range { return b.DefRange })...)
+	diags = append(diags, singleton("tls", root.TLS, func(b *rawTLS) hcl.Range { return b.DefRange })...)
+	diags = append(diags, singleton("upstream", root.Upstream, func(b *rawUpstream) hcl.Range { return b.DefRange })...)
+	diags = append(diags, singleton("log", root.Log, func(b *rawLog) hcl.Range { return b.DefRange })...)
+	diags = append(diags, singleton("limits", root.Limits, func(b *rawLimits) hcl.Range { return b.DefRange })...)
+
+	c.Proxy, c.Transparent, c.Admin, c.TLS, c.Upstream, c.Log, c.Limits = defaultSettings()
+	ck := &settingsChecker{}
+	if len(root.Proxy) > 0 {
+		b := root.Proxy[0]
+		ck.listen(b.Listen, b.Body, "listen", b.DefRange, &c.Proxy.Listen)
+		if b.ProxyProtocol != nil {
+			c.Proxy.ProxyProtocol = *b.ProxyProtocol
+		}
+		if c.Proxy.Listen == "" {
+			ck.diags = append(ck.diags, errorAt(attrRange(b.Body, "listen", b.DefRange), "Missing proxy listen address",
+				"The explicit proxy needs an address; remove the attribute to use %s.", DefaultProxyListen))
+		}
+	}
+	if len(root.Transparent) > 0 {
+		b := root.Transparent[0]
+		c.Transparent.Enabled = true
+		c.Transparent.HTTPSListen, c.Transparent.HTTPListen = DefaultTransparentTLS, DefaultTransparentHTTP
+		ck.listen(b.HTTPSListen, b.Body, "https_listen", b.DefRange, &c.Transparent.HTTPSListen)
+		ck.listen(b.HTTPListen, b.Body, "http_listen", b.DefRange, &c.Transparent.HTTPListen)
+		ck.port(b.HTTPSPort, b.Body, "https_port", b.DefRange, &c.Transparent.HTTPSPort)
+		ck.port(b.HTTPPort, b.Body, "http_port", b.DefRange, &c.Transparent.HTTPPort)
+		if b.ProxyProtocol != nil {
+			c.Transparent.ProxyProtocol = *b.ProxyProtocol
+		}
+	}
+	if len(root.Admin) > 0 {
+		b := root.Admin[0]
+		ck.listen(b.Listen, b.Body, "listen", b.DefRange, &c.Admin.Listen)
+		if b.PACProxy != nil {
+			if _, _, err := net.SplitHostPort(*b.PACProxy); err != nil {
+				ck.diags = append(ck.diags, errorAt(attrRange(b.Body, "pac_proxy", b.DefRange), "Invalid PAC proxy address",
+					"%q: write the \"host:port\" clients should use, e.g. \"proxy.example.org:3128\".", *b.PACProxy))
+			} else {
+				c.Admin.PACProxy = *b.PACProxy
+			}
+		}
+		for i, d := range b.DirectDomains {
+			p, err := parsePattern(strings.TrimPrefix(d, "."))
+			if err != nil {
+				ck.diags = append(ck.diags, errorAt(elemRange(b.Body, "pac_direct_domains", i, b.DefRange), "Invalid domain pattern", "%q: %v.", d, err))
+				continue
+			}
+			c.Admin.DirectDomains = append(c.Admin.DirectDomains, p.base)
+		}
+		for i, n := range b.DirectNetworks {
+			p, err := netip.ParsePrefix(n)
+			if err != nil || !p.Addr().Is4() {
+				ck.diags = append(ck.diags, errorAt(elemRange(b.Body, "pac_direct_networks", i, b.DefRange), "Invalid CIDR",
+					"%q: PAC files can only test IPv4 networks; write e.g. \"10.0.0.0/8\".", n))
+				continue
+			}
+			c.Admin.DirectNetworks = append(c.Admin.DirectNetworks, p.Masked().String())
+		}
+		if b.Pprof != nil {
+			c.Admin.Pprof = *b.Pprof
+		}
+	}
+	if len(root.TLS) > 0 {
+		b := root.TLS[0]
+		ck.duration(b.HelloTimeout, b.Body, "hello_timeout", b.DefRange, &c.TLS.HelloTimeout)
+		ck.action(b.SNIMismatch, b.Body, "sni_mismatch", b.DefRange, &c.TLS.SNIMismatch)
+		ck.action(b.MissingSNI, b.Body, "missing_sni", b.DefRange, &c.TLS.MissingSNI)
+		ck.action(b.NonTLS, b.Body, "non_tls", b.DefRange, &c.TLS.NonTLS)
+		ck.action(b.ECH, b.Body, "ech", b.DefRange, &c.TLS.ECH)
+	}
+	if len(root.Upstream) > 0 {
+		b := root.Upstream[0]
+		ck.duration(b.DialTimeout, b.Body, "dial_timeout", b.DefRange, &c.Upstream.DialTimeout)
+		for k, v := range b.Hosts {
+			name, ip, err := hostname.Normalize(k)
+			if err != nil || ip.IsValid() {
+				ck.diags = append(ck.diags, errorAt(mapKeyRange(b.Body, "hosts", k, b.DefRange), "Invalid host name",
+					"upstream.hosts key %q is not a hostname.", k))
+				continue
+			}
+			addr, aerr := netip.ParseAddr(v)
+			if aerr != nil || addr.Zone() != "" {
+				ck.diags = append(ck.diags, errorAt(mapKeyRange(b.Body, "hosts", k, b.DefRange), "Invalid address",
+					"upstream.hosts[%q] = %q is not an IP address.", k, v))
+				continue
+			}
+			if _, dup := c.Upstream.Hosts[name]; dup {
+				ck.diags = append(ck.diags, errorAt(mapKeyRange(b.Body, "hosts", k, b.DefRange), "Duplicate host name",
+					"upstream.hosts has %q twice once names are normalised.", name))
+				continue
+			}
+			c.Upstream.Hosts[name] = addr.Unmap()
+		}
+		for i, s := range b.AllowPrivate {
+			p, err := parsePrefix(s)
+			if err != nil {
+				ck.diags = append(ck.diags, errorAt(elemRange(b.Body, "allow_private", i, b.DefRange), "Invalid CIDR",
+					"%q: write an address range such as \"10.1.2.0/24\" or a single address.", s))
+				continue
+			}
+			c.Upstream.AllowPrivate = append(c.Upstream.AllowPrivate, p)
+		}
+	}
+	if len(root.Log) > 0 {
+		b := root.Log[0]
+		if b.Format != nil {
+			if *b.Format != "ecs" && *b.Format != "cef" {
+				ck.diags = append(ck.diags, errorAt(attrRange(b.Body, "format", b.DefRange), "Invalid log format",
+					"format = %q: use \"ecs\" (Elastic Common Schema JSON lines) or \"cef\" (ArcSight CEF).", *b.Format))
+			} else {
+				c.Log.Format = *b.Format
+			}
+		}
+		if b.Output != nil {
+			if err := checkLogOutput(*b.Output); err != nil {
+				ck.diags = append(ck.diags, errorAt(attrRange(b.Body, "output", b.DefRange), "Invalid log output",
+					"output = %q: %v.", *b.Output, err))
+			} else {
+				c.Log.Output = *b.Output
+			}
+		}
+		ck.positive(b.Queue, b.Body, "queue_size", b.DefRange, 1<<24, &c.Log.QueueSize)
+	}
+	if len(root.Limits) > 0 {
+		b := root.Limits[0]
+		ck.positive(b.MaxConnections, b.Body, "max_connections", b.DefRange, 1<<24, &c.Limits.MaxConnections)
+		ck.positive(b.PerSource, b.Body, "per_source", b.DefRange, 1<<24, &c.Limits.PerSource)
+		ck.duration(b.IdleTimeout, b.Body, "idle_timeout", b.DefRange, &c.Limits.IdleTimeout)
+		ck.duration(b.ShutdownGrace, b.Body, "shutdown_grace", b.DefRange, &c.Limits.ShutdownGrace)
+		ck.duration(b.ReloadInterval, b.Body, "reload_interval", b.DefRange, &c.Limits.ReloadInterval)
+		ck.duration(b.HeaderTimeout, b.Body, "header_timeout", b.DefRange, &c.Limits.HeaderTimeout)
+		ck.positive(b.MaxHeaderBytes, b.Body, "max_header_bytes", b.DefRange, 1<<24, &c.Limits.MaxHeaderBytes)
+		if b.EnforceOnReload != nil {
+			c.Limits.EnforceOnReload = *b.EnforceOnReload
+		}
+	}
+	return append(diags, ck.diags...)
+}
+
+// checkLogOutput validates a log.output value (SPEC §2 log block).
+func checkLogOutput(s string) error {
+	switch {
+	case s == "stdout":
+		return nil
+	case strings.HasPrefix(s, "file:"):
+		if strings.TrimPrefix(s, "file:") == "" {
+			return fmt.Errorf("file: needs a path, e.g. \"file:/var/log/egress.log\"")
+		}
+		return nil
+	case strings.HasPrefix(s, "syslog+udp://"), strings.HasPrefix(s, "syslog+tcp://"), strings.HasPrefix(s, "syslog+tls://"):
+		addr := s[strings.Index(s, "://")+3:]
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			return fmt.Errorf("syslog needs host:port, e.g. \"syslog+tcp://siem.example.org:6514\"")
+		}
+		return nil
+	}
+	return fmt.Errorf("use stdout, file:PATH, syslog+udp://host:port, syslog+tcp://host:port or syslog+tls://host:port")
+}
+
+// parsePrefix accepts a CIDR or a single address (as /32 or /128).
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		if p.Addr().Is4In6() {
+			if p.Bits() < 96 {
+				return netip.Prefix{}, fmt.Errorf("IPv4-mapped prefix shorter than /96")
+			}
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
