@@ -3,6 +3,7 @@ package audit
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 )
@@ -296,12 +297,19 @@ func ParseECS(line []byte) (*Event, error) {
 	if d.Event.Action == "" {
 		return nil, fmt.Errorf("%w: no event.action", ErrNotEvent)
 	}
-	for _, p := range []struct {
-		name string
-		v    int
-	}{{"source.port", d.Source.Port}, {"destination.port", d.Destination.Port}} {
-		if p.v < 0 || p.v > 65535 {
-			return nil, fmt.Errorf("%w: %s %d out of range", ErrNotEvent, p.name, p.v)
+	for _, n := range [...]struct {
+		name   string
+		v, max int64
+	}{
+		{"source.port", int64(d.Source.Port), 65535},
+		{"destination.port", int64(d.Destination.Port), 65535},
+		{"http.response.status_code", int64(d.HTTP.Response.StatusCode), 999},
+		{"source.bytes", d.Source.Bytes, math.MaxInt64},
+		{"destination.bytes", d.Destination.Bytes, math.MaxInt64},
+		{"event.duration", d.Event.Duration, math.MaxInt64},
+	} {
+		if n.v < 0 || n.v > n.max {
+			return nil, fmt.Errorf("%w: %s %d out of range", ErrNotEvent, n.name, n.v)
 		}
 	}
 	e := &Event{
@@ -336,6 +344,9 @@ func ParseECS(line []byte) (*Event, error) {
 		t, err := time.Parse(time.RFC3339Nano, d.Timestamp)
 		if err != nil {
 			return nil, fmt.Errorf("%w: @timestamp: %w", ErrNotEvent, err)
+		}
+		if y := t.UTC().Year(); y < 0 || y > 9999 {
+			return nil, fmt.Errorf("%w: @timestamp year %d out of range", ErrNotEvent, y)
 		}
 		e.Time = t
 	}

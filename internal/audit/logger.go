@@ -21,6 +21,7 @@ const (
 	maxPooledBuf        = 64 << 10         // larger record buffers are not pooled
 	writeTimeout        = 10 * time.Second // one write to a network sink
 	dialTimeout         = 10 * time.Second // one connection attempt, TLS handshake included
+	closeGrace          = time.Second      // beyond FlushTimeout, for a write in progress
 )
 
 // Keys of the process log records this package writes.
@@ -195,14 +196,23 @@ func (l *Logger) Reopen() error { return l.sink.reopen() }
 
 // Close stops accepting events, delivers what is queued for at most the flush
 // timeout (counting the rest as dropped), stops the goroutines and closes the
-// sink. It is safe to call more than once.
+// sink. It is safe to call more than once. When a write to stdout or a file is
+// still blocked a second after the flush timeout, Close returns ErrFlushTimeout
+// without waiting for it.
 func (l *Logger) Close() error {
 	l.closeOnce.Do(func() {
 		l.closed.Store(true)
 		close(l.stop)
 		t := time.AfterFunc(l.flushTime, l.cancel)
-		<-l.done
-		t.Stop()
+		defer t.Stop()
+		select {
+		case <-l.done:
+		case <-time.After(l.flushTime + closeGrace):
+			// A stdout or file write the kernel does not finish: leave the
+			// goroutine to it rather than hang the process's shutdown.
+			l.closeErr = ErrFlushTimeout
+			return
+		}
 		l.cancel()
 		// Events that raced with Close into the queue after run left.
 		for {
