@@ -62,9 +62,13 @@ func (c *recordingConn) Write(p []byte) (int, error) {
 	defer c.mu.Unlock()
 	return c.buf.Write(p)
 }
-func (c *recordingConn) Close() error                     { return nil }
-func (c *recordingConn) LocalAddr() net.Addr              { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
-func (c *recordingConn) RemoteAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 443} }
+func (c *recordingConn) Close() error { return nil }
+func (c *recordingConn) LocalAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}
+}
+func (c *recordingConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 443}
+}
 func (c *recordingConn) SetDeadline(time.Time) error      { return nil }
 func (c *recordingConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *recordingConn) SetWriteDeadline(time.Time) error { return nil }
@@ -258,7 +262,9 @@ func referenceJA4(info *tls.ClientHelloInfo, legacyVersion uint16) string {
 	alpn := "00"
 	if len(info.SupportedProtos) > 0 {
 		p := info.SupportedProtos[0]
-		alnum := func(c byte) bool { return strings.IndexByte("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", c) >= 0 }
+		alnum := func(c byte) bool {
+			return strings.IndexByte("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", c) >= 0
+		}
 		if alnum(p[0]) && alnum(p[len(p)-1]) {
 			alpn = string([]byte{p[0], p[len(p)-1]})
 		} else {
