@@ -25,6 +25,8 @@ var (
 	ErrOutput = errors.New("audit: invalid log output")
 	// ErrNotEvent: a line given to ParseECS is not an egress ECS event.
 	ErrNotEvent = errors.New("audit: not an egress ECS event")
+	// ErrClosed: the Logger has been closed.
+	ErrClosed = errors.New("audit: logger closed")
 	// ErrFlushTimeout: Close gave up on a sink write that did not return.
 	ErrFlushTimeout = errors.New("audit: sink write still blocked after the flush timeout")
 )

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -63,7 +64,11 @@ func parseOutput(s string) (output, error) {
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return output{}, fmt.Errorf("%w %q: %s", ErrOutput, s, want)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return output{}, fmt.Errorf("%w %q: %v; %s", ErrOutput, s, err, want)
 	}
 	o := output{}
 	switch u.Scheme {

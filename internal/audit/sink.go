@@ -29,9 +29,10 @@ const (
 // streamSink writes newline-terminated records to a writer (stdout) or to an
 // appended file that Reopen replaces.
 type streamSink struct {
-	mu      sync.Mutex // guards w, f; held during a write
+	mu      sync.Mutex // guards w, f, closed; held during a write
 	w       io.Writer
 	f       *os.File // file sink only
+	closed  bool
 	path    string
 	buf     []byte // run goroutine only
 	log     *slog.Logger
@@ -91,6 +92,11 @@ func (s *streamSink) reopen() error {
 		return fmt.Errorf("audit: reopen %s: %w", s.path, err)
 	}
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = f.Close()
+		return ErrClosed
+	}
 	old := s.f
 	s.f, s.w = f, f
 	s.mu.Unlock()
@@ -103,6 +109,7 @@ func (s *streamSink) close() error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.closed = true
 	return s.f.Close()
 }
 
