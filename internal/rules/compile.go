@@ -284,7 +284,7 @@ func suggest(name string, candidates []string) string {
 		}
 		return ""
 	}
-	return fmt.Sprintf("; did you mean %q?", best)
+	return fmt.Sprintf(" (did you mean %q?)", best)
 }
 
 func levenshtein(a, b string) int {

@@ -1,0 +1,3 @@
+category "games" {
+  files = ["lists/games.txt"]
+}
