@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"testing"
 )
 
@@ -32,6 +33,17 @@ func FuzzParse(f *testing.F) {
 		}
 		if !bytes.Contains(msg, []byte(h.ServerName)) {
 			t.Fatal("ServerName not in the message")
+		}
+		// Differential check: what Parse accepts, crypto/tls's server accepts too,
+		// and reads the same name and protocols from.
+		if len(msg) <= 1<<14 {
+			info, err := serverView(t, record(msg))
+			if err != nil {
+				t.Fatalf("Parse accepted a hello crypto/tls refuses: %v", err)
+			}
+			if info.ServerName != h.ServerName || !slices.Equal(info.SupportedProtos, h.ALPN) && len(h.ALPN)+len(info.SupportedProtos) > 0 {
+				t.Fatalf("crypto/tls saw %q %q, Parse %q %q", info.ServerName, info.SupportedProtos, h.ServerName, h.ALPN)
+			}
 		}
 	})
 }

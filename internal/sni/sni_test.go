@@ -670,6 +670,9 @@ func TestParseMalformed(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Parse: %v", err)
 				}
+				if _, err := serverView(t, record(tc.msg)); err != nil {
+					t.Errorf("crypto/tls refuses what Parse accepts: %v", err)
+				}
 				return
 			}
 			if h != nil || !errors.Is(err, tc.want) {
@@ -677,6 +680,13 @@ func TestParseMalformed(t *testing.T) {
 			}
 			if !errors.Is(err, ErrMalformed) {
 				t.Errorf("%v is not ErrMalformed", err)
+			}
+			// crypto/tls's clientHelloMsg.unmarshal refuses the same hello, except for
+			// the checks its server makes later in the handshake and our own limits.
+			if !laterChecks[tc.name] && len(tc.msg) <= 1<<14 {
+				if info, _ := serverView(t, record(tc.msg)); info != nil {
+					t.Errorf("crypto/tls parsed a hello Parse refuses (%v)", err)
+				}
 			}
 			// Through Read too (a length longer than the data is, to Read, a
 			// hello still in flight).
@@ -686,6 +696,23 @@ func TestParseMalformed(t *testing.T) {
 			}
 		})
 	}
+}
+
+// laterChecks names the TestParseMalformed cases that crypto/tls's parser accepts
+// and its server refuses later in the handshake (or that only this package
+// refuses: session id length, empty cipher list), or, for a length longer than
+// the data, waits for more.
+var laterChecks = map[string]bool{
+	"trailing handshake bytes":      true,
+	"handshake length long":         true,
+	"session id 33 bytes":           true,
+	"no cipher suites":              true,
+	"no null compression":           true,
+	"no compression methods":        true,
+	"tls 1.3 with compression":      true,
+	"renegotiation_info not empty":  true,
+	"pre_shared_key binders differ": true,
+	"body over 16 KiB":              true,
 }
 
 // pskData builds a pre_shared_key body with n identities and m binders.
