@@ -81,9 +81,9 @@ app.kubernetes.io/component: proxy
 /etc/egress
 {{- end }}
 
-{{/* Pod termination grace: the proxy's drain time plus a margin. */}}
+{{/* Pod termination grace: the preStop sleep (counted in the grace), the proxy's drain time, a margin. */}}
 {{- define "egress.terminationGrace" -}}
-{{- add (int .Values.config.limits.shutdownGraceSeconds) (int .Values.terminationGraceExtraSeconds) }}
+{{- add (int .Values.preStopSleepSeconds) (int .Values.config.limits.shutdownGraceSeconds) (int .Values.terminationGraceExtraSeconds) }}
 {{- end }}
 
 {{/* Whether the LoadBalancer/NodePort-only fields apply. */}}
