@@ -100,16 +100,16 @@ func (d *Dialer) Permitted(a netip.Addr) bool {
 // (RFC 6890 and successors): a proxy that dials them can be used to reach the
 // inside of the network or the proxy's own host.
 var refusedRanges = []netip.Prefix{
-	netip.MustParsePrefix("0.0.0.0/8"),       // "this network"
-	netip.MustParsePrefix("100.64.0.0/10"),   // carrier-grade NAT
-	netip.MustParsePrefix("192.0.0.0/24"),    // IETF protocol assignments
-	netip.MustParsePrefix("198.18.0.0/15"),   // benchmarking
-	netip.MustParsePrefix("240.0.0.0/4"),     // reserved, broadcast
-	netip.MustParsePrefix("64:ff9b:1::/48"),  // local-use NAT64
-	netip.MustParsePrefix("100::/64"),        // discard-only
-	netip.MustParsePrefix("2001::/23"),       // IETF protocol assignments (Teredo etc.)
-	netip.MustParsePrefix("2002::/16"),       // 6to4: embeds arbitrary IPv4
-	netip.MustParsePrefix("fec0::/10"),       // deprecated site-local
+	netip.MustParsePrefix("0.0.0.0/8"),      // "this network"
+	netip.MustParsePrefix("100.64.0.0/10"),  // carrier-grade NAT
+	netip.MustParsePrefix("192.0.0.0/24"),   // IETF protocol assignments
+	netip.MustParsePrefix("198.18.0.0/15"),  // benchmarking
+	netip.MustParsePrefix("240.0.0.0/4"),    // reserved, broadcast
+	netip.MustParsePrefix("64:ff9b:1::/48"), // local-use NAT64
+	netip.MustParsePrefix("100::/64"),       // discard-only
+	netip.MustParsePrefix("2001::/23"),      // IETF protocol assignments (Teredo etc.)
+	netip.MustParsePrefix("2002::/16"),      // 6to4: embeds arbitrary IPv4
+	netip.MustParsePrefix("fec0::/10"),      // deprecated site-local
 }
 
 // Refused reports whether a is loopback, private, link-local, multicast,
