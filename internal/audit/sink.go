@@ -250,12 +250,12 @@ func (s *syslogSink) write(ctx context.Context, recs []*record) int {
 		s.buf = append(s.buf, h...)
 		s.buf = append(s.buf, r.b...)
 	}
-	deadline := time.Now().Add(writeTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	_ = s.conn.SetWriteDeadline(deadline)
-	_, err := s.conn.Write(s.buf)
+	_ = s.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	// Close's flush time ending interrupts a write the receiver does not take.
+	conn := s.conn
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetWriteDeadline(time.Now()) })
+	_, err := conn.Write(s.buf)
+	stop()
 	if cap(s.buf) > maxBatchBytes*2 {
 		s.buf = nil
 	}

@@ -428,3 +428,47 @@ func TestSyslogTCPReceiverRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A receiver that accepts but never reads: Close still returns within the flush
+// timeout, counting what it could not deliver.
+func TestSyslogCloseWithStalledReceiver(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	held := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held <- c
+		}
+	}()
+	defer func() {
+		for len(held) > 0 {
+			(<-held).Close()
+		}
+	}()
+	l, err := New(Options{Format: "ecs", Output: "syslog+tcp://" + ln.Addr().String(), FlushTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := testEvent("stalled")
+	e.URLPath = strings.Repeat("x", MaxFieldLen)
+	for range 20000 { // ~60 MB: more than the socket buffers hold
+		l.Log(e)
+	}
+	start := time.Now()
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close = %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Close took %v", d)
+	}
+	if l.Dropped() == 0 {
+		t.Fatal("nothing counted as dropped although the receiver never read")
+	}
+}
