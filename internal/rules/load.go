@@ -80,8 +80,6 @@ type loader struct {
 	now    func() time.Time
 	parser *hclparse.Parser
 	files  []string
-	hash   []byte
-	inputs map[string][]byte
 }
 
 func (l *loader) readFile(name string) ([]byte, error) {

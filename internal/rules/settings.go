@@ -115,7 +115,7 @@ func singleton[T any](kind string, blocks []T, rng func(T) hcl.Range) hcl.Diagno
 		r := rng(blocks[i])
 		first := rng(blocks[0])
 		diags = append(diags, errorAt(&r, fmt.Sprintf("Duplicate %s block", kind),
-			"Only one %s block is allowed; the first is at %s. Merge them.", kind, first.String()))
+			"Only one %s block is allowed; the first is at %s:%d:%d. Merge them.", kind, first.Filename, first.Start.Line, first.Start.Column))
 	}
 	return diags
 }

@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"net/netip"
+	"sort"
 	"strings"
 )
 
@@ -69,9 +70,26 @@ func (c *compiler) compileTests(raws []*rawTest) {
 		}
 		if rt.Reason != nil {
 			t.Reason = Reason(*rt.Reason)
+			if !knownReasons[t.Reason] {
+				c.errorf(attrRange(rt.Body, "reason", rt.DefRange), "Unknown reason", "reason = %q is not a decision reason; use one of %s.", *rt.Reason, strings.Join(reasonNames(), ", "))
+			}
 		}
 		c.cfg.Tests = append(c.cfg.Tests, t)
 	}
+}
+
+var knownReasons = map[Reason]bool{
+	ReasonRule: true, ReasonDefault: true, ReasonUnknownSource: true, ReasonInvalidHost: true,
+	ReasonSNIMismatch: true, ReasonMissingSNI: true, ReasonECH: true,
+}
+
+func reasonNames() []string {
+	out := make([]string, 0, len(knownReasons))
+	for r := range knownReasons {
+		out = append(out, string(r))
+	}
+	sort.Strings(out)
+	return out
 }
 
 // RunTests runs every test block against the compiled policy.
@@ -86,7 +104,13 @@ func (c *Config) RunTests() []TestResult {
 // RunTest decides one test's request the way the explicit proxy would (the
 // host as CONNECT target, the sni if given as SNI) and compares.
 func (c *Config) RunTest(t *Test) TestResult {
-	d := c.DecideAll(Names{Source: t.Source, Target: t.Host, Inner: t.SNI, HasInner: t.HasSNI, TLS: true, Port: t.Port})
+	// Like a client would: the SNI is the host unless the test says otherwise.
+	sni, hasSNI := t.Host, true
+	if t.HasSNI {
+		sni = t.SNI
+		hasSNI = t.SNI != ""
+	}
+	d := c.DecideAll(Names{Source: t.Source, Target: t.Host, Inner: sni, HasInner: hasSNI, TLS: true, Port: t.Port})
 	res := TestResult{Test: t, Decision: d, Pass: true}
 	var why []string
 	if d.Action != t.Expect {

@@ -1,0 +1,192 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/egress-proxy/egress/internal/audit"
+	"github.com/egress-proxy/egress/internal/hostname"
+	"github.com/egress-proxy/egress/internal/metrics"
+	"github.com/egress-proxy/egress/internal/rules"
+	"github.com/egress-proxy/egress/internal/sni"
+	"github.com/egress-proxy/egress/internal/tunnel"
+	"github.com/egress-proxy/egress/internal/upstream"
+)
+
+// TLSFlow is a client connection whose next bytes should be a ClientHello:
+// a CONNECT tunnel after its 200, or a transparent TLS connection.
+type TLSFlow struct {
+	Listener string
+	Client   net.Conn       // the client connection; a *net.TCPConn keeps the copy in the kernel
+	Buffered []byte         // bytes the client already sent that were read with the request
+	Src      netip.AddrPort // effective client address (after PROXY protocol)
+	Start    time.Time      // the 200 or the accept: hello_timeout counts from here
+
+	// CONNECT only: the target as sent, its decision, and the address that
+	// was resolved and checked before the 200. Transparent flows leave them
+	// zero and the destination is the SNI.
+	Target   string
+	Outer    *rules.Decision
+	Dest     netip.Addr
+	DestName string
+	Port     uint16
+}
+
+// ServeTLS reads the ClientHello, decides every name, and on allow dials the
+// checked destination, replays every byte the client sent and tunnels until
+// either side is done. Every outcome is one event. It closes the client.
+func (e *Engine) ServeTLS(st *State, f *TLSFlow) {
+	defer f.Client.Close()
+	cfg := st.Config
+	f.Client.SetReadDeadline(f.Start.Add(cfg.TLS.HelloTimeout))
+	var r io.Reader = f.Client
+	var pending *bytes.Reader
+	if len(f.Buffered) > 0 {
+		pending = bytes.NewReader(f.Buffered)
+		r = io.MultiReader(pending, f.Client)
+	}
+	hello, raw, err := sni.Read(r)
+	e.metrics.ClientHello.Observe(time.Since(f.Start).Seconds())
+	f.Client.SetReadDeadline(time.Time{})
+	if pending != nil && pending.Len() > 0 {
+		// Bytes sent after the hello (early data, pipelined records): replayed too.
+		rest := make([]byte, pending.Len())
+		pending.Read(rest)
+		raw = append(raw, rest...)
+	}
+	src := f.Src.Addr()
+	seg, _ := cfg.Policy.SegmentFor(src)
+
+	var d rules.Decision
+	ev := func(d *rules.Decision) *audit.Event {
+		ev := e.NewEvent(st, f.Listener, f.Src, d, f.Start)
+		ev.DestDomain, ev.DestPort = f.DestName, int(f.Port)
+		if f.Dest.IsValid() {
+			ev.DestIP = f.Dest.String()
+		}
+		if hello != nil {
+			ech := hello.ECH
+			ev.SNI, ev.JA4, ev.ECH = hello.ServerName, hello.JA4, &ech
+		}
+		return ev
+	}
+	deny := func(reason rules.Reason, alert uint8, errText string) {
+		d = rules.Decision{Action: rules.Deny, Reason: reason, Segment: seg}
+		if f.Outer != nil {
+			d.Monitor = f.Outer.Monitor
+		}
+		e.Count(f.Listener, &d)
+		if alert != 0 {
+			sni.WriteAlert(f.Client, alert)
+		}
+		x := ev(&d)
+		x.Error = errText
+		e.Emit(x)
+	}
+
+	if err != nil {
+		switch {
+		case errors.Is(err, sni.ErrNotTLS):
+			e.metrics.ClientHelloErrors.WithLabelValues(f.Listener, metrics.HelloNotTLS).Inc()
+			if f.Target == "" || cfg.TLS.NonTLS == rules.Deny {
+				deny(rules.ReasonNonTLS, 0, "")
+				return
+			}
+			// tls.non_tls = allow: the CONNECT decision alone stands.
+			hello = nil
+			d = *f.Outer
+		case errors.Is(err, sni.ErrTimeout):
+			e.metrics.ClientHelloErrors.WithLabelValues(f.Listener, metrics.HelloTimeout).Inc()
+			deny(rules.ReasonHelloTimeout, 0, err.Error())
+			return
+		case errors.Is(err, sni.ErrTooLarge):
+			e.metrics.ClientHelloErrors.WithLabelValues(f.Listener, metrics.HelloTooLarge).Inc()
+			deny(rules.ReasonMalformedHello, sni.AlertDecodeError, err.Error())
+			return
+		case errors.Is(err, sni.ErrMalformed):
+			e.metrics.ClientHelloErrors.WithLabelValues(f.Listener, metrics.HelloMalformed).Inc()
+			deny(rules.ReasonMalformedHello, sni.AlertDecodeError, err.Error())
+			return
+		default: // truncated, reset: the client went away mid-hello
+			e.metrics.ClientHelloErrors.WithLabelValues(f.Listener, metrics.HelloTruncated).Inc()
+			deny(rules.ReasonMalformedHello, 0, err.Error())
+			return
+		}
+	} else {
+		d = cfg.DecideAll(rules.Names{Source: src, Target: f.Target, Inner: hello.ServerName, HasInner: hello.HasSNI,
+			TLS: true, ECH: hello.ECH, Port: f.Port})
+		if d.Action == rules.Deny {
+			e.Count(f.Listener, &d)
+			sni.WriteAlert(f.Client, sni.AlertAccessDenied)
+			e.Emit(ev(&d))
+			return
+		}
+	}
+
+	// Transparent: the destination is the SNI, resolved and checked now.
+	if !f.Dest.IsValid() {
+		name, ip, _ := hostname.Normalize(hello.ServerName)
+		f.DestName = name
+		dest, rerr := st.Dialer.Resolve(context.Background(), name, ip)
+		if rerr != nil {
+			if errors.Is(rerr, upstream.ErrPrivate) {
+				deny(rules.ReasonPrivateDestination, sni.AlertAccessDenied, rerr.Error())
+				return
+			}
+			e.Count(f.Listener, &d)
+			e.metrics.UpstreamErrors.WithLabelValues(metrics.UpstreamDNSError).Inc()
+			sni.WriteAlert(f.Client, sni.AlertInternalError)
+			x := ev(&d)
+			x.Reason, x.Error = string(rules.ReasonDNSError), rerr.Error()
+			e.Emit(x)
+			return
+		}
+		f.Dest = dest
+	}
+	e.Count(f.Listener, &d)
+
+	t0 := time.Now()
+	server, err := st.Dialer.Dial(context.Background(), f.Dest, f.Port)
+	e.metrics.UpstreamDial.Observe(time.Since(t0).Seconds())
+	if err != nil {
+		e.metrics.UpstreamErrors.WithLabelValues(metrics.UpstreamDestinationUnavailable).Inc()
+		sni.WriteAlert(f.Client, sni.AlertInternalError)
+		x := ev(&d)
+		x.Reason, x.Error = string(rules.ReasonUpstreamError), err.Error()
+		x.Duration = time.Since(f.Start)
+		e.Emit(x)
+		return
+	}
+	if _, err := server.Write(raw); err != nil {
+		server.Close()
+		x := ev(&d)
+		x.Reason, x.Error = string(rules.ReasonUpstreamError), err.Error()
+		e.Emit(x)
+		return
+	}
+	names := rules.Names{Source: src, Target: f.Target, TLS: true, Port: f.Port}
+	if hello != nil {
+		names.Inner, names.HasInner, names.ECH = hello.ServerName, hello.HasSNI, hello.ECH
+	}
+	t := e.Track(f.Listener, names, true, f.Client, server)
+	res := tunnel.Pipe(f.Client, server, cfg.Limits.IdleTimeout, e)
+	e.Untrack(t)
+	x := ev(&d)
+	x.SourceBytes, x.DestBytes = res.Upload+int64(len(raw)), res.Download
+	x.Duration = time.Since(f.Start)
+	if why := t.ClosedBy(); why != "" {
+		x.Error = "closed: " + why
+		if why == string(rules.ReasonReload) {
+			x.Action, x.Reason = audit.ActionDeny, why
+		}
+	} else if res.Err != nil {
+		x.Error = res.Err.Error()
+	}
+	e.Add(int64(len(raw)), 0)
+	e.Emit(x)
+}

@@ -1,0 +1,93 @@
+package engine
+
+import (
+	"net"
+	"sync/atomic"
+
+	"github.com/egress-proxy/egress/internal/rules"
+)
+
+// Tunnel is an open tunnel or keep-alive connection the engine can close: on a
+// reload that denies its names, or at the end of the shutdown grace period.
+type Tunnel struct {
+	Listener string
+	Names    rules.Names // nil Source: not re-decided on reload (idle keep-alive)
+	decide   bool
+	conns    []net.Conn
+	closedBy atomic.Value // string: "config_reload" or "shutdown"
+}
+
+// Track registers conns (closed together) under names. With decide false the
+// tunnel is only closed at shutdown.
+func (e *Engine) Track(listener string, names rules.Names, decide bool, conns ...net.Conn) *Tunnel {
+	t := &Tunnel{Listener: listener, Names: names, decide: decide, conns: conns}
+	e.mu.Lock()
+	e.open[t] = struct{}{}
+	e.mu.Unlock()
+	return t
+}
+
+// Untrack removes a tunnel when it ends.
+func (e *Engine) Untrack(t *Tunnel) {
+	e.mu.Lock()
+	delete(e.open, t)
+	e.mu.Unlock()
+}
+
+// ClosedBy says why the engine closed the tunnel ("" if it did not).
+func (t *Tunnel) ClosedBy() string {
+	s, _ := t.closedBy.Load().(string)
+	return s
+}
+
+func (t *Tunnel) close(why string) {
+	t.closedBy.CompareAndSwap(nil, why)
+	for _, c := range t.conns {
+		c.Close()
+	}
+}
+
+// enforce closes the open tunnels that cfg denies.
+func (e *Engine) enforce(cfg *rules.Config) int {
+	e.mu.Lock()
+	var victims []*Tunnel
+	for t := range e.open {
+		if t.decide && cfg.DecideAll(t.Names).Action == rules.Deny {
+			victims = append(victims, t)
+		}
+	}
+	e.mu.Unlock()
+	for _, t := range victims {
+		t.close(string(rules.ReasonReload))
+	}
+	if len(victims) > 0 {
+		e.metrics.TunnelsClosedOnReload.Add(float64(len(victims)))
+		e.log.Info("reload closed tunnels the new config denies", "count", len(victims), "config_version", cfg.Version)
+	}
+	return len(victims)
+}
+
+// CloseAll closes every open tunnel (end of the shutdown grace period) and
+// returns how many there were.
+func (e *Engine) CloseAll() int {
+	e.mu.Lock()
+	var all []*Tunnel
+	for t := range e.open {
+		all = append(all, t)
+	}
+	e.mu.Unlock()
+	for _, t := range all {
+		t.close("shutdown")
+	}
+	if len(all) > 0 {
+		e.metrics.ShutdownForced.Add(float64(len(all)))
+	}
+	return len(all)
+}
+
+// OpenTunnels is the number of tracked tunnels.
+func (e *Engine) OpenTunnels() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.open)
+}
