@@ -15,7 +15,12 @@ type Tunnel struct {
 	decide   bool
 	conns    []net.Conn
 	closedBy atomic.Value // string: "config_reload" or "shutdown"
+	idle     atomic.Bool  // a keep-alive connection waiting for its next request
 }
+
+// SetIdle marks a keep-alive connection as waiting between requests: a
+// shutdown closes it at once instead of waiting for the grace period.
+func (t *Tunnel) SetIdle(idle bool) { t.idle.Store(idle) }
 
 // Track registers conns (closed together) under names. With decide false the
 // tunnel is only closed at shutdown.
@@ -84,6 +89,27 @@ func (e *Engine) CloseAll() int {
 	}
 	return len(all)
 }
+
+// CloseIdle closes the keep-alive connections that wait between requests, and
+// marks the engine as draining: connections close after their current request.
+func (e *Engine) CloseIdle() int {
+	e.draining.Store(true)
+	e.mu.Lock()
+	var idle []*Tunnel
+	for t := range e.open {
+		if t.idle.Load() {
+			idle = append(idle, t)
+		}
+	}
+	e.mu.Unlock()
+	for _, t := range idle {
+		t.close("shutdown")
+	}
+	return len(idle)
+}
+
+// Draining reports whether a shutdown has begun.
+func (e *Engine) Draining() bool { return e.draining.Load() }
 
 // OpenTunnels is the number of tracked tunnels.
 func (e *Engine) OpenTunnels() int {

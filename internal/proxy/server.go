@@ -1,0 +1,225 @@
+// Package proxy owns the explicit forward proxy listener (proxy.listen):
+// HTTP/1.1 requests read with net/http's parser, CONNECT tunnels decided on
+// their host before the 200 and on the ClientHello after it, and plain HTTP
+// requests in absolute form decided one by one and forwarded with goproxy.
+//
+// It keeps its own accept loop instead of net/http.Server for two reasons:
+// net/http drops the Host header of absolute-URI requests (SPEC §8 needs it to
+// compare with the URL host), and a hijacked net/http connection hides the
+// bytes a client sent right behind its CONNECT (goproxy issues #801/#805):
+// here the bufio.Reader that parsed the request is ours, and what it holds is
+// replayed first (SPEC §5.3).
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/egress-proxy/egress/internal/audit"
+	"github.com/egress-proxy/egress/internal/engine"
+	"github.com/egress-proxy/egress/internal/metrics"
+	"github.com/egress-proxy/egress/internal/rules"
+	"github.com/elazarl/goproxy"
+)
+
+// Server is the explicit proxy, or, with TransparentPort set, the transparent
+// HTTP listener (origin-form requests routed by their Host header).
+type Server struct {
+	Engine        *engine.Engine
+	ProxyProtocol bool
+	// TransparentPort, when not 0, makes this a transparent HTTP listener
+	// that dials this port (transparent.http_port) and refuses CONNECT.
+	TransparentPort uint16
+
+	fwd     *goproxy.ProxyHttpServer
+	initFwd sync.Once
+	wg      sync.WaitGroup
+}
+
+func (s *Server) listener() string {
+	if s.TransparentPort != 0 {
+		return audit.ListenerTransparentHTTP
+	}
+	return audit.ListenerProxy
+}
+
+// readerPool recycles the per-connection request readers.
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+
+// Serve accepts connections until ln is closed. It returns nil after Close of
+// the listener.
+func (s *Server) Serve(ln net.Listener) error {
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Out of file descriptors and the like: back off, don't spin.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.Engine.Log().Warn("accept failed", "listener", s.listener(), "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		s.wg.Add(1)
+		go s.serveConn(c)
+	}
+}
+
+// Wait blocks until every connection handler has returned.
+func (s *Server) Wait() { s.wg.Wait() }
+
+// limitedConn feeds the request reader: N bounds what a request's header may
+// take (max_header_bytes), and is lifted for bodies.
+type limitedConn struct {
+	c net.Conn
+	n int64
+}
+
+func (l *limitedConn) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errHeaderTooLarge
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	k, err := l.c.Read(p)
+	l.n -= int64(k)
+	return k, err
+}
+
+var errHeaderTooLarge = errors.New("request header too large")
+
+// conn is one client connection.
+type conn struct {
+	s      *Server
+	c      net.Conn
+	lr     *limitedConn
+	br     *bufio.Reader
+	src    netip.AddrPort
+	served int // requests served on this connection
+	t      *engine.Tunnel
+}
+
+func (s *Server) serveConn(c net.Conn) {
+	defer s.wg.Done()
+	defer c.Close()
+	st := s.Engine.State()
+	lr := &limitedConn{c: c, n: int64(st.Config.Limits.MaxHeaderBytes) + 4096}
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(lr)
+	cn := &conn{s: s, c: c, lr: lr, br: br, src: engine.PeerAddr(c)}
+	defer func() {
+		if cn.br != nil {
+			cn.br.Reset(nil)
+			readerPool.Put(cn.br)
+		}
+	}()
+	if s.ProxyProtocol {
+		src, err := engine.ReadProxyHeader(c, br, st.Config.TLS.HelloTimeout)
+		if err != nil {
+			s.Engine.Metrics().ConnectionsRejected.WithLabelValues(s.listener(), metrics.RejectProxyProtocol).Inc()
+			s.Engine.Log().Warn("connection without a valid PROXY header rejected", "listener", s.listener(), "peer", cn.src, "err", err)
+			return
+		}
+		cn.src = src
+	}
+	release, refused := s.Engine.Admit(s.listener(), cn.src.Addr())
+	if release == nil {
+		cn.refuse(st, refused)
+		return
+	}
+	defer release()
+	cn.t = s.Engine.Track(s.listener(), rules.Names{}, false, c)
+	defer s.Engine.Untrack(cn.t)
+	cn.loop()
+}
+
+// refuse answers a connection over a limit with 503 and logs it.
+func (cn *conn) refuse(st *engine.State, limit string) {
+	d := rules.Decision{Action: rules.Deny, Reason: rules.ReasonLimit}
+	d.Segment, _ = st.Config.Policy.SegmentFor(cn.src.Addr())
+	cn.s.Engine.Count(cn.s.listener(), &d)
+	ev := cn.s.Engine.NewEvent(st, cn.s.listener(), cn.src, &d, time.Now())
+	ev.Error = "limit: " + limit
+	ev.Status = http.StatusServiceUnavailable
+	cn.s.Engine.Emit(ev)
+	h := http.Header{}
+	h.Set("Proxy-Status", proxyStatus(statusLimit, limit))
+	h.Set("Retry-After", "1")
+	cn.c.SetWriteDeadline(time.Now().Add(time.Second))
+	writeResponse(cn.c, "HTTP/1.1", http.StatusServiceUnavailable, h, []byte("egress: too many connections ("+limit+")\n"), true)
+}
+
+// loop reads requests until the connection ends, is hijacked by CONNECT, or
+// must close.
+func (cn *conn) loop() {
+	for {
+		st := cn.s.Engine.State()
+		lim := st.Config.Limits
+		cn.lr.n = int64(lim.MaxHeaderBytes) + 4096
+		// Between requests, an idle keep-alive connection may wait idle_timeout.
+		wait := lim.IdleTimeout
+		if cn.served == 0 {
+			wait = lim.HeaderTimeout
+		}
+		if cn.s.Engine.Draining() {
+			return
+		}
+		cn.c.SetReadDeadline(time.Now().Add(wait))
+		cn.t.SetIdle(true)
+		_, err := cn.br.Peek(1)
+		cn.t.SetIdle(false)
+		if err != nil {
+			return
+		}
+		cn.c.SetReadDeadline(time.Now().Add(lim.HeaderTimeout))
+		req, err := http.ReadRequest(cn.br)
+		if err != nil {
+			cn.badRequest(err)
+			return
+		}
+		cn.lr.n = math.MaxInt64
+		cn.c.SetReadDeadline(time.Time{})
+		cn.served++
+		if req.Method == http.MethodConnect {
+			if cn.s.TransparentPort != 0 {
+				cn.badRequest(errors.New("CONNECT on the transparent HTTP listener"))
+				return
+			}
+			cn.connect(st, req)
+			return
+		}
+		if !cn.plain(st, req) {
+			return
+		}
+	}
+}
+
+func (cn *conn) badRequest(err error) {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
+		return
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return // header_timeout: close without a word, like net/http
+	}
+	status := http.StatusBadRequest
+	if errors.Is(err, errHeaderTooLarge) {
+		status = http.StatusRequestHeaderFieldsTooLarge
+	}
+	h := http.Header{}
+	h.Set("Proxy-Status", proxyStatus(statusBadRequest, ""))
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	cn.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	writeResponse(cn.c, "HTTP/1.1", status, h, []byte(http.StatusText(status)+"\n"), true)
+}

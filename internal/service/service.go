@@ -1,0 +1,345 @@
+// Package service owns the life of the process: it loads the configuration,
+// opens the listeners (explicit proxy, transparent, admin), builds the SIEM
+// logger and the metrics, reloads on SIGHUP or on a change of any file the
+// configuration read, and shuts down gracefully on SIGTERM/SIGINT.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/egress-proxy/egress/internal/admin"
+	"github.com/egress-proxy/egress/internal/audit"
+	"github.com/egress-proxy/egress/internal/engine"
+	"github.com/egress-proxy/egress/internal/metrics"
+	"github.com/egress-proxy/egress/internal/proxy"
+	"github.com/egress-proxy/egress/internal/rules"
+	"github.com/egress-proxy/egress/internal/transparent"
+	"github.com/hashicorp/hcl/v2"
+)
+
+// Options configure Run.
+type Options struct {
+	// Load loads the configuration (the -config path, or the embedded default).
+	Load    func() (*rules.Config, hcl.Diagnostics)
+	Version string
+	Commit  string
+	Log     *slog.Logger // process log (stderr)
+	// Signals, if set, replaces the process signals (tests).
+	Signals <-chan os.Signal
+}
+
+// Run serves until ctx ends or SIGTERM/SIGINT, then drains. It returns an
+// error if the configuration or a listener cannot be set up.
+func Run(ctx context.Context, o Options) error {
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	cfg, diags := o.Load()
+	for _, d := range diags {
+		if d.Severity == hcl.DiagWarning {
+			log.Warn("config: " + rules.FormatDiagnostic(d))
+		}
+	}
+	if diags.HasErrors() {
+		return rules.DiagnosticsError(diags)
+	}
+	reg := metrics.NewRegistry()
+	m := metrics.New(reg)
+	m.SetBuildInfo(o.Version, o.Commit)
+
+	sink := &switchSink{}
+	lg, err := newLogger(cfg, o.Version, m, log)
+	if err != nil {
+		return err
+	}
+	sink.set(lg, cfg.Log)
+	defer func() { sink.close() }()
+
+	e := engine.New(cfg, sink, m, log)
+	m.ConfigLoaded(true, cfg.Version, time.Now())
+
+	s := &server{o: o, log: log, engine: e, metrics: m, sink: sink, path: cfg.Source}
+	s.ready.Store(false)
+	if err := s.listen(cfg); err != nil {
+		s.closeListeners()
+		return err
+	}
+	adminCtx, stopAdmin := context.WithCancel(context.Background())
+	defer stopAdmin()
+	if s.adminLn != nil {
+		h := admin.Handler(admin.Options{Gatherer: reg, State: s, PAC: s.pac, Pprof: cfg.Admin.Pprof, Log: log})
+		go admin.Serve(adminCtx, s.adminLn, h)
+	}
+	s.serve()
+	s.ready.Store(true)
+	log.Info("egress serving", "version", o.Version, "config", cfg.Source, "config_version", cfg.Version,
+		"proxy", addrOf(s.proxyLn), "transparent_https", addrOf(s.tlsLn), "transparent_http", addrOf(s.httpLn), "admin", addrOf(s.adminLn))
+
+	sigs := o.Signals
+	if sigs == nil {
+		ch := make(chan os.Signal, 4)
+		signal.Notify(ch, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+		defer signal.Stop(ch)
+		sigs = ch
+	}
+	w := newWatcher(cfg)
+	tick := time.NewTicker(cfg.Limits.ReloadInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return s.shutdown()
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGHUP:
+				log.Info("SIGHUP: reloading configuration and reopening the event log")
+				sink.reopen()
+				if c := s.reload("sighup"); c != nil {
+					w = newWatcher(c)
+				}
+			default:
+				log.Info("signal: shutting down", "signal", sig.String())
+				return s.shutdown()
+			}
+		case <-tick.C:
+			if w.changed() {
+				if c := s.reload("file change"); c != nil {
+					w = newWatcher(c)
+					tick.Reset(c.Limits.ReloadInterval)
+				} else {
+					w.rebase()
+				}
+			}
+		}
+	}
+}
+
+type server struct {
+	o       Options
+	log     *slog.Logger
+	engine  *engine.Engine
+	metrics *metrics.Metrics
+	sink    *switchSink
+	path    string
+
+	proxyLn, tlsLn, httpLn, adminLn net.Listener
+	proxySrv                        *proxy.Server
+	transSrv                        *transparent.Server
+	wg                              sync.WaitGroup
+
+	ready    atomic.Bool
+	stopping atomic.Bool
+}
+
+func addrOf(ln net.Listener) string {
+	if ln == nil {
+		return "off"
+	}
+	return ln.Addr().String()
+}
+
+func (s *server) listen(cfg *rules.Config) error {
+	var err error
+	if s.proxyLn, err = net.Listen("tcp", cfg.Proxy.Listen); err != nil {
+		return fmt.Errorf("proxy listener: %w", err)
+	}
+	if cfg.Transparent.Enabled && cfg.Transparent.HTTPSListen != "" {
+		if s.tlsLn, err = net.Listen("tcp", cfg.Transparent.HTTPSListen); err != nil {
+			return fmt.Errorf("transparent https listener: %w", err)
+		}
+	}
+	if cfg.Transparent.Enabled && cfg.Transparent.HTTPListen != "" {
+		if s.httpLn, err = net.Listen("tcp", cfg.Transparent.HTTPListen); err != nil {
+			return fmt.Errorf("transparent http listener: %w", err)
+		}
+	}
+	if cfg.Admin.Listen != "" {
+		if s.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+			return fmt.Errorf("admin listener: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *server) serve() {
+	cfg := s.engine.State().Config
+	s.proxySrv = &proxy.Server{Engine: s.engine, ProxyProtocol: cfg.Proxy.ProxyProtocol}
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.proxySrv.Serve(s.proxyLn) }()
+	if s.tlsLn != nil || s.httpLn != nil {
+		s.transSrv = &transparent.Server{Engine: s.engine, ProxyProtocol: cfg.Transparent.ProxyProtocol,
+			HTTPSPort: cfg.Transparent.HTTPSPort, HTTPPort: cfg.Transparent.HTTPPort}
+		if s.tlsLn != nil {
+			s.wg.Add(1)
+			go func() { defer s.wg.Done(); s.transSrv.ServeTLS(s.tlsLn) }()
+		}
+		if s.httpLn != nil {
+			s.wg.Add(1)
+			go func() { defer s.wg.Done(); s.transSrv.ServeHTTP(s.httpLn) }()
+		}
+	}
+}
+
+func (s *server) closeListeners() {
+	for _, ln := range []net.Listener{s.proxyLn, s.tlsLn, s.httpLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+// Ready implements admin.State.
+func (s *server) Ready() (bool, string, string) {
+	v := s.engine.State().Config.Version
+	switch {
+	case s.stopping.Load():
+		return false, v, "shutting down"
+	case !s.ready.Load():
+		return false, v, "starting"
+	}
+	return true, v, ""
+}
+
+func (s *server) pac() admin.PACConfig {
+	cfg := s.engine.State().Config
+	port := 3128
+	if s.proxyLn != nil {
+		port = s.proxyLn.Addr().(*net.TCPAddr).Port
+	} else if _, p, err := net.SplitHostPort(cfg.Proxy.Listen); err == nil {
+		port, _ = strconv.Atoi(p)
+	}
+	return admin.PACConfig{ProxyAddr: cfg.Admin.PACProxy, ProxyPort: port,
+		DirectSuffixes: cfg.Admin.DirectDomains, DirectCIDRs: cfg.Admin.DirectNetworks}
+}
+
+// reload loads the configuration again; a config with errors keeps the
+// running one. It returns the new config, or nil.
+func (s *server) reload(why string) *rules.Config {
+	cfg, diags := s.o.Load()
+	if diags.HasErrors() {
+		s.metrics.ConfigLoaded(false, "", time.Now())
+		s.log.Error("reload failed; the running configuration stays active", "trigger", why,
+			"config_version", s.engine.State().Config.Version, "errors", rules.DiagnosticsError(diags).Error())
+		return nil
+	}
+	for _, d := range diags {
+		if d.Severity == hcl.DiagWarning {
+			s.log.Warn("config: " + rules.FormatDiagnostic(d))
+		}
+	}
+	old := s.engine.State().Config
+	s.warnStatic(old, cfg)
+	if cfg.Log != old.Log {
+		if lg, err := newLogger(cfg, s.o.Version, s.metrics, s.log); err != nil {
+			s.log.Error("new log output unusable; keeping the old one", "err", err)
+		} else {
+			s.sink.set(lg, cfg.Log)
+		}
+	}
+	closed := s.engine.Swap(cfg)
+	s.metrics.ConfigLoaded(true, cfg.Version, time.Now())
+	s.log.Info("configuration reloaded", "trigger", why, "config_version", cfg.Version, "previous", old.Version, "tunnels_closed", closed)
+	return cfg
+}
+
+// warnStatic says which changed settings need a restart.
+func (s *server) warnStatic(old, cfg *rules.Config) {
+	if old.Proxy != cfg.Proxy || old.Transparent != cfg.Transparent || old.Admin.Listen != cfg.Admin.Listen {
+		s.log.Warn("listener addresses and proxy_protocol changed: they take effect at the next restart")
+	}
+}
+
+// shutdown: not ready at once, listeners closed, idle keep-alive connections
+// closed, open requests and tunnels given limits.shutdown_grace, the rest
+// closed and counted.
+func (s *server) shutdown() error {
+	s.stopping.Store(true)
+	grace := s.engine.State().Config.Limits.ShutdownGrace
+	s.closeListeners()
+	s.engine.CloseIdle()
+	deadline := time.Now().Add(grace)
+	for s.engine.Connections() > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		s.engine.CloseIdle()
+	}
+	if n := s.engine.CloseAll(); n > 0 {
+		s.log.Warn("shutdown grace period over: closed open connections", "count", n, "grace", grace.String())
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		if s.proxySrv != nil {
+			s.proxySrv.Wait()
+		}
+		if s.transSrv != nil {
+			s.transSrv.Wait()
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		s.log.Warn("connection handlers still running at exit")
+	}
+	s.log.Info("egress stopped")
+	return nil
+}
+
+var errNoLogger = errors.New("no event logger")
+
+func newLogger(cfg *rules.Config, version string, m *metrics.Metrics, log *slog.Logger) (*audit.Logger, error) {
+	lg, err := audit.New(audit.Options{
+		Format: cfg.Log.Format, Output: cfg.Log.Output, Version: version, QueueSize: cfg.Log.QueueSize,
+		OnDrop: m.LogEventsDropped.Inc, Log: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: log output %q: %v", errNoLogger, cfg.Log.Output, err)
+	}
+	return lg, nil
+}
+
+// switchSink is the event sink the engine writes to; a reload that changes
+// the log block swaps the logger behind it.
+type switchSink struct {
+	cur atomic.Pointer[audit.Logger]
+	m   sync.Mutex
+}
+
+func (s *switchSink) Log(e *audit.Event) {
+	if l := s.cur.Load(); l != nil {
+		l.Log(e)
+	}
+}
+
+func (s *switchSink) set(l *audit.Logger, _ rules.LogSettings) {
+	s.m.Lock()
+	old := s.cur.Swap(l)
+	s.m.Unlock()
+	if old != nil {
+		go old.Close()
+	}
+}
+
+func (s *switchSink) reopen() {
+	if l := s.cur.Load(); l != nil {
+		l.Reopen()
+	}
+}
+
+func (s *switchSink) close() {
+	if l := s.cur.Swap(nil); l != nil {
+		l.Close()
+	}
+}

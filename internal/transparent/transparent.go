@@ -1,0 +1,101 @@
+// Package transparent owns the listeners for firewall-redirected traffic
+// (transparent.https_listen and http_listen): raw TLS routed by the SNI of its
+// ClientHello to transparent.https_port, and plain HTTP routed by its Host
+// header to transparent.http_port. There is no CONNECT: the SNI or the Host is
+// the only name, so a TLS connection without SNI is always denied.
+package transparent
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/egress-proxy/egress/internal/audit"
+	"github.com/egress-proxy/egress/internal/engine"
+	"github.com/egress-proxy/egress/internal/metrics"
+	"github.com/egress-proxy/egress/internal/proxy"
+)
+
+// Server serves both transparent listeners.
+type Server struct {
+	Engine        *engine.Engine
+	ProxyProtocol bool
+	HTTPSPort     uint16
+	HTTPPort      uint16
+
+	wg   sync.WaitGroup
+	http *proxy.Server
+	once sync.Once
+}
+
+// ServeHTTP serves the transparent HTTP listener until ln is closed. The
+// HTTP handling (keep-alive, one decision per request, block page) is the
+// explicit proxy's, in transparent mode.
+func (s *Server) ServeHTTP(ln net.Listener) error {
+	s.once.Do(func() {
+		s.http = &proxy.Server{Engine: s.Engine, ProxyProtocol: s.ProxyProtocol, TransparentPort: s.HTTPPort}
+	})
+	return s.http.Serve(ln)
+}
+
+// ServeTLS serves the transparent HTTPS listener until ln is closed.
+func (s *Server) ServeTLS(ln net.Listener) error {
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.Engine.Log().Warn("accept failed", "listener", audit.ListenerTransparentHTTPS, "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		s.wg.Add(1)
+		go s.serveTLSConn(c, time.Now())
+	}
+}
+
+// Wait blocks until every connection handler has returned.
+func (s *Server) Wait() {
+	s.wg.Wait()
+	if s.http != nil {
+		s.http.Wait()
+	}
+}
+
+func (s *Server) serveTLSConn(c net.Conn, accepted time.Time) {
+	defer s.wg.Done()
+	const listener = audit.ListenerTransparentHTTPS
+	st := s.Engine.State()
+	src := engine.PeerAddr(c)
+	var buffered []byte
+	if s.ProxyProtocol {
+		// The header must arrive within hello_timeout; what the reader holds
+		// past it is the start of the ClientHello.
+		br := bufio.NewReaderSize(c, 512)
+		claimed, err := engine.ReadProxyHeader(c, br, st.Config.TLS.HelloTimeout)
+		if err != nil {
+			s.Engine.Metrics().ConnectionsRejected.WithLabelValues(listener, metrics.RejectProxyProtocol).Inc()
+			s.Engine.Log().Warn("connection without a valid PROXY header rejected", "listener", listener, "peer", src, "err", err)
+			c.Close()
+			return
+		}
+		src = claimed
+		if n := br.Buffered(); n > 0 {
+			peek, _ := br.Peek(n)
+			buffered = append([]byte(nil), peek...)
+		}
+	}
+	release, _ := s.Engine.Admit(listener, src.Addr())
+	if release == nil {
+		c.Close() // over a limit: close (counted by Admit)
+		return
+	}
+	defer release()
+	s.Engine.ServeTLS(st, &engine.TLSFlow{Listener: listener, Client: c, Buffered: buffered, Src: src, Start: accepted, Port: s.HTTPSPort})
+}
