@@ -1,6 +1,12 @@
 package e2e
 
 import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -75,3 +81,22 @@ func TestSmokeConnectAllowedAndDenied(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// HTTPSGetKeep does a TLS handshake and one GET on a keep-alive tunnel and
+// leaves it open.
+func HTTPSGetKeep(c net.Conn, sni string, ca *CA) (string, error) {
+	tc := tls.Client(c, &tls.Config{ServerName: sni, RootCAs: ca.Pool})
+	tc.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(tc, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", sni)
+	resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	tc.SetDeadline(time.Time{})
+	return string(b), err
+}
