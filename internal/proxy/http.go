@@ -92,10 +92,9 @@ func (cn *conn) plain(st *engine.State, req *http.Request) bool {
 		}
 		port = uint16(n)
 	}
-	hostHeader, hasHost := req.Header["Host"]
 	names := rules.Names{Source: cn.src.Addr(), Target: req.URL.Host, Port: port}
-	if hasHost && len(hostHeader) > 0 {
-		names.Inner, names.HasInner = hostHeader[0], true
+	if len(cn.hosts) > 0 {
+		names.Inner, names.HasInner = cn.hosts[0], true
 	}
 	return cn.forward(st, req, names, req.URL.Host, port, start, keep)
 }

@@ -13,6 +13,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"math"
@@ -79,10 +80,13 @@ func (s *Server) Serve(ln net.Listener) error {
 func (s *Server) Wait() { s.wg.Wait() }
 
 // limitedConn feeds the request reader: N bounds what a request's header may
-// take (max_header_bytes), and is lifted for bodies.
+// take (max_header_bytes), and is lifted for bodies. While rec is set, every
+// byte read is also appended to it (the request header, see hostHeaders).
 type limitedConn struct {
-	c net.Conn
-	n int64
+	c   net.Conn
+	n   int64
+	rec bool
+	buf []byte
 }
 
 func (l *limitedConn) Read(p []byte) (int, error) {
@@ -94,6 +98,9 @@ func (l *limitedConn) Read(p []byte) (int, error) {
 	}
 	k, err := l.c.Read(p)
 	l.n -= int64(k)
+	if l.rec && k > 0 {
+		l.buf = append(l.buf, p[:k]...)
+	}
 	return k, err
 }
 
@@ -108,6 +115,10 @@ type conn struct {
 	src    netip.AddrPort
 	served int // requests served on this connection
 	t      *engine.Tunnel
+	// hosts holds the Host header values of the request being served, as
+	// sent: http.ReadRequest deletes the field, and SPEC §8 compares it with
+	// the absolute-URI host.
+	hosts []string
 }
 
 func (s *Server) serveConn(c net.Conn) {
@@ -183,7 +194,17 @@ func (cn *conn) loop() {
 			return
 		}
 		cn.c.SetReadDeadline(time.Now().Add(lim.HeaderTimeout))
+		// The header is what the reader already holds plus what ReadRequest
+		// reads from the connection.
+		held, _ := cn.br.Peek(cn.br.Buffered())
+		cn.lr.buf = append(cn.lr.buf[:0], held...)
+		cn.lr.rec = true
 		req, err := http.ReadRequest(cn.br)
+		cn.lr.rec = false
+		cn.hosts = hostHeaders(cn.lr.buf)
+		if cap(cn.lr.buf) > 64<<10 {
+			cn.lr.buf = nil // don't keep a large header's buffer for the connection's life
+		}
 		if err != nil {
 			cn.badRequest(err)
 			return
@@ -222,4 +243,32 @@ func (cn *conn) badRequest(err error) {
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	cn.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	writeResponse(cn.c, "HTTP/1.1", status, h, []byte(http.StatusText(status)+"\n"), true)
+}
+
+// hostHeaders returns the values of the Host fields in the request header at
+// the start of b (request line, fields, empty line; anything after it is
+// ignored). ReadRequest has validated the header by the time this is used.
+func hostHeaders(b []byte) []string {
+	var hosts []string
+	first := true
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			break
+		}
+		line := bytes.TrimSuffix(b[:i], []byte("\r"))
+		b = b[i+1:]
+		if len(line) == 0 {
+			break // end of the header
+		}
+		if first {
+			first = false // the request line
+			continue
+		}
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if ok && bytes.EqualFold(k, []byte("Host")) {
+			hosts = append(hosts, string(bytes.TrimSpace(v)))
+		}
+	}
+	return hosts
 }
