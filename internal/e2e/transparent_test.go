@@ -75,9 +75,9 @@ type tpRecorder struct {
 	got  chan []byte
 }
 
-// newRecorder starts a raw origin that reads until it has want bytes (or 5 s
+// tpNewRecorder starts a raw origin that reads until it has want bytes (or 5 s
 // pass, or the peer closes) and reports what it read.
-func newRecorder(t *testing.T, want int) *tpRecorder {
+func tpNewRecorder(t *testing.T, want int) *tpRecorder {
 	r := &tpRecorder{got: make(chan []byte, 4)}
 	_, r.port, _ = RawOrigin(t, func(c net.Conn) {
 		defer c.Close()
@@ -109,9 +109,9 @@ func (r *tpRecorder) none(t *testing.T) {
 	}
 }
 
-// readAlert reads what the proxy answers on c until it closes and returns the
+// tpReadAlert reads what the proxy answers on c until it closes and returns the
 // TLS alert description it carried, or -1 when no alert came.
-func readAlert(t *testing.T, c net.Conn) int {
+func tpReadAlert(t *testing.T, c net.Conn) int {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	b, err := io.ReadAll(c)
@@ -128,7 +128,7 @@ func readAlert(t *testing.T, c net.Conn) int {
 	return -1
 }
 
-const alertAccessDenied = 49
+const tpAlertAccessDenied = 49
 
 // tpEvent waits for the event of listener whose field path equals value.
 func tpEvent(t *testing.T, p *Proc, listener, path, value string) Event {
@@ -194,7 +194,7 @@ func TestTransparentECH(t *testing.T) {
 	hello := tpHello(t)
 
 	t.Run("allow", func(t *testing.T) {
-		rec := newRecorder(t, len(hello))
+		rec := tpNewRecorder(t, len(hello))
 		p := Start(t, tpConfig(rec.port, 1, ""), nil)
 		c := DialFrom(t, "127.0.0.1", p.HTTPSAddr)
 		if _, err := c.Write(hello); err != nil {
@@ -214,13 +214,13 @@ func TestTransparentECH(t *testing.T) {
 	})
 
 	t.Run("deny", func(t *testing.T) {
-		rec := newRecorder(t, len(hello))
+		rec := tpNewRecorder(t, len(hello))
 		p := Start(t, tpConfig(rec.port, 1, `tls { ech = "deny" }`), nil)
 		c := DialFrom(t, "127.0.0.1", p.HTTPSAddr)
 		if _, err := c.Write(hello); err != nil {
 			t.Fatal(err)
 		}
-		if a := readAlert(t, c); a != alertAccessDenied {
+		if a := tpReadAlert(t, c); a != tpAlertAccessDenied {
 			t.Fatalf("alert %d, want access_denied", a)
 		}
 		ev := tpEvent(t, p, "transparent_https", "tls.client.server_name", "www.example.com")
@@ -231,9 +231,9 @@ func TestTransparentECH(t *testing.T) {
 	})
 }
 
-// fragment re-frames a single-record hello as records of at most n bytes of
+// tpFragment re-frames a single-record hello as records of at most n bytes of
 // handshake data each.
-func fragment(t *testing.T, record []byte, n int) []byte {
+func tpFragment(t *testing.T, record []byte, n int) []byte {
 	t.Helper()
 	if len(record) < 5 || int(record[3])<<8|int(record[4]) != len(record)-5 {
 		t.Fatal("not a single record")
@@ -250,8 +250,8 @@ func fragment(t *testing.T, record []byte, n int) []byte {
 }
 
 func TestTransparentFragmentedHello(t *testing.T) {
-	frag := fragment(t, tpHello(t), 8) // 245 records
-	rec := newRecorder(t, len(frag))
+	frag := tpFragment(t, tpHello(t), 8) // 245 records
+	rec := tpNewRecorder(t, len(frag))
 	p := Start(t, tpConfig(rec.port, 1, ""), nil)
 	c := DialFrom(t, "127.0.0.1", p.HTTPSAddr)
 	// Each record its own write, the first header split byte by byte.
@@ -279,8 +279,8 @@ func TestTransparentFragmentedHello(t *testing.T) {
 	}
 }
 
-// utlsHello is the first record a uTLS HelloChrome_Auto client sends for sni.
-func utlsHello(t *testing.T, sni string) []byte {
+// tpUtlsHello is the first record a uTLS HelloChrome_Auto client sends for sni.
+func tpUtlsHello(t *testing.T, sni string) []byte {
 	t.Helper()
 	a, b := net.Pipe()
 	defer a.Close()
@@ -303,11 +303,11 @@ func utlsHello(t *testing.T, sni string) []byte {
 }
 
 func TestTransparentPostQuantumHello(t *testing.T) {
-	hello := utlsHello(t, "allowed.test")
+	hello := tpUtlsHello(t, "allowed.test")
 	if len(hello) < 1500 {
 		t.Fatalf("uTLS Chrome hello is %d bytes; expected a post-quantum key share over 1500", len(hello))
 	}
-	rec := newRecorder(t, len(hello))
+	rec := tpNewRecorder(t, len(hello))
 	p := Start(t, tpConfig(rec.port, 1, ""), nil)
 	c := DialFrom(t, "127.0.0.1", p.HTTPSAddr)
 	if _, err := c.Write(hello); err != nil {
