@@ -3,12 +3,14 @@ package e2e
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -184,7 +186,7 @@ func pxFirstLine(s string) string {
 }
 
 // tlsHandshake runs a Go TLS client handshake over c.
-func pxTlsHandshake(c net.Conn, sni string, ca *CA) error {
+func pxTLSHandshake(c net.Conn, sni string, ca *CA) error {
 	tc := tls.Client(c, &tls.Config{ServerName: sni, RootCAs: ca.Pool})
 	tc.SetDeadline(time.Now().Add(10 * time.Second))
 	return tc.Handshake()
@@ -227,4 +229,17 @@ func (h *pxHeldConn) do(t testing.TB, raw string) int {
 	h.c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	resp, _ := pxReadResp(t, h.br, raw)
 	return resp.StatusCode
+}
+
+// pxWantClosed asserts the proxy closes c without sending a byte. A reset
+// counts as a close: the proxy may close with client bytes unread.
+func pxWantClosed(t testing.TB, c net.Conn) {
+	t.Helper()
+	b, err := pxReadAll(c, 10*time.Second)
+	if len(b) != 0 {
+		t.Fatalf("client received %q, want a close", b)
+	}
+	if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client: %v, want a close", err)
+	}
 }
