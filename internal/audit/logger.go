@@ -186,6 +186,12 @@ func (l *Logger) Log(e *Event) {
 	}
 }
 
+// Queued is the number of events waiting for the sink.
+func (l *Logger) Queued() int { return len(l.q) }
+
+// Capacity is the queue's size in events.
+func (l *Logger) Capacity() int { return cap(l.q) }
+
 // Dropped is the number of events dropped so far (queue full, sink failure,
 // closed).
 func (l *Logger) Dropped() uint64 { return l.dropped.Load() }

@@ -59,7 +59,7 @@ func Run(ctx context.Context, o Options) error {
 	m := metrics.New(reg)
 	m.SetBuildInfo(o.Version, o.Commit)
 
-	sink := &switchSink{}
+	sink := &switchSink{m: m}
 	lg, err := newLogger(cfg, o.Version, m, log)
 	if err != nil {
 		return err
@@ -314,19 +314,23 @@ func newLogger(cfg *rules.Config, version string, m *metrics.Metrics, log *slog.
 // the log block swaps the logger behind it.
 type switchSink struct {
 	cur atomic.Pointer[audit.Logger]
-	m   sync.Mutex
+	mu  sync.Mutex
+	m   *metrics.Metrics
 }
 
 func (s *switchSink) Log(e *audit.Event) {
 	if l := s.cur.Load(); l != nil {
 		l.Log(e)
+		s.m.LogEvents.Inc()
+		s.m.LogQueueLength.Set(float64(l.Queued()))
 	}
 }
 
 func (s *switchSink) set(l *audit.Logger, _ rules.LogSettings) {
-	s.m.Lock()
+	s.mu.Lock()
 	old := s.cur.Swap(l)
-	s.m.Unlock()
+	s.mu.Unlock()
+	s.m.LogQueueCapacity.Set(float64(l.Capacity()))
 	if old != nil {
 		go old.Close()
 	}
