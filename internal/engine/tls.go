@@ -122,7 +122,12 @@ func (e *Engine) ServeTLS(st *State, f *TLSFlow) {
 			TLS: true, ECH: hello.ECH, Port: f.Port})
 		if d.Action == rules.Deny {
 			e.Count(f.Listener, &d)
-			sni.WriteAlert(f.Client, sni.AlertAccessDenied)
+			alert := sni.AlertAccessDenied
+			if d.Reason == rules.ReasonInvalidHost {
+				// An SNI that is not a hostname makes the hello malformed (SPEC §8).
+				alert = sni.AlertDecodeError
+			}
+			sni.WriteAlert(f.Client, alert)
 			e.Emit(ev(&d))
 			return
 		}

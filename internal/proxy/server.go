@@ -164,6 +164,9 @@ func (cn *conn) refuse(st *engine.State, limit string) {
 	ev.Error = "limit: " + limit
 	ev.Status = http.StatusServiceUnavailable
 	cn.s.Engine.Emit(ev)
+	if cn.s.TransparentPort != 0 {
+		return // transparent listeners close over a limit (SPEC §8)
+	}
 	h := http.Header{}
 	h.Set("Proxy-Status", proxyStatus(statusLimit, limit))
 	h.Set("Retry-After", "1")
