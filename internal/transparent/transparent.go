@@ -16,6 +16,7 @@ import (
 	"github.com/egress-proxy/egress/internal/engine"
 	"github.com/egress-proxy/egress/internal/metrics"
 	"github.com/egress-proxy/egress/internal/proxy"
+	"github.com/egress-proxy/egress/internal/rules"
 )
 
 // Server serves both transparent listeners.
@@ -91,9 +92,17 @@ func (s *Server) serveTLSConn(c net.Conn, accepted time.Time) {
 			buffered = append([]byte(nil), peek...)
 		}
 	}
-	release, _ := s.Engine.Admit(listener, src.Addr())
+	release, limit := s.Engine.Admit(listener, src.Addr())
 	if release == nil {
-		c.Close() // over a limit: close (counted by Admit)
+		// Over a limit: close without a word (counted by Admit), and log the
+		// refusal like the explicit proxy's 503.
+		c.Close()
+		d := rules.Decision{Action: rules.Deny, Reason: rules.ReasonLimit}
+		d.Segment, _ = st.Config.Policy.SegmentFor(src.Addr())
+		s.Engine.Count(listener, &d)
+		ev := s.Engine.NewEvent(st, listener, src, &d, accepted)
+		ev.Error = "limit: " + limit
+		s.Engine.Emit(ev)
 		return
 	}
 	defer release()
