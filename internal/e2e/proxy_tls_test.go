@@ -319,3 +319,45 @@ func sendStream(w io.Writer, n int, seed uint64) [32]byte {
 	}
 	return [32]byte(h.Sum(nil))
 }
+
+// SPEC §8: a dial failure after the 200 closes the tunnel with an
+// internal_error alert and is logged; a malformed or oversized hello gets
+// decode_error. None reaches an origin.
+func TestProxyTunnelFailures(t *testing.T) {
+	p := Start(t, pxWithHost(t, baseConfig, "www.example.com"), nil)
+
+	t.Run("dial-failure", func(t *testing.T) {
+		port := freePort(t) // nothing listens there any more
+		c, _ := pxRawConnect(t, p.ProxyAddr, "127.0.0.1", "allowed.test:"+itoa(port), nil)
+		c.Write(pxGoHello(t, "allowed.test"))
+		b, _ := pxReadAll(c, 10*time.Second)
+		if !bytes.Equal(b, pxAlertRecord(80)) {
+			t.Fatalf("client received %x, want the internal_error alert", b)
+		}
+		p.WaitEvent(t, 5*time.Second, pxEventWith("event.reason", "destination_unavailable", "destination.port", itoa(port)))
+	})
+	t.Run("malformed", func(t *testing.T) {
+		_, port, conns := RawOrigin(t, func(c net.Conn) { c.Close() })
+		hello := pxGoHello(t, "allowed.test")
+		hello[43] = 33 // legacy_session_id longer than 32 bytes: crypto/tls refuses it
+		c, _ := pxRawConnect(t, p.ProxyAddr, "127.0.0.1", "allowed.test:"+itoa(port), hello)
+		b, _ := pxReadAll(c, 10*time.Second)
+		if !bytes.Equal(b, pxAlertRecord(50)) {
+			t.Fatalf("client received %x, want the decode_error alert", b)
+		}
+		p.WaitEvent(t, 5*time.Second, pxEventWith("event.reason", "malformed_client_hello", "destination.port", itoa(port)))
+		pxNoConns(t, conns, "origin")
+	})
+	t.Run("oversized", func(t *testing.T) {
+		_, port, conns := RawOrigin(t, func(c net.Conn) { c.Close() })
+		// A handshake header announcing 16 KiB + 1 body bytes.
+		body := 16<<10 + 1
+		rec := []byte{22, 3, 1, 0, 4, 1, byte(body >> 16), byte(body >> 8), byte(body)}
+		c, _ := pxRawConnect(t, p.ProxyAddr, "127.0.0.1", "allowed.test:"+itoa(port), rec)
+		b, _ := pxReadAll(c, 10*time.Second)
+		if !bytes.Equal(b, pxAlertRecord(50)) {
+			t.Fatalf("client received %x, want the decode_error alert", b)
+		}
+		pxNoConns(t, conns, "origin")
+	})
+}
