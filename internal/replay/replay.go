@@ -388,7 +388,7 @@ func (t *tally) line(cfg *rules.Config, n int, line []byte) {
 		return
 	}
 	t.lines++
-	ev, err := audit.ParseECS(line)
+	ev, err := parseEvent(line)
 	if err != nil {
 		t.malformed(n, err)
 		return

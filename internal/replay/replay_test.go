@@ -80,7 +80,7 @@ func loadCandidate(t testing.TB) *rules.Config {
 	if diags.HasErrors() {
 		t.Fatalf("candidate config: %v", diags)
 	}
-	cfg.Source = "candidate.hcl" // stable in golden output
+	cfg.Source, cfg.Version = "candidate.hcl", "cand1" // stable in golden output
 	return cfg
 }
 
@@ -227,8 +227,8 @@ func TestRunCounts(t *testing.T) {
 func TestRunGroups(t *testing.T) {
 	rep := runFixture(t, bytes.NewReader(writeFixture(t)), 1)
 	type row struct {
-		change             Change
-		count              int
+		change              Change
+		count               int
 		dest, seg, now, was string
 	}
 	var got []row
@@ -453,7 +453,10 @@ func TestThroughput(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
 	}
-	const n = 100_000
+	n := 100_000
+	if s := os.Getenv("REPLAY_N"); s != "" {
+		fmt.Sscan(s, &n)
+	}
 	path := genFile(t, n)
 	cfg := loadCandidate(t)
 	f, err := os.Open(path)

@@ -1,0 +1,106 @@
+package replay
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/egress-proxy/egress/internal/audit"
+)
+
+// readFields is what replay reads from an event.
+func readFields(e *audit.Event) string {
+	ech := "nil"
+	if e.ECH != nil {
+		ech = fmt.Sprint(*e.ECH)
+	}
+	return fmt.Sprintf("%v|%s|%s|%s|%s|%s|%s|%s|%s|%d|%s|%s|%d|%s|%s|%s|%s|%s", e.Time, e.ID, e.Action, e.Reason, e.Rule, e.Ruleset,
+		e.ConfigVersion, e.Segment, e.Listener, e.SourcePort, e.SourceIP, e.DestDomain, e.DestPort, e.DestIP, e.SNI, ech, e.Method, e.URLDomain)
+}
+
+// checkAgrees fails when the fast path accepts a line that ParseECS rejects,
+// or reads another value than ParseECS.
+func checkAgrees(t *testing.T, line []byte) (fast bool) {
+	t.Helper()
+	ev := &audit.Event{}
+	p := fastParser{s: line}
+	fast = p.document(ev)
+	want, err := audit.ParseECS(line)
+	if !fast {
+		return false
+	}
+	if err != nil {
+		t.Fatalf("fast path accepts %q; ParseECS: %v", line, err)
+	}
+	if got, w := readFields(ev), readFields(want); got != w {
+		t.Fatalf("fast path reads %q\n got  %s\n want %s", line, got, w)
+	}
+	return true
+}
+
+func fastSeeds(t testing.TB) [][]byte {
+	var seeds [][]byte
+	for _, l := range bytes.Split(writeFixture(t), []byte("\n")) {
+		seeds = append(seeds, l)
+	}
+	var b bytes.Buffer
+	genEvents(t, &b, 50)
+	seeds = append(seeds, bytes.Split(b.Bytes(), []byte("\n"))...)
+	return seeds
+}
+
+func TestFastParseAgrees(t *testing.T) {
+	enc, _ := audit.NewEncoder("ecs", "t")
+	mon := enc.Encode(nil, &audit.Event{Action: "allow", Reason: "default", SourceIP: "10.0.0.1", Listener: "proxy",
+		Monitor: []audit.MonitorHit{{Rule: "r", Ruleset: "p", Action: "deny"}}, Exception: &audit.Exception{Owner: "o", Ticket: "T-1"}})
+	good := string(mon)
+	extra := []string{
+		good,
+		strings.Replace(good, `{"@timestamp"`, `{"labels":{"Host":"x","n":[1,-2.5e3,true,null,{}]},"@timestamp"`, 1),
+		strings.Replace(good, `"egress":{`, `"Egress":{"segment":"folded",`, 1),
+		strings.Replace(good, `"source":{`, `"source":{"port":-1,`, 1),
+		strings.Replace(good, `"source":{`, `"source":{"port":70000,`, 1),
+		strings.Replace(good, `"source":{`, `"source":{"port":"1",`, 1),
+		strings.Replace(good, `"source":{`, `"source":{"port":1.0,`, 1),
+		strings.Replace(good, `"source":{`, `"source":{"port":01,`, 1),
+		strings.Replace(good, `"source":{`, `"source":{"ip":null,`, 1),
+		strings.Replace(good, `"source":{`, `"source":{"ip":"a\"b",`, 1),
+		strings.Replace(good, `"source":{`, `"source":{"ip":"é",`, 1),
+		strings.Replace(good, `"@timestamp":"`, `"@timestamp":"x`, 1),
+		strings.Replace(good, `"action":"allow"`, `"action":""`, 1),
+		strings.Replace(good, `"observer":{`, `"observer":{"product":"squid",`, 1),
+		good + "x",
+		good[:len(good)-1],
+		`{"event":{"action":"allow","module":"egress"},"x":[` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `]}`,
+		`null`, `[]`, `{}`, ``, `{"event":{"action":"allow","module":"egress"},}`,
+	}
+	nfast := 0
+	for _, l := range append(fastSeeds(t), func() (out [][]byte) {
+		for _, s := range extra {
+			out = append(out, []byte(s))
+		}
+		return
+	}()...) {
+		if checkAgrees(t, l) {
+			nfast++
+		}
+	}
+	if nfast < 60 {
+		t.Errorf("fast path took only %d lines; the plain events should all take it", nfast)
+	}
+	// Folded keys and escapes go to ParseECS, which reads them right.
+	ev, err := parseEvent([]byte(extra[2]))
+	if err != nil || ev.Segment != "folded" {
+		t.Errorf("folded key: %v %+v", err, ev)
+	}
+}
+
+func FuzzFastParse(f *testing.F) {
+	for _, s := range fastSeeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		checkAgrees(t, line)
+	})
+}
