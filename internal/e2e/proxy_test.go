@@ -212,6 +212,27 @@ func TestProxyPipelinedPlainHTTP(t *testing.T) {
 	}
 	t.Run("allowed-then-denied", func(t *testing.T) { check(t, allowed, denied) })
 	t.Run("denied-then-allowed", func(t *testing.T) { check(t, denied, allowed) })
+	t.Run("denied-with-body-closes", func(t *testing.T) {
+		// A denied request's body is not read: the connection must close
+		// rather than parse the body as the next request.
+		body := allowed // a body that looks like a request
+		req := "POST http://www.tiktok.com:" + port + "/b HTTP/1.1\r\nHost: www.tiktok.com:" + port +
+			"\r\nContent-Length: " + itoa(len(body)) + "\r\n\r\n" + body
+		c := DialFrom(t, "127.0.0.1", p.ProxyAddr)
+		defer c.Close()
+		if _, err := c.Write([]byte(req)); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		br := pxNewReader(c)
+		resp, _ := pxReadResp(t, br, req)
+		if resp.StatusCode != 403 || !resp.Close {
+			t.Fatalf("status %d, close %v; want 403 and Connection: close", resp.StatusCode, resp.Close)
+		}
+		if _, err := br.ReadByte(); err == nil {
+			t.Fatal("bytes after the 403: the body was taken as a request")
+		}
+	})
 	t.Run("denied-allowed-denied-allowed", func(t *testing.T) {
 		c := DialFrom(t, "127.0.0.1", p.ProxyAddr)
 		defer c.Close()
@@ -259,6 +280,36 @@ func TestProxyHostHeaderMismatch(t *testing.T) {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
 		pxNoConns(t, &origin.Conns, "origin")
+	})
+	t.Run("mismatch-after-large-header", func(t *testing.T) {
+		// A header larger than the proxy's read buffer, the Host field last.
+		pad := "X-Pad: " + strings.Repeat("p", 12000) + "\r\n"
+		resp, _ := pxExchange(t, p.ProxyAddr, "127.0.0.1", "GET "+url+" HTTP/1.1\r\n"+pad+pad+"Host: www.tiktok.com\r\n\r\n")
+		if resp.StatusCode != 403 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		pxNoConns(t, &origin.Conns, "origin")
+		noBody := "GET " + url + " HTTP/1.1\r\n" + pad + "Host: allowed.test:" + port + "\r\n\r\n"
+		if resp, _ := pxExchange(t, p.ProxyAddr, "127.0.0.1", noBody); resp.StatusCode != 200 {
+			t.Fatalf("large header, same host: status %d", resp.StatusCode)
+		}
+	})
+	t.Run("pipelined-mismatch-second", func(t *testing.T) {
+		// The Host of each pipelined request is its own.
+		good := "GET " + url + " HTTP/1.1\r\nHost: allowed.test:" + port + "\r\n\r\n"
+		bad := "GET " + url + " HTTP/1.1\r\nHost: www.tiktok.com\r\n\r\n"
+		c := DialFrom(t, "127.0.0.1", p.ProxyAddr)
+		defer c.Close()
+		if _, err := c.Write([]byte(good + bad + good)); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		br := pxNewReader(c)
+		for i, want := range []int{200, 403, 200} {
+			if resp, _ := pxReadResp(t, br, good); resp.StatusCode != want {
+				t.Fatalf("request %d: %d, want %d", i, resp.StatusCode, want)
+			}
+		}
 	})
 	t.Run("same-host", func(t *testing.T) {
 		resp, body := pxExchange(t, p.ProxyAddr, "127.0.0.1", "GET "+url+" HTTP/1.1\r\nHost: allowed.test:"+port+"\r\n\r\n")

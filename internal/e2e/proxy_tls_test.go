@@ -188,6 +188,19 @@ func TestProxyConnectAndHelloInOneWrite(t *testing.T) {
 		t.Fatalf("origin received %d bytes %q..., want the hello and what followed (%d bytes)", len(b), b[min(len(b), len(hello)):], len(want))
 	}
 
+	t.Run("partial-hello", func(t *testing.T) {
+		// Half the hello with the CONNECT, the rest after the 200.
+		got := make(chan []byte, 1)
+		_, port, _ := RawOrigin(t, pxRecorder(len(hello), got))
+		c, _ := pxRawConnect(t, p.ProxyAddr, "127.0.0.1", "www.example.com:"+itoa(port), hello[:700])
+		time.Sleep(50 * time.Millisecond)
+		if _, err := c.Write(hello[700:]); err != nil {
+			t.Fatal(err)
+		}
+		if b := pxRecv(t, got, "the origin's bytes"); !bytes.Equal(b, hello) {
+			t.Fatalf("origin received %d bytes, not the %d-byte hello as sent", len(b), len(hello))
+		}
+	})
 	t.Run("denied", func(t *testing.T) {
 		// The same with a denied SNI on an IP literal: the alert, no origin.
 		deny := make(chan []byte, 1)
