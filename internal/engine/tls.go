@@ -179,7 +179,7 @@ func (e *Engine) ServeTLS(st *State, f *TLSFlow) {
 		names.Inner, names.HasInner, names.ECH = hello.ServerName, hello.HasSNI, hello.ECH
 	}
 	t := e.Track(f.Listener, names, true, f.Client, server)
-	res := tunnel.Pipe(f.Client, server, cfg.Limits.IdleTimeout, e)
+	res := tunnel.Run(f.Client, server, cfg.Limits.IdleTimeout, e)
 	e.Untrack(t)
 	x := ev(&d)
 	x.SourceBytes, x.DestBytes = res.Upload+int64(len(raw)), res.Download

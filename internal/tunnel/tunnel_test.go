@@ -48,7 +48,7 @@ func TestPipeBothWays(t *testing.T) {
 	proxyServer, server := pair(t)
 	var cnt count
 	resc := make(chan Result, 1)
-	go func() { resc <- Pipe(proxyClient, proxyServer, 10*time.Second, &cnt) }()
+	go func() { resc <- Run(proxyClient, proxyServer, 10*time.Second, &cnt) }()
 
 	const size = 8 << 20
 	upData := make([]byte, size)
@@ -80,7 +80,7 @@ func TestPipeBothWays(t *testing.T) {
 func TestHalfClose(t *testing.T) {
 	client, proxyClient := pair(t)
 	proxyServer, server := pair(t)
-	go Pipe(proxyClient, proxyServer, 0, nil)
+	go Run(proxyClient, proxyServer, 0, nil)
 	client.Write([]byte("request"))
 	client.CloseWrite()
 	req, err := io.ReadAll(server)
@@ -103,7 +103,7 @@ func TestIdleTimeout(t *testing.T) {
 	defer server.Close()
 	start := time.Now()
 	resc := make(chan Result, 1)
-	go func() { resc <- Pipe(proxyClient, proxyServer, 200*time.Millisecond, nil) }()
+	go func() { resc <- Run(proxyClient, proxyServer, 200*time.Millisecond, nil) }()
 	select {
 	case res := <-resc:
 		if !errors.Is(res.Err, ErrIdle) {
@@ -128,7 +128,7 @@ func TestActiveOneWayIsNotIdle(t *testing.T) {
 	proxyServer, server := pair(t)
 	defer client.Close()
 	resc := make(chan Result, 1)
-	go func() { resc <- Pipe(proxyClient, proxyServer, 150*time.Millisecond, nil) }()
+	go func() { resc <- Run(proxyClient, proxyServer, 150*time.Millisecond, nil) }()
 	go io.Copy(io.Discard, client)
 	deadline := time.Now().Add(1 * time.Second)
 	for time.Now().Before(deadline) {
@@ -153,7 +153,7 @@ func TestActiveOneWayIsNotIdle(t *testing.T) {
 func BenchmarkPipe(b *testing.B) {
 	client, proxyClient := pair(b)
 	proxyServer, server := pair(b)
-	go Pipe(proxyClient, proxyServer, time.Minute, nil)
+	go Run(proxyClient, proxyServer, time.Minute, nil)
 	go io.Copy(io.Discard, server)
 	buf := make([]byte, 1<<20)
 	b.SetBytes(int64(len(buf)))
