@@ -113,7 +113,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	cfgPath := fs.String("config", "", "config file or directory (default: the embedded config)")
 	source := fs.String("source", "", "client IP address (chooses the segment)")
 	host := fs.String("host", "", "destination name or IP: the CONNECT host, URL host or Host header")
-	sni := fs.String("sni", "", "TLS SNI, if it differs from -host (decided as the proxy would)")
+	sni := fs.String("sni", "", "TLS SNI if it differs from -host (default: the host; -sni \"\" for none)")
 	port := fs.Int("port", rules.DefaultTestPort, "destination port")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -140,8 +140,11 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	names := rules.Names{Source: src, Target: *host, TLS: true, Port: uint16(*port)}
 	sniSet := false
 	fs.Visit(func(f *flag.Flag) { sniSet = sniSet || f.Name == "sni" })
+	// As a client would send it: the SNI is the host unless -sni says
+	// otherwise (-sni "" = a ClientHello without SNI).
+	names.Inner, names.HasInner = *host, true
 	if sniSet {
-		names.Inner, names.HasInner = *sni, true
+		names.Inner, names.HasInner = *sni, *sni != ""
 	}
 	d := cfg.DecideAll(names)
 	fmt.Fprintf(stdout, "decision: %s\n", d.Action)
@@ -193,10 +196,11 @@ func traceLines(cfg *rules.Config, n rules.Names, d rules.Decision) []string {
 		out = append(out, fmt.Sprintf("  => %s (%s)", dd.Action, dd.Reason))
 	}
 	explain("host", n.Target)
-	if n.HasInner {
+	if n.HasInner && n.Inner != n.Target {
 		explain("sni", n.Inner)
 	}
-	if d.Reason != rules.ReasonRule && d.Reason != rules.ReasonDefault {
+	switch d.Reason {
+	case rules.ReasonSNIMismatch, rules.ReasonMissingSNI, rules.ReasonECH:
 		out = append(out, fmt.Sprintf("protocol check: %s (see the tls block)", d.Reason))
 	}
 	out = append(out, fmt.Sprintf("decision: %s (%s)", d.Action, d.Reason))
