@@ -40,10 +40,7 @@ func checkAgrees(t *testing.T, line []byte) (fast bool) {
 }
 
 func fastSeeds(t testing.TB) [][]byte {
-	var seeds [][]byte
-	for _, l := range bytes.Split(writeFixture(t), []byte("\n")) {
-		seeds = append(seeds, l)
-	}
+	seeds := bytes.Split(writeFixture(t), []byte("\n"))
 	var b bytes.Buffer
 	genEvents(t, &b, 50)
 	seeds = append(seeds, bytes.Split(b.Bytes(), []byte("\n"))...)
