@@ -256,7 +256,7 @@ func (r *result) human() string {
 	s += fmt.Sprintf(": %.1fs, %d ok, %d errors", r.Seconds, r.OK, r.Errors)
 	switch r.Mode {
 	case ModeThroughput:
-		s += fmt.Sprintf(", %d bytes each way, %.0f MB/s", r.Bytes, r.MBps)
+		s += fmt.Sprintf(", %d bytes each way, %.0f MB/s (both ways)", r.Bytes, r.MBps)
 	case ModeIdle:
 		s += fmt.Sprintf(", %d tunnels, RSS %d -> %d KB, %.1f KB per tunnel", r.Tunnels, r.RSSBeforeKB, r.RSSAfterKB, r.RSSPerTunnelKB)
 	default:

@@ -39,7 +39,7 @@ var reportRows = []reportRow{
 	{"transparent new conns/s, c=64", FigTRate64, func(r *result) float64 { return r.Rate }, FigRate64, "/s"},
 	{"proxy CPU per new CONNECT tunnel", FigRate64, func(r *result) float64 { return r.CPUPerIterUS }, "", "µs"},
 	{"proxy CPU per new transparent conn", FigTRate64, func(r *result) float64 { return r.CPUPerIterUS }, "", "µs"},
-	{"one tunnel, 1 GiB each way", FigTput, func(r *result) float64 { return r.MBps }, FigTput, "MB/s"},
+	{"one tunnel, 1 GiB each way, both ways", FigTput, func(r *result) float64 { return r.MBps }, FigTput, "MB/s"},
 	{"RSS per idle TLS tunnel", FigIdle, func(r *result) float64 { return r.RSSPerTunnelKB }, "", "KB"},
 	{"p99 new tunnel, c=8", FigP99, func(r *result) float64 {
 		if r.Latency == nil {

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPercentile(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		out := make([]time.Duration, len(v))
+		for i, x := range v {
+			out[i] = time.Duration(x) * time.Millisecond
+		}
+		return out
+	}
+	hundred := make([]int, 100)
+	for i := range hundred {
+		hundred[i] = i + 1
+	}
+	tests := []struct {
+		name    string
+		samples []time.Duration
+		p       float64
+		want    time.Duration
+	}{
+		{"one sample", ms(7), 50, 7 * time.Millisecond},
+		{"one sample max", ms(7), 100, 7 * time.Millisecond},
+		{"p50 of 1..100", ms(hundred...), 50, 50 * time.Millisecond},
+		{"p90 of 1..100", ms(hundred...), 90, 90 * time.Millisecond},
+		{"p99 of 1..100", ms(hundred...), 99, 99 * time.Millisecond},
+		{"max of 1..100", ms(hundred...), 100, 100 * time.Millisecond},
+		{"p50 of four is the second", ms(1, 2, 3, 4), 50, 2 * time.Millisecond},
+		{"p99 of four is the last", ms(1, 2, 3, 4), 99, 4 * time.Millisecond},
+		{"tiny p is the first", ms(1, 2, 3), 0.001, 1 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := percentile(tt.samples, tt.p)
+			if err != nil || got != tt.want {
+				t.Fatalf("percentile(%v) = %v, %v; want %v", tt.p, got, err, tt.want)
+			}
+		})
+	}
+	if _, err := percentile(nil, 50); !errors.Is(err, errNoSamples) {
+		t.Errorf("empty: %v", err)
+	}
+	for _, p := range []float64{0, -1, 101} {
+		if _, err := percentile(ms(1), p); err == nil {
+			t.Errorf("p=%v accepted", p)
+		}
+	}
+}
+
+func TestSummarizeSorts(t *testing.T) {
+	s := []time.Duration{5 * time.Millisecond, time.Millisecond, 3 * time.Millisecond}
+	l := summarize(s)
+	if l.P50 != 3 || l.Max != 5 || l.P99 != 5 {
+		t.Fatalf("summary %+v", l)
+	}
+	if (summarize(nil) != latencies{}) {
+		t.Fatal("empty summary not zero")
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		ok   bool
+	}{
+		{"direct needs no proxy", []string{"-mode", "direct"}, true},
+		{"connect with loopback proxy", []string{"-mode", "connect", "-proxy", "127.0.0.1:3128"}, true},
+		{"IPv6 loopback", []string{"-mode", "transparent", "-proxy", "[::1]:8443"}, true},
+		{"throughput direct", []string{"-mode", "throughput", "-via", "direct", "-bytes", "1024"}, true},
+		{"idle with pid", []string{"-mode", "idle", "-proxy", "127.0.0.1:1", "-pid", "1"}, true},
+		{"report skips run checks", []string{"-report", "x.jsonl", "-c", "0"}, true},
+		{"unknown mode", []string{"-mode", "flood"}, false},
+		{"unknown via", []string{"-mode", "throughput", "-via", "udp"}, false},
+		{"connect needs proxy", []string{"-mode", "connect"}, false},
+		{"proxy must be loopback", []string{"-mode", "connect", "-proxy", "10.0.0.1:3128"}, false},
+		{"proxy is not a name", []string{"-mode", "connect", "-proxy", "localhost:3128"}, false},
+		{"origin must be loopback", []string{"-mode", "direct", "-origin-tls", "0.0.0.0:443"}, false},
+		{"zero concurrency", []string{"-mode", "direct", "-c", "0"}, false},
+		{"too long", []string{"-mode", "direct", "-d", "11m"}, false},
+		{"zero cap", []string{"-mode", "direct", "-n", "0"}, false},
+		{"huge cap", []string{"-mode", "direct", "-n", "10000001"}, false},
+		{"idle needs pid", []string{"-mode", "idle", "-proxy", "127.0.0.1:1"}, false},
+		{"idle tunnel count", []string{"-mode", "idle", "-proxy", "127.0.0.1:1", "-pid", "1", "-tunnels", "0"}, false},
+		{"throughput bytes", []string{"-mode", "throughput", "-via", "direct", "-bytes", "0"}, false},
+		{"stray argument", []string{"-mode", "direct", "extra"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseFlags(tt.args, io.Discard)
+			if (err == nil) != tt.ok {
+				t.Fatalf("parseFlags(%q) error %v, want ok=%v", tt.args, err, tt.ok)
+			}
+		})
+	}
+}
+
+func TestParseProc(t *testing.T) {
+	status := "Name:\tegress\nVmPeak:\t  900 kB\nVmRSS:\t   12345 kB\nThreads:\t7\n"
+	if kb, err := parseVmRSS(strings.NewReader(status)); err != nil || kb != 12345 {
+		t.Fatalf("VmRSS = %d, %v", kb, err)
+	}
+	if _, err := parseVmRSS(strings.NewReader("Name:\tx\n")); !errors.Is(err, errNoVmRSS) {
+		t.Fatalf("missing VmRSS: %v", err)
+	}
+	// A command name with spaces and ')' must not shift the fields.
+	stat := "4242 (we ird) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 7 0 123 456 789"
+	if ticks, err := parseCPUTicks(stat); err != nil || ticks != 325 {
+		t.Fatalf("ticks = %d, %v", ticks, err)
+	}
+	for _, bad := range []string{"", "1 (x) S 1 2", "1 (x) S 1 2 3 4 5 6 7 8 9 10 u s"} {
+		if _, err := parseCPUTicks(bad); !errors.Is(err, errBadStat) {
+			t.Errorf("parseCPUTicks(%q) = %v", bad, err)
+		}
+	}
+}
+
+func TestReport(t *testing.T) {
+	in := strings.Join([]string{
+		`{"label":"direct","figure":"rate64","mode":"direct","ok":10,"rate_per_s":1000}`,
+		`{"label":"direct","figure":"rate64","mode":"direct","ok":10,"rate_per_s":3000}`,
+		`{"label":"direct","figure":"rate64","mode":"direct","ok":10,"rate_per_s":2000}`,
+		`{"label":"egress","figure":"rate64","mode":"connect","ok":10,"rate_per_s":1500,"proxy_cpu_us_per_iter":300}`,
+		`{"label":"egress","figure":"rate64","mode":"connect","ok":0,"errors":5,"first_error":"boom"}`,
+		`not json: a human line`,
+	}, "\n")
+	results, err := readResults(strings.NewReader(in))
+	if err != nil || len(results) != 5 {
+		t.Fatalf("read %d, %v", len(results), err)
+	}
+	var b bytes.Buffer
+	writeReport(results, &b)
+	out := b.String()
+	for _, want := range []string{
+		"| CONNECT new tunnels/s, c=64 (/s) | 2000 | 1500 (0.75×) | – | – |",
+		"| proxy CPU per new CONNECT tunnel (µs) | – | 300 | – | – |",
+		"egress rate64: 5 errors (boom)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestMedian(t *testing.T) {
+	if m := median([]float64{3, 1, 2}); m != 2 {
+		t.Errorf("odd median %v", m)
+	}
+	if m := median([]float64{4, 1, 2, 3, 0}); m != 2.5 {
+		t.Errorf("even median without zeros %v", m)
+	}
+	if m := median(nil); m != 0 {
+		t.Errorf("empty median %v", m)
+	}
+}
