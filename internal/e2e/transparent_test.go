@@ -386,6 +386,6 @@ func TestTransparentDenyEventDestination(t *testing.T) {
 		t.Fatalf("event %v", ev)
 	}
 	if ev.Str("destination.domain") != "www.tiktok.com" {
-		t.Skip("BUG: transparent TLS deny event has no destination.domain; fix in internal/engine/tls.go ServeTLS: set f.DestName from the normalized SNI before DecideAll when f.Target is empty")
+		t.Fatalf("transparent TLS deny event without destination.domain: %v", ev)
 	}
 }

@@ -118,6 +118,9 @@ func (e *Engine) ServeTLS(st *State, f *TLSFlow) {
 			return
 		}
 	} else {
+		if f.Target == "" && hello.HasSNI {
+			f.DestName, _, _ = hostname.Normalize(hello.ServerName) // transparent: the SNI is the destination
+		}
 		d = cfg.DecideAll(rules.Names{Source: src, Target: f.Target, Inner: hello.ServerName, HasInner: hello.HasSNI,
 			TLS: true, ECH: hello.ECH, Port: f.Port})
 		if d.Action == rules.Deny {
