@@ -182,7 +182,13 @@ func (e *Engine) ServeTLS(st *State, f *TLSFlow) {
 		names.Inner, names.HasInner, names.ECH = hello.ServerName, hello.HasSNI, hello.ECH
 	}
 	t := e.Track(f.Listener, names, true, f.Client, server)
-	res := tunnel.Run(f.Client, server, cfg.Limits.IdleTimeout, e)
+	var res tunnel.Result
+	pipe := tunnel.Start(f.Client, server, tunnel.Options{Idle: cfg.Limits.IdleTimeout, Counter: e, OnDone: func(r tunnel.Result) { res = r }})
+	t.SetCloser(pipe.Close)
+	if t.ClosedBy() != "" {
+		pipe.Close() // closed between Track and SetCloser
+	}
+	<-pipe.Done()
 	e.Untrack(t)
 	x := ev(&d)
 	x.SourceBytes, x.DestBytes = res.Upload+int64(len(raw)), res.Download

@@ -16,7 +16,12 @@ type Tunnel struct {
 	conns    []net.Conn
 	closedBy atomic.Value // string: "config_reload" or "shutdown"
 	idle     atomic.Bool  // a keep-alive connection waiting for its next request
+	closer   atomic.Pointer[func()]
 }
+
+// SetCloser makes close call fn instead of closing the connections (a
+// running tunnel.Pipe, which must learn it was closed even while parked).
+func (t *Tunnel) SetCloser(fn func()) { t.closer.Store(&fn) }
 
 // SetIdle marks a keep-alive connection as waiting between requests: a
 // shutdown closes it at once instead of waiting for the grace period.
@@ -47,6 +52,10 @@ func (t *Tunnel) ClosedBy() string {
 
 func (t *Tunnel) close(why string) {
 	t.closedBy.CompareAndSwap(nil, why)
+	if fn := t.closer.Load(); fn != nil {
+		(*fn)()
+		return
+	}
 	for _, c := range t.conns {
 		c.Close()
 	}
