@@ -35,13 +35,31 @@ type TLSFlow struct {
 	Dest     netip.Addr
 	DestName string
 	Port     uint16
+
+	// Done, if set, is called exactly once when the flow is over: the client
+	// is closed and its event written. ServeTLS may return before that: an
+	// allowed tunnel runs on without the caller's goroutine.
+	Done func()
 }
 
 // ServeTLS reads the ClientHello, decides every name, and on allow dials the
-// checked destination, replays every byte the client sent and tunnels until
-// either side is done. Every outcome is one event. It closes the client.
+// checked destination, replays every byte the client sent and starts the
+// tunnel. Every outcome is one event. It owns the client from the call on:
+// it closes it and then calls f.Done, possibly after it has returned (the
+// tunnel needs no goroutine of the caller's).
 func (e *Engine) ServeTLS(st *State, f *TLSFlow) {
-	defer f.Client.Close()
+	finish := func() {
+		f.Client.Close()
+		if f.Done != nil {
+			f.Done()
+		}
+	}
+	async := false
+	defer func() {
+		if !async {
+			finish()
+		}
+	}()
 	cfg := st.Config
 	f.Client.SetReadDeadline(f.Start.Add(cfg.TLS.HelloTimeout))
 	var r io.Reader = f.Client
@@ -63,15 +81,22 @@ func (e *Engine) ServeTLS(st *State, f *TLSFlow) {
 	seg, _ := cfg.Policy.SegmentFor(src)
 
 	var d rules.Decision
+	// What the event keeps of the hello: a tunnel may outlive the hello by
+	// hours, so only these strings, not the parsed hello, stay referenced.
+	var sniName, ja4 string
+	var ech *bool
+	if hello != nil {
+		x := hello.ECH
+		sniName, ja4, ech = hello.ServerName, hello.JA4, &x
+	}
 	ev := func(d *rules.Decision) *audit.Event {
 		ev := e.NewEvent(st, f.Listener, f.Src, d, f.Start)
 		ev.DestDomain, ev.DestPort = f.DestName, int(f.Port)
 		if f.Dest.IsValid() {
 			ev.DestIP = f.Dest.String()
 		}
-		if hello != nil {
-			ech := hello.ECH
-			ev.SNI, ev.JA4, ev.ECH = hello.ServerName, hello.JA4, &ech
+		if ech != nil {
+			ev.SNI, ev.JA4, ev.ECH = sniName, ja4, ech
 		}
 		return ev
 	}
@@ -182,25 +207,28 @@ func (e *Engine) ServeTLS(st *State, f *TLSFlow) {
 		names.Inner, names.HasInner, names.ECH = hello.ServerName, hello.HasSNI, hello.ECH
 	}
 	t := e.Track(f.Listener, names, true, f.Client, server)
-	var res tunnel.Result
-	pipe := tunnel.Start(f.Client, server, tunnel.Options{Idle: cfg.Limits.IdleTimeout, Counter: e, OnDone: func(r tunnel.Result) { res = r }})
+	rawLen := int64(len(raw))
+	e.Add(rawLen, 0)
+	raw, hello, f.Buffered = nil, nil, nil
+	pipe := tunnel.Start(f.Client, server, tunnel.Options{Idle: cfg.Limits.IdleTimeout, Counter: e, OnDone: func(res tunnel.Result) {
+		e.Untrack(t)
+		x := ev(&d)
+		x.SourceBytes, x.DestBytes = res.Upload+rawLen, res.Download
+		x.Duration = time.Since(f.Start)
+		if why := t.ClosedBy(); why != "" {
+			x.Error = "closed: " + why
+			if why == string(rules.ReasonReload) {
+				x.Action, x.Reason = audit.ActionDeny, why
+			}
+		} else if res.Err != nil {
+			x.Error = res.Err.Error()
+		}
+		e.Emit(x)
+		finish()
+	}})
+	async = true
 	t.SetCloser(pipe.Close)
 	if t.ClosedBy() != "" {
 		pipe.Close() // closed between Track and SetCloser
 	}
-	<-pipe.Done()
-	e.Untrack(t)
-	x := ev(&d)
-	x.SourceBytes, x.DestBytes = res.Upload+int64(len(raw)), res.Download
-	x.Duration = time.Since(f.Start)
-	if why := t.ClosedBy(); why != "" {
-		x.Error = "closed: " + why
-		if why == string(rules.ReasonReload) {
-			x.Action, x.Reason = audit.ActionDeny, why
-		}
-	} else if res.Err != nil {
-		x.Error = res.Err.Error()
-	}
-	e.Add(int64(len(raw)), 0)
-	e.Emit(x)
 }

@@ -69,9 +69,10 @@ func (cn *conn) connect(st *engine.State, req *http.Request) {
 	cn.br.Reset(nil)
 	readerPool.Put(cn.br)
 	cn.br = nil
+	cn.handedOff = true
 	e.ServeTLS(st, &engine.TLSFlow{
 		Listener: cn.s.listener(), Client: cn.c, Buffered: buffered, Src: cn.src, Start: time.Now(),
-		Target: host, Outer: &d, Dest: dest, DestName: name, Port: uint16(port),
+		Target: host, Outer: &d, Dest: dest, DestName: name, Port: uint16(port), Done: cn.done,
 	})
 }
 

@@ -119,20 +119,39 @@ type conn struct {
 	// sent: http.ReadRequest deletes the field, and SPEC §8 compares it with
 	// the absolute-URI host.
 	hosts []string
+	// done ends the connection; handedOff says a tunnel owns it now and
+	// will call done.
+	done      func()
+	handedOff bool
 }
 
 func (s *Server) serveConn(c net.Conn) {
-	defer s.wg.Done()
-	defer c.Close()
 	st := s.Engine.State()
 	lr := &limitedConn{c: c, n: int64(st.Config.Limits.MaxHeaderBytes) + 4096}
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(lr)
 	cn := &conn{s: s, c: c, lr: lr, br: br, src: engine.PeerAddr(c)}
+	var release func()
+	// cleanup ends the connection; after a CONNECT hands it to a tunnel, the
+	// tunnel calls it when it is over.
+	cleanup := func() {
+		if cn.t != nil {
+			s.Engine.Untrack(cn.t)
+		}
+		if release != nil {
+			release()
+		}
+		c.Close()
+		s.wg.Done()
+	}
 	defer func() {
 		if cn.br != nil {
 			cn.br.Reset(nil)
 			readerPool.Put(cn.br)
+			cn.br = nil
+		}
+		if !cn.handedOff {
+			cleanup()
 		}
 	}()
 	if s.ProxyProtocol {
@@ -144,14 +163,14 @@ func (s *Server) serveConn(c net.Conn) {
 		}
 		cn.src = src
 	}
-	release, refused := s.Engine.Admit(s.listener(), cn.src.Addr())
+	var refused string
+	release, refused = s.Engine.Admit(s.listener(), cn.src.Addr())
 	if release == nil {
 		cn.refuse(st, refused)
 		return
 	}
-	defer release()
 	cn.t = s.Engine.Track(s.listener(), rules.Names{}, false, c)
-	defer s.Engine.Untrack(cn.t)
+	cn.done = cleanup
 	cn.loop()
 }
 

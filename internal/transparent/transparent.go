@@ -70,7 +70,12 @@ func (s *Server) Wait() {
 }
 
 func (s *Server) serveTLSConn(c net.Conn, accepted time.Time) {
-	defer s.wg.Done()
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			s.wg.Done()
+		}
+	}()
 	const listener = audit.ListenerTransparentHTTPS
 	st := s.Engine.State()
 	src := engine.PeerAddr(c)
@@ -105,6 +110,9 @@ func (s *Server) serveTLSConn(c net.Conn, accepted time.Time) {
 		s.Engine.Emit(ev)
 		return
 	}
-	defer release()
-	s.Engine.ServeTLS(st, &engine.TLSFlow{Listener: listener, Client: c, Buffered: buffered, Src: src, Start: accepted, Port: s.HTTPSPort})
+	// ServeTLS owns the connection from here, and the tunnel outlives this
+	// goroutine: Done releases the slot when it is all over.
+	handedOff = true
+	s.Engine.ServeTLS(st, &engine.TLSFlow{Listener: listener, Client: c, Buffered: buffered, Src: src, Start: accepted, Port: s.HTTPSPort,
+		Done: func() { release(); s.wg.Done() }})
 }
