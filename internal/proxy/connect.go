@@ -69,6 +69,8 @@ func (cn *conn) connect(st *engine.State, req *http.Request) {
 	cn.br.Reset(nil)
 	readerPool.Put(cn.br)
 	cn.br = nil
+	// Nothing of the request stays with a tunnel that may live for hours.
+	cn.lr.buf, cn.hosts = nil, nil
 	cn.handedOff = true
 	e.ServeTLS(st, &engine.TLSFlow{
 		Listener: cn.s.listener(), Client: cn.c, Buffered: buffered, Src: cn.src, Start: time.Now(),

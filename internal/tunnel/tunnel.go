@@ -25,7 +25,9 @@ import (
 var ErrIdle = errors.New("tunnel idle")
 
 // DefaultParkAfter is how long a tunnel must be quiet before it is parked.
-const DefaultParkAfter = 2 * time.Second
+// Short, so that tunnels opened in a burst don't all hold goroutines at once;
+// a park and a wake cost a few system calls.
+const DefaultParkAfter = 250 * time.Millisecond
 
 // Counter receives byte counts as they are known: upload is client → destination.
 type Counter interface {
