@@ -77,6 +77,11 @@ func Normalize(s string) (name string, ip netip.Addr, err error) {
 			return "", netip.Addr{}, ErrInvalid
 		}
 		host = strings.ToLower(converted)
+		if host == "" || looksNumeric(host) {
+			// Unicode that maps to an IP literal ("１.２.３.４", soft hyphens
+			// around digits): neither a name nor an address we accept.
+			return "", netip.Addr{}, ErrInvalid
+		}
 	}
 	if !Valid(host) {
 		return "", netip.Addr{}, ErrInvalid

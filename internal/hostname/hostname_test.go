@@ -53,6 +53,8 @@ func TestNormalize(t *testing.T) {
 		{in: "010.1.1.1", err: true},
 		{in: "host.123", err: true},
 		{in: "123.example", name: "123.example"},
+		{in: "\u00ad0", err: true},
+		{in: "１.２.３.４", err: true},
 		{in: "a*b.com", err: true},
 	}
 	for _, tt := range tests {
