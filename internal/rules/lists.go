@@ -73,7 +73,7 @@ func parseList(filename string, data string, out []pattern) ([]pattern, hcl.Diag
 			col++
 		}
 		line = strings.TrimRight(line, " \t\r")
-		if line == "" || line[0] == '!' || line[0] == '[' && strings.HasSuffix(line, "]") {
+		if strings.TrimSpace(line) == "" || line[0] == '!' || line[0] == '[' && strings.HasSuffix(line, "]") {
 			continue // blank, adblock comment or adblock header ("[Adblock Plus 2.0]")
 		}
 		bad := func(summary, detail string) {
@@ -101,7 +101,7 @@ func parseList(filename string, data string, out []pattern) ([]pattern, hcl.Diag
 			out = append(out, p)
 		case strings.ContainsAny(line, " \t"):
 			fields := strings.Fields(line)
-			if !looksLikeIP(fields[0]) {
+			if len(fields) < 2 || !looksLikeIP(fields[0]) {
 				bad("Unrecognised list line", fmt.Sprintf("%q: expected a domain, a hosts-file line (\"0.0.0.0 name\") or an adblock line (\"||name^\").", line))
 				continue
 			}
