@@ -150,18 +150,26 @@ func addrOf(ln net.Listener) string {
 	return ln.Addr().String()
 }
 
+// clientListen opens a client-facing listener. TCP keepalive is off: dead
+// clients are reaped by limits.idle_timeout, and every accepted connection
+// saves four setsockopt calls.
+func clientListen(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	return lc.Listen(context.Background(), "tcp", addr)
+}
+
 func (s *server) listen(cfg *rules.Config) error {
 	var err error
-	if s.proxyLn, err = net.Listen("tcp", cfg.Proxy.Listen); err != nil {
+	if s.proxyLn, err = clientListen(cfg.Proxy.Listen); err != nil {
 		return fmt.Errorf("proxy listener: %w", err)
 	}
 	if cfg.Transparent.Enabled && cfg.Transparent.HTTPSListen != "" {
-		if s.tlsLn, err = net.Listen("tcp", cfg.Transparent.HTTPSListen); err != nil {
+		if s.tlsLn, err = clientListen(cfg.Transparent.HTTPSListen); err != nil {
 			return fmt.Errorf("transparent https listener: %w", err)
 		}
 	}
 	if cfg.Transparent.Enabled && cfg.Transparent.HTTPListen != "" {
-		if s.httpLn, err = net.Listen("tcp", cfg.Transparent.HTTPListen); err != nil {
+		if s.httpLn, err = clientListen(cfg.Transparent.HTTPListen); err != nil {
 			return fmt.Errorf("transparent http listener: %w", err)
 		}
 	}
