@@ -38,7 +38,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "egress")
-	cmd := exec.Command("go", "build", "-o", binary, "github.com/egress-proxy/egress/cmd/egress")
+	args := []string{"build", "-o", binary}
+	if os.Getenv("EGRESS_E2E_RACE") != "" {
+		args = append(args, "-race") // the proxy itself under the race detector
+	}
+	cmd := exec.Command("go", append(args, "github.com/egress-proxy/egress/cmd/egress")...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building egress:", err)
@@ -130,6 +134,9 @@ func Start(t testing.TB, cfg string, extraFiles map[string]string) *Proc {
 	go func() { p.exitErr = p.cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() {
 		p.Stop(10 * time.Second)
+		if strings.Contains(p.stderr.String(), "DATA RACE") {
+			t.Errorf("the race detector found a data race in egress")
+		}
 		if t.Failed() {
 			t.Logf("egress stderr:\n%s", p.stderr.String())
 		}
