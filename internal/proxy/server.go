@@ -57,23 +57,7 @@ var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 409
 // Serve accepts connections until ln is closed. It returns nil after Close of
 // the listener.
 func (s *Server) Serve(ln net.Listener) error {
-	var backoff time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			// Out of file descriptors and the like: back off, don't spin.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.Engine.Log().Warn("accept failed", "listener", s.listener(), "err", err, "retry_in", backoff)
-			time.Sleep(backoff)
-			continue
-		}
-		backoff = 0
-		s.wg.Add(1)
-		go s.serveConn(c)
-	}
+	return s.Engine.Accept(ln, s.listener(), &s.wg, func(c net.Conn, _ time.Time) { s.serveConn(c) })
 }
 
 // Wait blocks until every connection handler has returned.

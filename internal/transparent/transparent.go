@@ -7,7 +7,6 @@ package transparent
 
 import (
 	"bufio"
-	"errors"
 	"net"
 	"sync"
 	"time"
@@ -43,22 +42,7 @@ func (s *Server) ServeHTTP(ln net.Listener) error {
 
 // ServeTLS serves the transparent HTTPS listener until ln is closed.
 func (s *Server) ServeTLS(ln net.Listener) error {
-	var backoff time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.Engine.Log().Warn("accept failed", "listener", audit.ListenerTransparentHTTPS, "err", err, "retry_in", backoff)
-			time.Sleep(backoff)
-			continue
-		}
-		backoff = 0
-		s.wg.Add(1)
-		go s.serveTLSConn(c, time.Now())
-	}
+	return s.Engine.Accept(ln, audit.ListenerTransparentHTTPS, &s.wg, s.serveTLSConn)
 }
 
 // Wait blocks until every connection handler has returned.
