@@ -538,8 +538,14 @@ func FuzzEncode(f *testing.F) {
 	f.Add(hostile("x"), "\\", "=", "|")
 	f.Add("\xff\xfe", "\u2028", "\r\n", "é")
 	f.Fuzz(func(t *testing.T, a, b, c, d string) {
+		// Every event egress writes has an action (ParseECS rejects one
+		// without); whatever its text.
+		action := b
+		if action == "" {
+			action = "deny"
+		}
 		e := &Event{
-			Time: t0, ID: a, Action: b, Reason: c, Rule: d, Ruleset: a, Segment: b, Listener: c,
+			Time: t0, ID: a, Action: action, Reason: c, Rule: d, Ruleset: a, Segment: b, Listener: c,
 			Exception: &Exception{Owner: d, Ticket: a, Expires: b}, Monitor: []MonitorHit{{c, d, a}},
 			SourceIP: b, SourcePort: len(a), DestDomain: c, DestIP: d, DestPort: len(b), SNI: a, JA4: b,
 			Method: c, URLDomain: d, URLPath: a, Error: b, ConfigVersion: c, Duration: time.Duration(len(d)),
