@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"net"
+	"runtime/debug"
 	"sync"
 	"time"
 )
@@ -26,6 +27,27 @@ func (e *Engine) Accept(ln net.Listener, listener string, wg *sync.WaitGroup, se
 		}
 		backoff = 0
 		wg.Add(1)
-		go serve(c, time.Now())
+		go e.serveGuarded(c, listener, serve)
 	}
+}
+
+// serveGuarded runs serve on one connection. A panic in it is a bug, and it
+// ends that connection only: it is recovered here, logged with its stack and
+// counted in egress_panics_total; the connection is closed. serve's own
+// deferred cleanups (limit slots, wg.Done) have run by then as the stack
+// unwound.
+func (e *Engine) serveGuarded(c net.Conn, listener string, serve func(c net.Conn, accepted time.Time)) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.Close()
+			e.Panicked(listener, v)
+		}
+	}()
+	serve(c, time.Now())
+}
+
+// Panicked records a panic recovered in a connection's goroutine.
+func (e *Engine) Panicked(listener string, v any) {
+	e.metrics.Panics.WithLabelValues(listener).Inc()
+	e.log.Error("panic in a connection handler; that connection was closed", "listener", listener, "panic", v, "stack", string(debug.Stack()))
 }

@@ -102,6 +102,7 @@ func (e *Engine) Log() *slog.Logger { return e.log }
 // tunnels that cfg denies are closed; it returns how many.
 func (e *Engine) Swap(cfg *rules.Config) int {
 	e.publish(cfg)
+	e.swapped()
 	if !cfg.Limits.EnforceOnReload {
 		return 0
 	}

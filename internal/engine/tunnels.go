@@ -17,7 +17,13 @@ type Tunnel struct {
 	closedBy atomic.Value // string: "config_reload" or "shutdown"
 	idle     atomic.Bool  // a keep-alive connection waiting for its next request
 	closer   atomic.Pointer[func()]
+	onSwap   atomic.Pointer[func()]
 }
+
+// SetOnSwap makes every configuration swap call fn (a keep-alive connection
+// drops its idle upstream connection: it was dialed under the old config).
+// fn must be quick and safe to call from any goroutine.
+func (t *Tunnel) SetOnSwap(fn func()) { t.onSwap.Store(&fn) }
 
 // SetCloser makes close call fn instead of closing the connections (a
 // running tunnel.Pipe, which must learn it was closed even while parked).
@@ -58,6 +64,21 @@ func (t *Tunnel) close(why string) {
 	}
 	for _, c := range t.conns {
 		c.Close()
+	}
+}
+
+// swapped tells every tracked connection that the configuration changed.
+func (e *Engine) swapped() {
+	e.mu.Lock()
+	var hooks []func()
+	for t := range e.open {
+		if fn := t.onSwap.Load(); fn != nil {
+			hooks = append(hooks, *fn)
+		}
+	}
+	e.mu.Unlock()
+	for _, fn := range hooks {
+		fn()
 	}
 }
 

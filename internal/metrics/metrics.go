@@ -126,6 +126,8 @@ type Metrics struct {
 	LimitsMaxConnections  prometheus.Gauge       // egress_limits_max_connections
 	LimitsPerSource       prometheus.Gauge       // egress_limits_per_source
 	BuildInfo             *prometheus.GaugeVec   // egress_build_info{version,commit,goversion}
+	Panics                *prometheus.CounterVec // egress_panics_total{listener}
+	UpstreamConnections   *prometheus.GaugeVec   // egress_upstream_connections{listener}
 
 	// decisionCache maps a label tuple to its counter. It is replaced (never
 	// cleared in place) whenever InitDecisions deletes series, so a counter
@@ -233,6 +235,14 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: Namespace, Name: "build_info",
 			Help: "Always 1; labels describe the running build.",
 		}, []string{"version", "commit", "goversion"}),
+		Panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "panics_total",
+			Help: "Panics recovered in a connection's goroutine; that connection was closed, the process kept serving. Any value above 0 is a bug to report.",
+		}, []string{"listener"}),
+		UpstreamConnections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "upstream_connections",
+			Help: "Upstream connections held for plain-HTTP forwarding (in use or idle); each belongs to one client connection.",
+		}, []string{"listener"}),
 	}
 	m.decisionCache.Store(new(sync.Map))
 	reg.MustRegister(
@@ -242,6 +252,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.ConnectionsRejected, m.ClientHelloErrors, m.UpstreamErrors,
 		m.TunnelsClosedOnReload, m.ShutdownForced,
 		m.LimitsMaxConnections, m.LimitsPerSource, m.BuildInfo,
+		m.Panics, m.UpstreamConnections,
 	)
 	m.initFixed()
 	return m
@@ -251,6 +262,8 @@ func New(reg prometheus.Registerer) *Metrics {
 func (m *Metrics) initFixed() {
 	for _, l := range Listeners {
 		m.ActiveConnections.WithLabelValues(l)
+		m.Panics.WithLabelValues(l)
+		m.UpstreamConnections.WithLabelValues(l)
 		for _, r := range rejectReasons {
 			m.ConnectionsRejected.WithLabelValues(l, r)
 		}

@@ -14,12 +14,13 @@ import (
 
 // Proxy-Status error types (RFC 9209 §2.3).
 const (
-	statusDenied      = "http_request_denied"
-	statusIPForbidden = "destination_ip_prohibited"
-	statusDNS         = "dns_error"
-	statusUnavailable = "destination_unavailable"
-	statusBadRequest  = "http_protocol_error"
-	statusLimit       = "connection_limit_reached"
+	statusDenied       = "http_request_denied"
+	statusIPForbidden  = "destination_ip_prohibited"
+	statusDNS          = "dns_error"
+	statusUnavailable  = "destination_unavailable"
+	statusBadRequest   = "http_protocol_error"
+	statusRequestError = "http_request_error"
+	statusLimit        = "connection_limit_reached"
 )
 
 // proxyStatus renders a Proxy-Status field value: egress; error=...; details="...".

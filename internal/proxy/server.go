@@ -21,13 +21,13 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/egress-proxy/egress/internal/audit"
 	"github.com/egress-proxy/egress/internal/engine"
 	"github.com/egress-proxy/egress/internal/metrics"
 	"github.com/egress-proxy/egress/internal/rules"
-	"github.com/elazarl/goproxy"
 )
 
 // Server is the explicit proxy, or, with TransparentPort set, the transparent
@@ -39,9 +39,7 @@ type Server struct {
 	// that dials this port (transparent.http_port) and refuses CONNECT.
 	TransparentPort uint16
 
-	fwd     *goproxy.ProxyHttpServer
-	initFwd sync.Once
-	wg      sync.WaitGroup
+	wg sync.WaitGroup
 }
 
 func (s *Server) listener() string {
@@ -63,22 +61,36 @@ func (s *Server) Serve(ln net.Listener) error {
 // Wait blocks until every connection handler has returned.
 func (s *Server) Wait() { s.wg.Wait() }
 
-// limitedConn feeds the request reader: N bounds what a request's header may
+// limitedConn feeds the request reader: n bounds what a request's header may
 // take (max_header_bytes), and is lifted for bodies. While rec is set, every
-// byte read is also appended to it (the request header, see hostHeaders).
+// byte read is also appended to buf (the request header, see hostHeaders).
+// With idle set, each read must make progress within it (a request body).
+// abortRead makes a read in progress, and any later one, fail: it is how the
+// connection's goroutine takes the reader back from a body writer.
 type limitedConn struct {
-	c   net.Conn
-	n   int64
-	rec bool
-	buf []byte
+	c       net.Conn
+	n       int64
+	rec     bool
+	buf     []byte
+	idle    time.Duration
+	aborted atomic.Bool
 }
 
 func (l *limitedConn) Read(p []byte) (int, error) {
 	if l.n <= 0 {
 		return 0, errHeaderTooLarge
 	}
+	if l.aborted.Load() {
+		return 0, errBodyClosed
+	}
 	if int64(len(p)) > l.n {
 		p = p[:l.n]
+	}
+	if l.idle > 0 {
+		l.c.SetReadDeadline(time.Now().Add(l.idle))
+		if l.aborted.Load() { // abortRead ran between the check and the deadline
+			return 0, errBodyClosed
+		}
 	}
 	k, err := l.c.Read(p)
 	l.n -= int64(k)
@@ -86,6 +98,13 @@ func (l *limitedConn) Read(p []byte) (int, error) {
 		l.buf = append(l.buf, p[:k]...)
 	}
 	return k, err
+}
+
+// abortRead makes the current and every later Read fail until aborted is
+// cleared.
+func (l *limitedConn) abortRead() {
+	l.aborted.Store(true)
+	l.c.SetReadDeadline(time.Now())
 }
 
 var errHeaderTooLarge = errors.New("request header too large")
@@ -103,6 +122,12 @@ type conn struct {
 	// sent: http.ReadRequest deletes the field, and SPEC §8 compares it with
 	// the absolute-URI host.
 	hosts []string
+	// headLen is the size of the current request's header as received.
+	headLen int
+	// up is the upstream connection this client's plain-HTTP requests use
+	// (origin.go); only this connection's goroutine uses it, a config swap
+	// may close it while idle.
+	up atomic.Pointer[origin]
 	// done ends the connection; handedOff says a tunnel owns it now and
 	// will call done.
 	done      func()
@@ -129,6 +154,7 @@ func (s *Server) serveConn(c net.Conn) {
 		s.wg.Done()
 	}
 	defer func() {
+		cn.dropOrigin()
 		if cn.br != nil {
 			cn.br.Reset(nil)
 			readerPool.Put(cn.br)
@@ -154,6 +180,11 @@ func (s *Server) serveConn(c net.Conn) {
 		return
 	}
 	cn.t = s.Engine.Track(s.listener(), rules.Names{}, false, c)
+	cn.t.SetOnSwap(func() {
+		if o := cn.up.Load(); o != nil {
+			o.closeIfIdle() // dialed under the old config: never reused, so let it go now
+		}
+	})
 	cn.done = cleanup
 	cn.loop()
 }
@@ -181,9 +212,9 @@ func (cn *conn) refuse(st *engine.State, limit string) {
 // must close.
 func (cn *conn) loop() {
 	for {
-		st := cn.s.Engine.State()
-		lim := st.Config.Limits
+		lim := cn.s.Engine.State().Config.Limits
 		cn.lr.n = int64(lim.MaxHeaderBytes) + 4096
+		cn.lr.idle = 0
 		// Between requests, an idle keep-alive connection may wait idle_timeout.
 		wait := lim.IdleTimeout
 		if cn.served == 0 {
@@ -199,6 +230,10 @@ func (cn *conn) loop() {
 		if err != nil {
 			return
 		}
+		// The request has begun: it is decided under the config active now,
+		// not the one active when the connection went idle.
+		st := cn.s.Engine.State()
+		lim = st.Config.Limits
 		cn.c.SetReadDeadline(time.Now().Add(lim.HeaderTimeout))
 		// The header is what the reader already holds plus what ReadRequest
 		// reads from the connection.
@@ -208,8 +243,13 @@ func (cn *conn) loop() {
 		req, err := http.ReadRequest(cn.br)
 		cn.lr.rec = false
 		cn.hosts = hostHeaders(cn.lr.buf)
-		if cap(cn.lr.buf) > 64<<10 {
-			cn.lr.buf = nil // don't keep a large header's buffer for the connection's life
+		cn.headLen = headerLen(cn.lr.buf)
+		// The recorded header is not kept between requests: an idle
+		// keep-alive connection holds no copy of a large header.
+		if cap(cn.lr.buf) > headerKeep {
+			cn.lr.buf = nil
+		} else {
+			cn.lr.buf = cn.lr.buf[:0]
 		}
 		if err != nil {
 			cn.badRequest(err)
@@ -217,12 +257,14 @@ func (cn *conn) loop() {
 		}
 		cn.lr.n = math.MaxInt64
 		cn.c.SetReadDeadline(time.Time{})
+		cn.lr.idle = lim.IdleTimeout // a body must keep arriving
 		cn.served++
 		if req.Method == http.MethodConnect {
 			if cn.s.TransparentPort != 0 {
 				cn.badRequest(errors.New("CONNECT on the transparent HTTP listener"))
 				return
 			}
+			cn.dropOrigin()
 			cn.connect(st, req)
 			return
 		}
@@ -230,6 +272,22 @@ func (cn *conn) loop() {
 			return
 		}
 	}
+}
+
+// headerKeep is the largest header buffer a connection keeps for its next
+// request; a larger one is let go as soon as its request is parsed.
+const headerKeep = 1024
+
+// headerLen is the length of the request header at the start of b, up to
+// and including its empty line (b if it has none).
+func headerLen(b []byte) int {
+	if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
+		return i + 4
+	}
+	if i := bytes.Index(b, []byte("\n\n")); i >= 0 {
+		return i + 2
+	}
+	return len(b)
 }
 
 func (cn *conn) badRequest(err error) {

@@ -55,6 +55,7 @@ const (
 	ReasonUpstreamError      Reason = "destination_unavailable" // the dial failed
 	ReasonLimit              Reason = "connection_limit"        // max_connections or per_source reached
 	ReasonReload             Reason = "config_reload"           // an open tunnel denied by a newer config
+	ReasonInvalidRequest     Reason = "invalid_request"         // an HTTP request the proxy refuses to forward (a body on GET/HEAD/TRACE)
 )
 
 // Request is what Decide needs to know about one destination. Host must be

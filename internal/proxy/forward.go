@@ -1,0 +1,502 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/egress-proxy/egress/internal/audit"
+	"github.com/egress-proxy/egress/internal/engine"
+	"github.com/egress-proxy/egress/internal/hostname"
+	"github.com/egress-proxy/egress/internal/metrics"
+	"github.com/egress-proxy/egress/internal/rules"
+	"github.com/egress-proxy/egress/internal/tunnel"
+	"github.com/elazarl/goproxy"
+)
+
+// Forwarding one plain-HTTP request, start to end, on the client
+// connection's goroutine:
+//
+//	decide → refuse a body the method may not carry → resolve and check the
+//	address → take the client's origin (or dial the checked address) → write
+//	the request (its body from a goroutine of this request, joined before
+//	return) → read the response head → copy the response to the client →
+//	join the body writer → keep or close both connections.
+//
+// Nothing outlives forward except the origin kept for the next request, and
+// nothing but this goroutine touches the client's reader once forward has
+// returned.
+
+// Limits on what an origin may send.
+const (
+	maxResponseHeaderBytes = 256 << 10
+	maxInformational       = 8 // 1xx responses before the final one
+	// bodyFinishWait bounds how long the proxy waits for a request body that
+	// was read to its end to be flushed upstream after the response is done.
+	bodyFinishWait = time.Second
+)
+
+// forwarder holds goproxy's request hygiene (RemoveProxyHeaders needs a
+// ProxyHttpServer); the round trip itself is forward's.
+var forwarder = sync.OnceValue(func() *goproxy.ProxyHttpServer {
+	p := goproxy.NewProxyHttpServer()
+	p.KeepAcceptEncoding = true // pass the client's encodings through untouched
+	return p
+})
+
+// bodyNotAllowed reports a request whose method gives a body no meaning and
+// that carries one anyway: the "CL.0" smuggling shape, where an origin that
+// ignores the body of a GET reads it as a second request. Such a request is
+// refused (400), never forwarded.
+func bodyNotAllowed(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodTrace:
+		return req.ContentLength != 0 || len(req.TransferEncoding) > 0
+	}
+	return false
+}
+
+// isWebSocket reports an upgrade to WebSocket, the one upgrade forwarded
+// (RFC 6455 §4.1: Connection contains "upgrade", Upgrade is "websocket").
+func isWebSocket(h http.Header) bool {
+	if !isUpgrade(h) {
+		return false
+	}
+	for _, v := range h.Values("Upgrade") {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), "websocket") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// removeRequestHopHeaders strips hop-by-hop fields from a request, including
+// those its Connection field names; a WebSocket upgrade keeps
+// Connection: Upgrade and Upgrade.
+func removeRequestHopHeaders(h http.Header, websocket bool) {
+	for _, v := range h.Values("Connection") {
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				h.Del(t)
+			}
+		}
+	}
+	for _, k := range []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Upgrade", "Http2-Settings"} {
+		h.Del(k)
+	}
+	if websocket {
+		h.Set("Connection", "Upgrade")
+		h.Set("Upgrade", "websocket")
+	}
+}
+
+// forward decides names and, on allow, forwards req to target (the name
+// whose address is dialed) on port. It returns whether the client connection
+// may carry another request.
+func (cn *conn) forward(st *engine.State, req *http.Request, names rules.Names, target string, port uint16, start time.Time, keep bool) bool {
+	e := cn.s.Engine
+	cfg := st.Config
+	lim := cfg.Limits
+	d := cfg.DecideAll(names)
+	name, ip, _ := hostname.Normalize(target)
+	ev := e.NewEvent(st, cn.s.listener(), cn.src, &d, start)
+	ev.Method, ev.URLDomain, ev.URLPath, ev.DestDomain, ev.DestPort = req.Method, name, req.URL.Path, name, int(port)
+	if ip.IsValid() {
+		ev.DestIP = ip.String()
+	}
+	// A request body we won't forward can't be skipped safely: close after.
+	hasBody := req.ContentLength != 0 && req.Body != nil && req.Body != http.NoBody
+	if d.Action == rules.Deny {
+		e.Count(cn.s.listener(), &d)
+		ev.Status = http.StatusForbidden
+		e.Emit(ev)
+		req.Close = req.Close || hasBody
+		cn.writeDenied(req, &d, name, ev.ID, target)
+		return keep && !hasBody
+	}
+	if bodyNotAllowed(req) {
+		bad := rules.Decision{Action: rules.Deny, Reason: rules.ReasonInvalidRequest, Segment: d.Segment, Monitor: d.Monitor}
+		e.Count(cn.s.listener(), &bad)
+		x := e.NewEvent(st, cn.s.listener(), cn.src, &bad, start)
+		x.Method, x.URLDomain, x.URLPath, x.DestDomain, x.DestPort, x.DestIP = ev.Method, ev.URLDomain, ev.URLPath, ev.DestDomain, ev.DestPort, ev.DestIP
+		x.Status, x.Error = http.StatusBadRequest, "a "+req.Method+" request with a body"
+		e.Emit(x)
+		cn.writeTimed(func(w io.Writer) error {
+			return writeBlock(w, req, blockInfo{Status: http.StatusBadRequest, Action: "deny", Reason: string(bad.Reason), Host: name,
+				Segment: bad.SegmentName(), EventID: x.ID, Message: "A " + req.Method + " request may not carry a body"},
+				proxyStatus(statusRequestError, "body on "+req.Method), true)
+		})
+		return false
+	}
+	dest, err := st.Dialer.Resolve(context.Background(), name, ip)
+	if err != nil {
+		cn.resolveFailed(st, req, &d, err, func(d *rules.Decision) *audit.Event {
+			x := e.NewEvent(st, cn.s.listener(), cn.src, d, start)
+			x.Method, x.URLDomain, x.URLPath, x.DestDomain, x.DestPort, x.DestIP = ev.Method, ev.URLDomain, ev.URLPath, ev.DestDomain, ev.DestPort, ev.DestIP
+			return x
+		}, target)
+		return false
+	}
+	e.Count(cn.s.listener(), &d)
+	ev.DestIP = dest.String()
+
+	// Request hygiene: goproxy's, then every hop-by-hop field.
+	websocket := isWebSocket(req.Header)
+	goproxy.RemoveProxyHeaders(&goproxy.ProxyCtx{Req: req, Proxy: forwarder()}, req)
+	removeRequestHopHeaders(req.Header, websocket)
+	req.Header.Del("Host") // the URL host is what is sent, and what was decided
+	if _, ok := req.Header["User-Agent"]; !ok {
+		req.Header["User-Agent"] = []string{""} // add none of our own
+	}
+	var body *requestBody
+	if hasBody {
+		body = newRequestBody(req.Body, req.ContentLength)
+		req.Body = body
+	} else {
+		req.Body, req.ContentLength = nil, 0
+	}
+	req.Close = false
+	headBytes := int64(cn.headLen)
+
+	// A reload that denies these names closes the request, and its origin.
+	tracked := e.Track(cn.s.listener(), names, true)
+	tracked.SetCloser(func() {
+		cn.c.Close()
+		if o := cn.up.Load(); o != nil {
+			o.c.Close()
+		}
+	})
+	defer e.Untrack(tracked)
+
+	key := originKey{addr: dest, port: port, version: cfg.Version}
+	x := exchange{cn: cn, req: req, body: body, idle: lim.IdleTimeout}
+	resp, err := x.run(st, key)
+	if err != nil {
+		e.Metrics().UpstreamErrors.WithLabelValues(upstreamReason(err)).Inc()
+		ev.Reason, ev.Status, ev.Error = string(rules.ReasonUpstreamError), http.StatusBadGateway, err.Error()
+		ev.SourceBytes, ev.Duration = headBytes+body.N(), time.Since(start)
+		e.Emit(ev)
+		cn.writeTimed(func(w io.Writer) error {
+			return writeBlock(w, req, blockInfo{Status: http.StatusBadGateway, Action: "allow", Reason: string(rules.ReasonUpstreamError), Host: name,
+				Segment: d.SegmentName(), Rule: d.RuleName(), Ruleset: d.Ruleset(), EventID: ev.ID, Message: "Destination unavailable"},
+				proxyStatus(statusUnavailable, ""), true)
+		})
+		return false
+	}
+	o := x.o
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return cn.upgraded(&x, resp, tracked, ev, start, headBytes)
+	}
+
+	// The response to the client. An origin connection is kept only if the
+	// response ended where its framing said; the client connection only if
+	// its framing is intact too (the whole request body read).
+	originKeep := !resp.Close
+	removeHopHeaders(resp.Header, false)
+	resp.ProtoMajor, resp.ProtoMinor, resp.Proto = req.ProtoMajor, req.ProtoMinor, req.Proto
+	if resp.ContentLength < 0 && len(resp.TransferEncoding) == 0 && bodyAllowed(resp.StatusCode) && req.Method != http.MethodHead {
+		keep = false // a body that ends with the connection
+	}
+	if resp.ContentLength < 0 && !req.ProtoAtLeast(1, 1) {
+		resp.TransferEncoding = nil // no chunked coding for an HTTP/1.0 client: the body ends with the connection
+		keep = false
+	}
+	if body != nil && !body.Complete() && resp.ContentLength >= 0 {
+		// The origin answered before the whole body arrived. Its rest sits
+		// where the next request would be read: this is the last response.
+		keep = false
+	}
+	resp.Close = !keep
+	down := &countingWriter{w: &deadlineWriter{c: cn.c, d: lim.IdleTimeout}}
+	werr := resp.Write(down)
+	resp.Body.Close()
+	bodyErr := x.join()
+	e.Add(headBytes+body.N(), down.n)
+	ev.SourceBytes, ev.DestBytes = headBytes+body.N(), down.n
+	ev.Status, ev.Duration = resp.StatusCode, time.Since(start)
+	if why := tracked.ClosedBy(); why != "" {
+		ev.Error = "closed: " + why
+	} else if werr != nil {
+		ev.Error = werr.Error()
+	}
+	e.Emit(ev)
+
+	complete := body == nil || body.Complete()
+	if werr == nil && bodyErr == nil && complete && originKeep && tracked.ClosedBy() == "" {
+		cn.keepOrigin(o, lim.IdleTimeout)
+	} else {
+		cn.dropOrigin()
+	}
+	return keep && werr == nil && complete && tracked.ClosedBy() == ""
+}
+
+// upstreamReason is the egress_upstream_errors_total reason of a failed
+// exchange.
+func upstreamReason(err error) string {
+	var ne interface{ Timeout() bool }
+	if errors.As(err, &ne) && ne.Timeout() {
+		return metrics.UpstreamTimeout
+	}
+	return metrics.UpstreamDestinationUnavailable
+}
+
+func bodyAllowed(status int) bool {
+	return !(status >= 100 && status <= 199 || status == http.StatusNoContent || status == http.StatusNotModified)
+}
+
+// exchange is one request's round trip on the client's origin.
+type exchange struct {
+	cn   *conn
+	req  *http.Request
+	body *requestBody
+	idle time.Duration
+
+	o       *origin
+	bodyErr chan error // the body writer's result; nil when there is no writer
+}
+
+// run writes the request on the client's origin (a kept one if it matches
+// key, else a new dial of the checked address) and reads the response head,
+// forwarding informational responses. A kept connection that turns out dead
+// before any response byte is retried once on a new one when the request has
+// no body (nothing of the client's was consumed).
+func (x *exchange) run(st *engine.State, key originKey) (*http.Response, error) {
+	for attempt := 0; ; attempt++ {
+		o, reused, err := x.cn.originFor(st, key)
+		if err != nil {
+			return nil, err
+		}
+		x.o = o
+		resp, err := x.roundTrip()
+		if err == nil {
+			return resp, nil
+		}
+		x.join()
+		x.cn.dropOrigin()
+		if reused && attempt == 0 && x.body == nil && staleConn(err) {
+			continue
+		}
+		return nil, err
+	}
+}
+
+// staleConn reports an error that a kept connection closed by the origin
+// gives before any response byte.
+func staleConn(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) }}
+
+// writeRequest writes the request head and body to the origin.
+func (x *exchange) writeRequest() error {
+	bw := writerPool.Get().(*bufio.Writer)
+	bw.Reset(&deadlineWriter{c: x.o.c, d: x.idle})
+	err := x.req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	bw.Reset(nil)
+	writerPool.Put(bw)
+	return err
+}
+
+func (x *exchange) roundTrip() (*http.Response, error) {
+	x.bodyErr = nil
+	if x.body == nil {
+		if err := x.writeRequest(); err != nil {
+			return nil, err
+		}
+	} else {
+		// The body is copied while the response is awaited: an origin may
+		// answer before it has read it all. The goroutine is this request's;
+		// join waits for it before the client's reader is used again.
+		x.bodyErr = make(chan error, 1)
+		go func() {
+			defer func() {
+				if v := recover(); v != nil {
+					x.cn.s.Engine.Panicked(x.cn.s.listener(), v)
+					x.bodyErr <- fmt.Errorf("panic: %v", v)
+				}
+			}()
+			x.bodyErr <- x.writeRequest()
+		}()
+	}
+	// The response head, within idle_timeout and maxResponseHeaderBytes.
+	o := x.o
+	for n := 0; ; n++ {
+		o.rd.arm(x.idle, maxResponseHeaderBytes)
+		resp, err := http.ReadResponse(o.br, x.req)
+		o.rd.arm(x.idle, 0)
+		if err != nil {
+			if errors.Is(err, errHeaderTooLarge) {
+				err = errors.New("response header too large")
+			}
+			return nil, err
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			return resp, nil
+		}
+		// 100 Continue, 103 Early Hints: passed on.
+		if n >= maxInformational {
+			return nil, errors.New("too many informational responses")
+		}
+		removeHopHeaders(resp.Header, false)
+		if err := x.cn.writeInformational(x.req, resp); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// join waits for the body writer. A writer still reading a body the client
+// has not finished sending is stopped (its read and its write are cut); one
+// whose body was all read gets bodyFinishWait to flush it.
+func (x *exchange) join() error {
+	if x.bodyErr == nil {
+		return nil
+	}
+	ch := x.bodyErr
+	x.bodyErr = nil
+	select {
+	case err := <-ch:
+		return err
+	default:
+	}
+	if x.body.Complete() {
+		t := time.NewTimer(bodyFinishWait)
+		defer t.Stop()
+		select {
+		case err := <-ch:
+			return err
+		case <-t.C:
+		}
+	}
+	x.o.c.Close()
+	x.cn.lr.abortRead()
+	err := <-ch
+	x.cn.lr.aborted.Store(false)
+	if err == nil {
+		err = errors.New("request body cut")
+	}
+	return err
+}
+
+// upgraded finishes a 101 Switching Protocols: the head goes to the client
+// with its Connection and Upgrade fields, then both connections are handed
+// to the tunnel code (idle timeout, byte counts) until either side ends. It
+// returns false: the connection is no longer HTTP.
+func (cn *conn) upgraded(x *exchange, resp *http.Response, tracked *engine.Tunnel, ev *audit.Event, start time.Time, headBytes int64) bool {
+	e := cn.s.Engine
+	o := x.o
+	ws := isWebSocket(resp.Header)
+	bodyErr := x.join()
+	if !isWebSocket(x.req.Header) || !ws || bodyErr != nil {
+		// An upgrade nobody asked for, or to another protocol.
+		cn.dropOrigin()
+		ev.Reason, ev.Status, ev.Error = string(rules.ReasonUpstreamError), http.StatusBadGateway, "origin switched protocols without a WebSocket upgrade"
+		ev.Duration = time.Since(start)
+		e.Emit(ev)
+		cn.writeTimed(func(w io.Writer) error {
+			return writeBlock(w, x.req, blockInfo{Status: http.StatusBadGateway, Action: "allow", Reason: string(rules.ReasonUpstreamError),
+				EventID: ev.ID, Message: "The destination switched protocols unasked"}, proxyStatus(statusBadRequest, "unexpected 101"), true)
+		})
+		return false
+	}
+	removeHopHeaders(resp.Header, true)
+	resp.ProtoMajor, resp.ProtoMinor, resp.Proto = 1, 1, "HTTP/1.1"
+	resp.Close = false
+	down := &countingWriter{w: &deadlineWriter{c: cn.c, d: x.idle}}
+	if err := resp.Write(down); err != nil {
+		cn.dropOrigin()
+		ev.Status, ev.Error, ev.Duration = resp.StatusCode, err.Error(), time.Since(start)
+		ev.SourceBytes, ev.DestBytes = headBytes, down.n
+		e.Emit(ev)
+		return false
+	}
+	// Bytes either side sent right behind the handshake are passed on first.
+	up := headBytes
+	if n := cn.br.Buffered(); n > 0 {
+		b, _ := cn.br.Peek(n)
+		k, err := (&deadlineWriter{c: o.c, d: x.idle}).Write(b)
+		up += int64(k)
+		cn.br.Discard(n)
+		if err != nil {
+			cn.dropOrigin()
+			return false
+		}
+	}
+	if n := o.br.Buffered(); n > 0 {
+		b, _ := o.br.Peek(n)
+		if _, err := down.Write(b); err != nil {
+			cn.dropOrigin()
+			return false
+		}
+		o.br.Discard(n)
+	}
+	e.Add(up, down.n)
+	// The origin leaves the client's hands: the tunnel owns both sockets now.
+	cn.up.Store(nil)
+	var res tunnel.Result
+	pipe := tunnel.Start(cn.c, o.c, tunnel.Options{Idle: x.idle, Counter: e, OnDone: func(r tunnel.Result) { res = r }})
+	tracked.SetCloser(pipe.Close)
+	if tracked.ClosedBy() != "" {
+		pipe.Close()
+	}
+	<-pipe.Done()
+	o.release()
+	ev.Status, ev.Duration = resp.StatusCode, time.Since(start)
+	ev.SourceBytes, ev.DestBytes = up+res.Upload, down.n+res.Download
+	if why := tracked.ClosedBy(); why != "" {
+		ev.Error = "closed: " + why
+	} else if res.Err != nil {
+		ev.Error = res.Err.Error()
+	}
+	e.Emit(ev)
+	return false
+}
+
+// writeInformational passes a 1xx response on to the client.
+func (cn *conn) writeInformational(req *http.Request, resp *http.Response) error {
+	if !req.ProtoAtLeast(1, 1) {
+		return nil // HTTP/1.0 has no 1xx
+	}
+	return cn.writeTimed(func(w io.Writer) error {
+		bw := bufio.NewWriterSize(w, 512)
+		fmt.Fprintf(bw, "HTTP/1.1 %03d %s\r\n", resp.StatusCode, http.StatusText(resp.StatusCode))
+		resp.Header.Write(bw)
+		bw.WriteString("\r\n")
+		return bw.Flush()
+	})
+}
+
+// writeTimed runs write on the client connection under a write deadline.
+func (cn *conn) writeTimed(write func(io.Writer) error) error {
+	cn.c.SetWriteDeadline(time.Now().Add(writeTimeout))
+	err := write(cn.c)
+	cn.c.SetWriteDeadline(time.Time{})
+	return err
+}
+
+// writeTimeout bounds a small response written to a client (a block page, a
+// 1xx, an error).
+const writeTimeout = 5 * time.Second
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	k, err := c.w.Write(p)
+	c.n += int64(k)
+	return k, err
+}

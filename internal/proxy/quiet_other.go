@@ -1,0 +1,9 @@
+//go:build !unix
+
+package proxy
+
+import "net"
+
+// quietOpen cannot peek without waiting here: a kept connection is assumed
+// usable (a stale one is retried once for a request without a body).
+func quietOpen(c *net.TCPConn) bool { return true }

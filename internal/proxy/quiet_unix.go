@@ -1,0 +1,29 @@
+//go:build unix
+
+package proxy
+
+import (
+	"errors"
+	"net"
+
+	"golang.org/x/sys/unix"
+)
+
+// quietOpen reports whether c is open with nothing to read: a peek that
+// does not wait. A kept upstream connection the origin has closed (EOF), or
+// on which it sent bytes nobody asked for, is not reused.
+func quietOpen(c *net.TCPConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok := false
+	var buf [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, rerr := unix.Recvfrom(int(fd), buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		_ = n
+		ok = (errors.Is(rerr, unix.EAGAIN) || errors.Is(rerr, unix.EWOULDBLOCK))
+		return true // never wait in the poller
+	})
+	return err == nil && ok
+}
