@@ -320,15 +320,16 @@ func (x *exchange) roundTrip() (*http.Response, error) {
 		// The body is copied while the response is awaited: an origin may
 		// answer before it has read it all. The goroutine is this request's;
 		// join waits for it before the client's reader is used again.
-		x.bodyErr = make(chan error, 1)
+		done := make(chan error, 1)
+		x.bodyErr = done
 		go func() {
 			defer func() {
 				if v := recover(); v != nil {
 					x.cn.s.Engine.Panicked(x.cn.s.listener(), v)
-					x.bodyErr <- fmt.Errorf("panic: %v", v)
+					done <- fmt.Errorf("panic: %v", v)
 				}
 			}()
-			x.bodyErr <- x.writeRequest()
+			done <- x.writeRequest()
 		}()
 	}
 	// The response head, within idle_timeout and maxResponseHeaderBytes.

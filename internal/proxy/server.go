@@ -224,6 +224,9 @@ func (cn *conn) loop() {
 			return
 		}
 		cn.c.SetReadDeadline(time.Now().Add(wait))
+		if hook := testHookIdle.Load(); hook != nil {
+			(*hook)(cn)
+		}
 		cn.t.SetIdle(true)
 		_, err := cn.br.Peek(1)
 		cn.t.SetIdle(false)
@@ -273,6 +276,9 @@ func (cn *conn) loop() {
 		}
 	}
 }
+
+// testHookIdle, set by tests only, sees a connection as it goes idle.
+var testHookIdle atomic.Pointer[func(*conn)]
 
 // headerKeep is the largest header buffer a connection keeps for its next
 // request; a larger one is let go as soon as its request is parsed.
