@@ -21,7 +21,7 @@ import (
 type TLSFlow struct {
 	Listener string
 	Client   net.Conn       // the client connection; a *net.TCPConn keeps the copy in the kernel
-	Buffered []byte         // bytes the client already sent that were read with the request
+	Buffered []byte         // bytes the client already sent that were read with the request; ServeTLS hands them to the hello reader
 	Src      netip.AddrPort // effective client address (after PROXY protocol)
 	Start    time.Time      // the 200 or the accept: hello_timeout counts from here
 
