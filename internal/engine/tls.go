@@ -1,10 +1,8 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"time"
@@ -23,7 +21,7 @@ import (
 type TLSFlow struct {
 	Listener string
 	Client   net.Conn       // the client connection; a *net.TCPConn keeps the copy in the kernel
-	Buffered []byte         // bytes the client already sent that were read with the request
+	Buffered []byte         // bytes the client already sent that were read with the request; ServeTLS hands them to the hello reader
 	Src      netip.AddrPort // effective client address (after PROXY protocol)
 	Start    time.Time      // the 200 or the accept: hello_timeout counts from here
 
@@ -62,21 +60,14 @@ func (e *Engine) ServeTLS(st *State, f *TLSFlow) {
 	}()
 	cfg := st.Config
 	f.Client.SetReadDeadline(f.Start.Add(cfg.TLS.HelloTimeout))
-	var r io.Reader = f.Client
-	var pending *bytes.Reader
-	if len(f.Buffered) > 0 {
-		pending = bytes.NewReader(f.Buffered)
-		r = io.MultiReader(pending, f.Client)
-	}
-	hello, raw, err := sni.Read(r)
+	// The bytes read with the request go to the reader, which owns them from
+	// here: raw is then every byte the client sent so far, the hello and
+	// whatever followed it, in order, for the replay.
+	buffered := f.Buffered
+	f.Buffered = nil
+	hello, raw, err := sni.ReadBuffered(f.Client, buffered)
 	e.metrics.ClientHello.Observe(time.Since(f.Start).Seconds())
 	f.Client.SetReadDeadline(time.Time{})
-	if pending != nil && pending.Len() > 0 {
-		// Bytes sent after the hello (early data, pipelined records): replayed too.
-		rest := make([]byte, pending.Len())
-		pending.Read(rest)
-		raw = append(raw, rest...)
-	}
 	src := f.Src.Addr()
 	seg, _ := cfg.Policy.SegmentFor(src)
 

@@ -55,10 +55,31 @@ func FuzzRead(f *testing.F) {
 		f.Add(records(f, fx[name], 7))
 	}
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
+	// The reader's limits: a bare header announcing a full record, a hello
+	// one record over MaxRecords, one whose records end past MaxRawBytes, and
+	// bytes after a complete hello.
+	f.Add([]byte{22, 3, 1, 0x40, 0x00})
+	f.Add(records(f, paddedHello(f, MaxRecords+1), 1))
+	f.Add(records(f, paddedHello(f, handshakeHeaderLen+MaxHelloSize), 6))
+	f.Add(append(slices.Clone(fx["curl"]), 23, 3, 3, 0, 1, 0))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		h, raw, err := Read(bytes.NewReader(data))
 		if len(raw) > len(data) || !bytes.Equal(raw, data[:len(raw)]) {
 			t.Fatalf("raw (%d bytes) is not a prefix of the input (%d bytes)", len(raw), len(data))
+		}
+		if len(raw) > MaxRawBytes || cap(raw) > MaxRawBytes {
+			t.Fatalf("raw len %d cap %d, over MaxRawBytes", len(raw), cap(raw))
+		}
+		// The same bytes one per read, or with a part already buffered, give
+		// the same outcome and the same hello bytes.
+		h2, raw2, err2 := Read(&oneByteReader{data: data})
+		cut := len(data) / 3
+		h3, raw3, err3 := ReadBuffered(bytes.NewReader(data[cut:]), slices.Clone(data[:cut]))
+		if errClass(err) != errClass(err2) || errClass(err) != errClass(err3) {
+			t.Fatalf("outcome depends on how bytes arrive: %v / byte by byte %v / buffered %d: %v", err, err2, cut, err3)
+		}
+		if !bytes.HasPrefix(data, raw2) || !bytes.HasPrefix(data, raw3) || len(raw3) < cut {
+			t.Fatal("raw is not the start of the stream")
 		}
 		if err != nil {
 			if h != nil {
@@ -69,13 +90,16 @@ func FuzzRead(f *testing.F) {
 			}
 			return
 		}
-		if h.Records < 1 || !ja4Pattern.MatchString(h.JA4) {
+		if h.Records < 1 || h.Records > MaxRecords || h.RawLen > len(raw) || !ja4Pattern.MatchString(h.JA4) {
 			t.Fatalf("hello %+v", h)
 		}
-		// Reading the same bytes again, one byte per read, gives the same result.
-		h2, raw2, err := Read(&oneByteReader{data: data})
-		if err != nil || !bytes.Equal(raw, raw2) || h2.JA4 != h.JA4 || h2.ServerName != h.ServerName {
-			t.Fatalf("byte-at-a-time read differs: %v", err)
+		for _, o := range []*Hello{h2, h3} {
+			if o.RawLen != h.RawLen || o.Records != h.Records || o.JA4 != h.JA4 || o.ServerName != h.ServerName {
+				t.Fatalf("hello differs with another cut of the bytes: %+v vs %+v", o, h)
+			}
+		}
+		if len(raw2) != h.RawLen {
+			t.Fatalf("byte by byte, Read read %d bytes past the hello", len(raw2)-h.RawLen)
 		}
 	})
 }

@@ -80,7 +80,7 @@ func (h *Hello) parse(msg []byte) error {
 		return malformed("not a client_hello")
 	}
 	if len(body) > MaxHelloSize {
-		return ErrTooLarge
+		return fmt.Errorf("%w: handshake message of %d bytes, limit %d", ErrTooLarge, len(body), MaxHelloSize)
 	}
 	if !s.Empty() {
 		return malformed("data after the client hello")

@@ -3,13 +3,16 @@
 // transparent listener right after accept.
 //
 // Read reassembles one ClientHello handshake message across TCP segments and TLS
-// records, bounded in size (MaxHelloSize) and never reading a byte past the record
-// that completes it, and returns every byte it consumed so the caller can replay
-// them upstream unchanged. Parse checks the message the way crypto/tls does
-// (golang.org/x/crypto/cryptobyte, one sub-string per vector, trailing bytes and
-// duplicate extensions rejected) and extracts what the policy needs: the server
-// name exactly as sent, ALPN, versions, whether ECH was offered, and the JA4
-// fingerprint. Names are not normalised here; that is the caller's job.
+// records into one buffer that it owns until it returns it as raw: every byte it
+// read, which the caller replays upstream unchanged. The buffer grows with what
+// has arrived and is bounded in handshake size (MaxHelloSize), in bytes held
+// (MaxRawBytes) and in records (MaxRecords), so a client that trickles a hello
+// for hello_timeout holds at most MaxRawBytes of the proxy's memory. Parse checks
+// the message the way crypto/tls does (golang.org/x/crypto/cryptobyte, one
+// sub-string per vector, trailing bytes and duplicate extensions rejected) and
+// extracts what the policy needs: the server name exactly as sent, ALPN,
+// versions, whether ECH was offered, and the JA4 fingerprint. Names are not
+// normalised here; that is the caller's job.
 package sni
 
 import (
@@ -18,11 +21,32 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 )
 
 // MaxHelloSize is the largest ClientHello handshake body (the value of the
 // handshake message's 24-bit length field) that Read and Parse accept.
 const MaxHelloSize = 16 << 10
+
+// Limits on what one pending hello may hold. A client can keep a hello pending
+// for hello_timeout, and an evasion tool may cut it into 1-byte records (six
+// bytes on the wire per byte of hello), so the handshake size alone does not
+// bound the reader's memory: these do.
+const (
+	// MaxRecords is the most TLS records a hello may span. Real stacks
+	// (crypto/tls, BoringSSL, NSS, OpenSSL) send the hello in one record;
+	// splitting it is an evasion technique, taken down to 1-byte records by
+	// the most aggressive tools. 3072 records let a 3 KiB hello - a
+	// post-quantum browser hello (about 1.9 KB) with half as much again to
+	// spare - arrive one byte per record.
+	MaxRecords = 3072
+	// MaxRawBytes is the most bytes Read holds for one hello, record headers
+	// included, and the most it reads: the records of the hello must end
+	// within the first MaxRawBytes bytes of the stream. 24 KiB is a hello of
+	// MaxHelloSize in records of 11 bytes or more (16388 bytes of handshake
+	// plus 8 KiB of headers), or a 3 KiB hello in 1-byte records (18 KiB).
+	MaxRawBytes = 24 << 10
+)
 
 // Record layer limits.
 const (
@@ -33,9 +57,11 @@ const (
 	recordTypeHandshake = 22
 	typeClientHello     = 1
 	handshakeHeaderLen  = 4
-	// initialRawCap covers a post-quantum browser hello (about 1.9 KB) in one
-	// allocation.
-	initialRawCap = 2560
+	// initialRawCap is the buffer a connection gets when its first read is
+	// posted: a post-quantum browser hello (about 1.9 KB) in one read and one
+	// allocation. Past it the buffer doubles when full, so its capacity is at
+	// most twice what has arrived (and never above MaxRawBytes).
+	initialRawCap = 2048
 	// maxEmptyReads bounds reads that return no bytes and no error.
 	maxEmptyReads = 100
 )
@@ -49,8 +75,9 @@ var (
 	ErrNotTLS = errors.New("sni: not a TLS handshake")
 	// ErrMalformed: anything wrong in the records or the ClientHello.
 	ErrMalformed = errors.New("sni: malformed client hello")
-	// ErrTooLarge: the handshake message is longer than MaxHelloSize.
-	ErrTooLarge = fmt.Errorf("%w: larger than %d bytes", ErrMalformed, MaxHelloSize)
+	// ErrTooLarge: the handshake message is longer than MaxHelloSize, or its
+	// records are more than MaxRecords or end past MaxRawBytes.
+	ErrTooLarge = fmt.Errorf("%w: too large", ErrMalformed)
 	// ErrDuplicateSNI: more than one server_name extension or host_name entry.
 	ErrDuplicateSNI = fmt.Errorf("%w: more than one server name", ErrMalformed)
 	// ErrTimeout: the read deadline set by the caller expired before the hello was
@@ -69,122 +96,98 @@ type Hello struct {
 	ECH        bool     // encrypted_client_hello extension (0xfe0d) present (real or GREASE)
 	JA4        string   // JA4 fingerprint (FoxIO), "t" prefix for TCP
 	Records    int      // number of TLS records the hello spanned (set by Read; 0 from Parse)
+	RawLen     int      // bytes of raw the hello's records take, headers included (set by Read); raw[RawLen:] followed it
 
 	// Inline backing storage so that a typical hello costs no extra allocations.
 	versionsBuf [8]uint16
 	alpnBuf     [3]string
 }
 
-// Read reads TLS records from r until one complete ClientHello handshake message has
-// been received, reassembling it across reads and across handshake records (a record
-// payload may be a single byte). It returns the parsed hello and raw, every byte it
-// consumed from r, record headers included; raw is returned on error too. Read never
-// reads past the end of the record that completes the hello.
-//
-// Errors: ErrNotTLS, ErrMalformed (and ErrTooLarge, ErrDuplicateSNI), ErrTimeout when
-// r's read deadline expires, ErrTruncated on EOF; any other read error is wrapped as
-// is.
+// Read reads TLS records from r until one complete ClientHello handshake message
+// has been received, reassembling it across reads and across handshake records
+// (a record payload may be a single byte). It is ReadBuffered with nothing
+// buffered.
 func Read(r io.Reader) (h *Hello, raw []byte, err error) {
-	rr := recordReader{r: r, raw: make([]byte, 0, initialRawCap)}
-	msg, err := rr.readMessage()
-	if err != nil {
+	return ReadBuffered(r, nil)
+}
+
+// ReadBuffered is Read on a stream whose first bytes, buffered, were already read
+// from r by the caller (behind a CONNECT request, or a PROXY protocol header).
+// ReadBuffered owns buffered from the call on: raw begins with it, possibly in
+// the same array, and the caller must not use it again.
+//
+// It reads in chunks as large as its buffer allows, not record by record, so raw
+// may go on past the hello: raw is every byte of the stream it holds, the hello
+// first (h.RawLen bytes) and then whatever the client sent after it, in order,
+// for the caller to replay upstream unchanged. raw is returned on error too. It
+// reads nothing once the hello is complete, never grows raw beyond MaxRawBytes
+// (or len(buffered), if longer), and refuses a hello whose records are more than
+// MaxRecords or end past MaxRawBytes as soon as the offending record header
+// arrives.
+//
+// Errors: ErrNotTLS, ErrMalformed (and ErrTooLarge, ErrDuplicateSNI), ErrTimeout
+// when r's read deadline expires, ErrTruncated on EOF; any other read error is
+// wrapped as is.
+func ReadBuffered(r io.Reader, buffered []byte) (h *Hello, raw []byte, err error) {
+	// The caller's spare capacity is used too, but no more than MaxRawBytes.
+	rr := recordReader{r: r, raw: buffered[:len(buffered):min(cap(buffered), max(len(buffered), MaxRawBytes))]}
+	if err := rr.readHello(); err != nil {
 		return nil, rr.raw, err
 	}
 	h = new(Hello)
-	if err := h.parse(msg); err != nil {
+	if err := rr.parse(h); err != nil {
 		return nil, rr.raw, err
 	}
-	h.Records = rr.records
+	h.Records, h.RawLen = rr.records, rr.pos
 	return h, rr.raw, nil
 }
 
-// recordReader reassembles one handshake message from TLS records, appending every
-// byte read to raw.
+// recordReader scans the records of one hello in raw as the bytes arrive; raw
+// is the only copy of them.
 type recordReader struct {
 	r       io.Reader
 	raw     []byte
+	pos     int // raw[:pos] is scanned
+	recEnd  int // end in raw of the record being scanned; 0 between records
 	records int
+	done    bool // the hello is complete and ends at pos
 
 	hsHeader [handshakeHeaderLen]byte
-	hsSeen   int    // handshake bytes received so far, across records
-	hsTotal  int    // header plus body length, once the header is known; 0 before
-	multi    []byte // the message reassembled, once it spans more than one record
+	hsSeen   int // handshake bytes received so far, across records
+	hsTotal  int // header plus body length, once the header is known; 0 before
 }
 
-// readMessage returns the complete handshake message (header included). The slice
-// aliases raw when the message came in one record.
-func (rr *recordReader) readMessage() ([]byte, error) {
+// readHello reads until the hello's last record is complete.
+func (rr *recordReader) readHello() error {
+	empty := 0
 	for {
-		off := len(rr.raw)
-		if err := rr.fill(recordHeaderLen, -1); err != nil {
-			return nil, err
+		if err := rr.scan(); err != nil || rr.done {
+			return err
 		}
-		hdr := rr.raw[off : off+recordHeaderLen]
-		n := int(hdr[3])<<8 | int(hdr[4])
-		if n == 0 || n > maxRecordLen {
-			return nil, fmt.Errorf("%w: record length %d", ErrMalformed, n)
-		}
-		rr.records++
-		if err := rr.fill(n, off+recordHeaderLen); err != nil {
-			return nil, err
-		}
-		payload := rr.raw[off+recordHeaderLen : off+recordHeaderLen+n]
-		done := rr.hsTotal != 0 && rr.hsSeen == rr.hsTotal
-		if rr.records == 1 && done {
-			return payload, nil
-		}
-		if rr.multi == nil {
-			size := rr.hsTotal
-			if size < len(payload)+handshakeHeaderLen {
-				size = len(payload) + handshakeHeaderLen
+		if len(rr.raw) == cap(rr.raw) {
+			if len(rr.raw) >= MaxRawBytes {
+				// Only a partial record header is left unscanned: the record it
+				// starts cannot end within MaxRawBytes.
+				return fmt.Errorf("%w: records take more than %d bytes", ErrTooLarge, MaxRawBytes)
 			}
-			rr.multi = make([]byte, 0, size)
+			rr.grow()
 		}
-		rr.multi = append(rr.multi, payload...)
-		if done {
-			return rr.multi, nil
+		free := rr.raw[len(rr.raw):cap(rr.raw)]
+		m, err := rr.r.Read(free)
+		if m < 0 || m > len(free) {
+			m, err = 0, io.ErrShortBuffer
 		}
-	}
-}
-
-// fill reads exactly n more bytes into raw. payloadOff < 0 means a record header is
-// being read; otherwise the bytes are record payload starting at raw[payloadOff].
-// Bytes are checked as they arrive, so that a bad hello is refused without waiting
-// for the rest of it.
-func (rr *recordReader) fill(n int, payloadOff int) error {
-	start := len(rr.raw)
-	if cap(rr.raw)-start < n {
-		grown := make([]byte, start, 2*cap(rr.raw)+n)
-		copy(grown, rr.raw)
-		rr.raw = grown
-	}
-	buf := rr.raw[start : start+n]
-	got, empty := 0, 0
-	for got < n {
-		m, err := rr.r.Read(buf[got:])
-		if m < 0 || m > n-got {
-			m = 0
-			err = io.ErrShortBuffer
-		}
+		rr.raw = rr.raw[:len(rr.raw)+m]
 		if m > 0 {
 			empty = 0
-			var cerr error
-			if payloadOff < 0 {
-				cerr = rr.checkHeader(buf[:got+m], got)
-			} else {
-				cerr = rr.consume(buf[got : got+m])
+			// Bytes that came with an error are scanned first: they may
+			// complete the hello, or show it is malformed.
+			if serr := rr.scan(); serr != nil || rr.done {
+				return serr
 			}
-			got += m
-			rr.raw = rr.raw[:start+got]
-			if cerr != nil {
-				return cerr
-			}
-		}
-		if got == n {
-			return nil
 		}
 		if err != nil {
-			return rr.readError(err, got)
+			return rr.readError(err)
 		}
 		if m == 0 {
 			if empty++; empty >= maxEmptyReads {
@@ -192,20 +195,66 @@ func (rr *recordReader) fill(n int, payloadOff int) error {
 			}
 		}
 	}
+}
+
+// grow doubles raw's capacity (initialRawCap at first), up to MaxRawBytes: the
+// buffer grows by what has arrived, never by what a record header announces.
+func (rr *recordReader) grow() {
+	n := min(max(2*cap(rr.raw), initialRawCap), MaxRawBytes)
+	grown := make([]byte, len(rr.raw), n)
+	copy(grown, rr.raw)
+	rr.raw = grown
+}
+
+// scan checks the bytes of raw not scanned yet, record header by record header,
+// so that a bad hello is refused as soon as the offending byte arrives.
+func (rr *recordReader) scan() error {
+	for rr.pos < len(rr.raw) && !rr.done {
+		if rr.recEnd == 0 {
+			hdr := rr.raw[rr.pos:min(len(rr.raw), rr.pos+recordHeaderLen)]
+			if err := rr.checkHeader(hdr); err != nil {
+				return err
+			}
+			if len(hdr) < recordHeaderLen {
+				return nil
+			}
+			n := int(hdr[3])<<8 | int(hdr[4])
+			switch {
+			case n == 0 || n > maxRecordLen:
+				return fmt.Errorf("%w: record length %d", ErrMalformed, n)
+			case rr.records == MaxRecords:
+				return fmt.Errorf("%w: more than %d records", ErrTooLarge, MaxRecords)
+			case rr.pos+recordHeaderLen+n > MaxRawBytes:
+				return fmt.Errorf("%w: records take more than %d bytes", ErrTooLarge, MaxRawBytes)
+			}
+			rr.records++
+			rr.pos += recordHeaderLen
+			rr.recEnd = rr.pos + n
+			continue
+		}
+		end := min(len(rr.raw), rr.recEnd)
+		if err := rr.consume(rr.raw[rr.pos:end]); err != nil {
+			return err
+		}
+		rr.pos = end
+		if rr.pos == rr.recEnd {
+			rr.recEnd = 0
+			rr.done = rr.hsTotal != 0 && rr.hsSeen == rr.hsTotal
+		}
+	}
 	return nil
 }
 
-// checkHeader validates the record header bytes received so far; from is the
-// number already checked.
-func (rr *recordReader) checkHeader(h []byte, from int) error {
+// checkHeader validates the bytes of a record header received so far.
+func (rr *recordReader) checkHeader(h []byte) error {
 	first := rr.records == 0
-	if from < 1 && len(h) >= 1 && h[0] != recordTypeHandshake {
+	if len(h) >= 1 && h[0] != recordTypeHandshake {
 		if first {
 			return ErrNotTLS
 		}
 		return fmt.Errorf("%w: record type %d inside the hello", ErrMalformed, h[0])
 	}
-	if from < 2 && len(h) >= 2 && h[1] != 3 {
+	if len(h) >= 2 && h[1] != 3 {
 		if first {
 			return ErrNotTLS
 		}
@@ -226,7 +275,7 @@ func (rr *recordReader) consume(b []byte) error {
 		if rr.hsSeen == handshakeHeaderLen {
 			l := int(rr.hsHeader[1])<<16 | int(rr.hsHeader[2])<<8 | int(rr.hsHeader[3])
 			if l > MaxHelloSize {
-				return ErrTooLarge
+				return fmt.Errorf("%w: handshake message of %d bytes, limit %d", ErrTooLarge, l, MaxHelloSize)
 			}
 			rr.hsTotal = handshakeHeaderLen + l
 		}
@@ -238,15 +287,40 @@ func (rr *recordReader) consume(b []byte) error {
 	return nil
 }
 
-// readError maps a read error to the package's sentinels. got is how many bytes of
-// the current fill had arrived.
-func (rr *recordReader) readError(err error, got int) error {
+// msgPool holds buffers for reassembling a hello that spans several records.
+// Parsing copies everything a Hello keeps (its strings share one allocation of
+// their own), so a buffer goes back to the pool as soon as parse returns.
+var msgPool = sync.Pool{New: func() any {
+	b := make([]byte, handshakeHeaderLen+MaxHelloSize)
+	return &b
+}}
+
+// parse parses the complete hello into h. A hello in one record is parsed in
+// place in raw; one that spans several is copied into a pooled buffer for the
+// parse only, so that a pending hello never holds a second copy.
+func (rr *recordReader) parse(h *Hello) error {
+	if rr.records == 1 {
+		return h.parse(rr.raw[recordHeaderLen:rr.pos])
+	}
+	bp := msgPool.Get().(*[]byte)
+	defer msgPool.Put(bp)
+	msg := (*bp)[:0]
+	for off := 0; off < rr.pos; {
+		n := int(rr.raw[off+3])<<8 | int(rr.raw[off+4])
+		msg = append(msg, rr.raw[off+recordHeaderLen:off+recordHeaderLen+n]...)
+		off += recordHeaderLen + n
+	}
+	return h.parse(msg)
+}
+
+// readError maps a read error to the package's sentinels.
+func (rr *recordReader) readError(err error) error {
 	var ne net.Error
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
 		return fmt.Errorf("%w: %w", ErrTimeout, err)
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-		if len(rr.raw) == 0 && got == 0 {
+		if len(rr.raw) == 0 {
 			return fmt.Errorf("%w: connection closed before any data", ErrTruncated)
 		}
 		return ErrTruncated
