@@ -38,6 +38,13 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "egress")
+	if b := os.Getenv("EGRESS_E2E_BINARY"); b != "" {
+		// A prebuilt egress (e.g. an older commit, for before/after figures).
+		binary = b
+		code := m.Run()
+		os.RemoveAll(dir)
+		os.Exit(code)
+	}
 	args := []string{"build", "-o", binary}
 	if os.Getenv("EGRESS_E2E_RACE") != "" {
 		args = append(args, "-race") // the proxy itself under the race detector

@@ -73,7 +73,12 @@ func newOrigin(key originKey, c *net.TCPConn, gauge prometheus.Gauge) *origin {
 }
 
 // idle parks o between requests: it closes itself after d unless taken back.
+// Its reader goes back to the pool meanwhile (the caller made sure it holds
+// nothing): an idle origin costs its socket only.
 func (o *origin) idle(d time.Duration) {
+	o.br.Reset(nil)
+	originReaders.Put(o.br)
+	o.br = nil
 	o.state.Store(originIdleState)
 	if o.timer == nil {
 		o.timer = time.AfterFunc(d, o.closeIfIdle)
@@ -87,7 +92,12 @@ func (o *origin) take() bool {
 	if o.timer != nil {
 		o.timer.Stop()
 	}
-	return o.state.CompareAndSwap(originIdleState, originBusy)
+	if !o.state.CompareAndSwap(originIdleState, originBusy) {
+		return false
+	}
+	o.br = originReaders.Get().(*bufio.Reader)
+	o.br.Reset(&o.rd)
+	return true
 }
 
 // closeIfIdle closes o if it is idle (timer, configuration swap). Safe from
@@ -102,7 +112,7 @@ func (o *origin) closeIfIdle() {
 // alive reports whether an idle connection taken back still looks usable:
 // the server has not closed it nor sent anything unasked.
 func (o *origin) alive() bool {
-	return o.br.Buffered() == 0 && quietOpen(o.c)
+	return quietOpen(o.c)
 }
 
 // release closes a busy origin for good and recycles its reader. Only the
@@ -200,6 +210,10 @@ func (cn *conn) originFor(st *engine.State, key originKey) (o *origin, reused bo
 // keepOrigin keeps o for the client's next request, for at most originIdle
 // (and idle_timeout).
 func (cn *conn) keepOrigin(o *origin, idleTimeout time.Duration) {
+	if o.br.Buffered() > 0 {
+		cn.dropOrigin() // the origin sent more than its response
+		return
+	}
 	d := originIdle
 	if idleTimeout > 0 && idleTimeout < d {
 		d = idleTimeout
