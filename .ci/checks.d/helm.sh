@@ -9,7 +9,9 @@
 #      its typed Kubernetes struct (unknown fields fail) and checks selectors,
 #      ports, mounts and pod hardening; a planted unknown field must fail
 #   4. the HCL the chart renders (with its list files) passes `egress validate`,
-#      `egress check` with the helm-test arguments, and `egress test`
+#      `egress check` with the helm-test arguments, and `egress test`;
+#      proxyProtocol renders proxy_protocol_from in every listener block and
+#      fails without proxyProtocolFrom
 #   5. systemd-analyze verify + security on deploy/systemd/egress.service
 #   6. the Dockerfile's go build line, its -X version flags, and its baked-in
 #      default config
@@ -83,9 +85,18 @@ for name in default all-on; do
   fi
 done
 
+say "proxyProtocol: proxy_protocol_from in every listener block, and required"
+n=$(grep -c '^  proxy_protocol_from = \["10.0.0.0/24","10.0.1.0/24","fd00:0:0:1::/64"\]$' "$WORK/all-on-config/egress.hcl" || true)
+[ "$n" = 2 ] || { cat "$WORK/all-on-config/egress.hcl"; fail "all-on: proxy_protocol_from rendered $n times, want 2 (proxy, transparent)"; }
+if grep -q proxy_protocol_from "$WORK/default-config/egress.hcl"; then fail "default: proxy_protocol_from without proxyProtocol"; fi
+if "$HELM" template t "$CHART" --kube-version "$KUBE_VERSION" --set proxyProtocol=true >/dev/null 2>"$WORK/pp.err"; then
+  fail "the chart rendered proxyProtocol=true without proxyProtocolFrom"
+fi
+grep -q 'proxyProtocol: true needs proxyProtocolFrom' "$WORK/pp.err" || { cat "$WORK/pp.err"; fail "no proxyProtocolFrom message"; }
+
 say "values.schema.json rejects bad values"
 for bad in "bogus=1" "config.log.format=json" "service.type=External" "ports.proxy=70000" \
-  "networkPolicy.unknownKey=1"; do
+  "networkPolicy.unknownKey=1" "proxyProtocolFrom=10.0.0.1"; do
   if "$HELM" template t "$CHART" --kube-version "$KUBE_VERSION" --set "$bad" >/dev/null 2>&1; then
     fail "the chart accepted --set $bad"
   fi

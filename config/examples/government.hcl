@@ -26,7 +26,8 @@
 
 proxy {
   listen         = "0.0.0.0:3128" # explicit proxy, pushed to devices by MDM / PAC
-  proxy_protocol = false          # true behind a load balancer that sends PROXY headers
+  proxy_protocol = false          # true behind a load balancer that sends PROXY headers,
+                                  # with proxy_protocol_from = ["<the balancers' CIDR>"]
 }
 
 admin {

@@ -16,23 +16,26 @@ import (
 )
 
 // ppConfig puts every client listener behind a load balancer that speaks the
-// PROXY protocol. Segments are chosen by the address the header claims:
+// PROXY protocol: 127.0.0.1, the one peer in proxy_protocol_from. Segments are
+// chosen by the address the header claims:
 // "comms" (10.20.5.0/24) may reach tiktok, "ministry" (10.20.0.0/16) may not,
 // and "office" (the real loopback peer) is what a LOCAL header yields. No
 // traffic ever goes to the 10.20.x.x addresses: they are only claimed.
 func ppConfig(httpsPort, httpPort int) string {
 	return fmt.Sprintf(`
 proxy {
-  listen         = "{{PROXY}}"
-  proxy_protocol = true
+  listen              = "{{PROXY}}"
+  proxy_protocol      = true
+  proxy_protocol_from = ["127.0.0.1"]
 }
 admin { listen = "{{ADMIN}}" }
 transparent {
-  https_listen   = "{{HTTPS}}"
-  http_listen    = "{{HTTP}}"
-  https_port     = %d
-  http_port      = %d
-  proxy_protocol = true
+  https_listen        = "{{HTTPS}}"
+  http_listen         = "{{HTTP}}"
+  https_port          = %d
+  http_port           = %d
+  proxy_protocol      = true
+  proxy_protocol_from = ["127.0.0.1"]
 }
 tls { hello_timeout = "1s" }
 upstream {

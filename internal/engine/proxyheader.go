@@ -8,18 +8,64 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/egress-proxy/egress/internal/audit"
+	"github.com/egress-proxy/egress/internal/metrics"
+	"github.com/egress-proxy/egress/internal/rules"
 	"github.com/pires/go-proxyproto"
 )
 
-// ErrProxyHeader: a listener with proxy_protocol = true got no valid PROXY
-// v1/v2 header in time.
-var ErrProxyHeader = errors.New("missing or invalid PROXY protocol header")
+var (
+	// ErrProxyUntrusted: a listener with proxy_protocol = true was reached by
+	// a peer outside its proxy_protocol_from; nothing it sent was read.
+	ErrProxyUntrusted = errors.New("peer not in proxy_protocol_from")
+	// ErrProxyHeader: a listener with proxy_protocol = true got no valid PROXY
+	// v1/v2 header in time.
+	ErrProxyHeader = errors.New("missing or invalid PROXY protocol header")
+)
 
-// ReadProxyHeader reads a PROXY protocol v1 or v2 header from br (which reads
+// ProxyHeader admits a connection accepted by a listener with proxy_protocol =
+// true and returns the client address it stands for (SPEC §10.4):
+//
+//  1. before any byte is read, the real TCP peer must be in the listener's
+//     proxy_protocol_from in st (the connection's configuration), so a client
+//     that reaches the listener directly can never choose its segment;
+//  2. then a PROXY v1/v2 header must arrive through br within
+//     tls.hello_timeout; the bytes after it stay in br.
+//
+// On failure it counts egress_connections_rejected_total{listener, reason}
+// (proxy_protocol_untrusted or proxy_protocol), logs a warning with the peer
+// and returns an error wrapping ErrProxyUntrusted or ErrProxyHeader; the
+// caller, which owns conn, closes it unanswered.
+func (e *Engine) ProxyHeader(st *State, listener string, conn net.Conn, br *bufio.Reader) (netip.AddrPort, error) {
+	peer := PeerAddr(conn)
+	if !rules.Trusts(trustedPeers(st.Config, listener), peer.Addr()) {
+		e.metrics.ConnectionsRejected.WithLabelValues(listener, metrics.RejectProxyProtocolUntrusted).Inc()
+		e.log.Warn("connection from a peer not in proxy_protocol_from refused before its PROXY header",
+			"listener", listener, "peer", peer)
+		return netip.AddrPort{}, fmt.Errorf("%w: %v", ErrProxyUntrusted, peer)
+	}
+	src, err := readProxyHeader(conn, br, st.Config.TLS.HelloTimeout)
+	if err != nil {
+		e.metrics.ConnectionsRejected.WithLabelValues(listener, metrics.RejectProxyProtocol).Inc()
+		e.log.Warn("connection without a valid PROXY header rejected", "listener", listener, "peer", peer, "err", err)
+		return netip.AddrPort{}, err
+	}
+	return src, nil
+}
+
+// trustedPeers is the proxy_protocol_from that applies to listener.
+func trustedPeers(cfg *rules.Config, listener string) []netip.Prefix {
+	if listener == audit.ListenerProxy {
+		return cfg.ProxyProtocolFrom.Proxy
+	}
+	return cfg.ProxyProtocolFrom.Transparent
+}
+
+// readProxyHeader reads a PROXY protocol v1 or v2 header from br (which reads
 // conn) within timeout and returns the client address it claims. A v2 LOCAL
 // header (a load balancer's health check) yields the real peer address.
 // Bytes after the header stay in br.
-func ReadProxyHeader(conn net.Conn, br *bufio.Reader, timeout time.Duration) (netip.AddrPort, error) {
+func readProxyHeader(conn net.Conn, br *bufio.Reader, timeout time.Duration) (netip.AddrPort, error) {
 	conn.SetReadDeadline(time.Now().Add(timeout))
 	defer conn.SetReadDeadline(time.Time{})
 	h, err := proxyproto.Read(br)

@@ -66,6 +66,9 @@ const (
 	RejectMaxConnections = "max_connections"
 	RejectPerSource      = "per_source"
 	RejectProxyProtocol  = "proxy_protocol"
+	// RejectProxyProtocolUntrusted: a PROXY-protocol listener's peer is not
+	// in its proxy_protocol_from; closed before its header is read.
+	RejectProxyProtocolUntrusted = "proxy_protocol_untrusted"
 )
 
 // Error label values of egress_client_hello_errors_total.
@@ -85,7 +88,7 @@ const (
 )
 
 var (
-	rejectReasons  = []string{RejectMaxConnections, RejectPerSource, RejectProxyProtocol}
+	rejectReasons  = []string{RejectMaxConnections, RejectPerSource, RejectProxyProtocol, RejectProxyProtocolUntrusted}
 	helloErrors    = []string{HelloMalformed, HelloTooLarge, HelloNotTLS, HelloTimeout, HelloTruncated}
 	upstreamErrors = []string{UpstreamDNSError, UpstreamDestinationUnavailable, UpstreamTimeout}
 	// helloListeners are the listeners that read a ClientHello.
@@ -205,7 +208,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 		ConnectionsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "connections_rejected_total",
-			Help: "Client connections refused before any decision: over limits.max_connections, over limits.per_source, or a missing or bad PROXY protocol header.",
+			Help: "Client connections refused before any decision: over limits.max_connections, over limits.per_source, a missing or bad PROXY protocol header, or a PROXY protocol peer not in proxy_protocol_from.",
 		}, []string{"listener", "reason"}),
 		ClientHelloErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "client_hello_errors_total",

@@ -68,7 +68,7 @@ func TestNamesAndFixedSeries(t *testing.T) {
 		"egress_active_connections":                           3,
 		"egress_bytes_total":                                  2,
 		"egress_config_reloads_total":                         2,
-		"egress_connections_rejected_total":                   9,
+		"egress_connections_rejected_total":                   12,
 		"egress_client_hello_errors_total":                    10,
 		"egress_upstream_errors_total":                        3,
 		"egress_log_events_dropped_total":                     1,

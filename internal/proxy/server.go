@@ -26,7 +26,6 @@ import (
 
 	"github.com/egress-proxy/egress/internal/audit"
 	"github.com/egress-proxy/egress/internal/engine"
-	"github.com/egress-proxy/egress/internal/metrics"
 	"github.com/egress-proxy/egress/internal/rules"
 )
 
@@ -165,10 +164,8 @@ func (s *Server) serveConn(c net.Conn) {
 		}
 	}()
 	if s.ProxyProtocol {
-		src, err := engine.ReadProxyHeader(c, br, st.Config.TLS.HelloTimeout)
+		src, err := s.Engine.ProxyHeader(st, s.listener(), c, br) // counts and logs a refusal
 		if err != nil {
-			s.Engine.Metrics().ConnectionsRejected.WithLabelValues(s.listener(), metrics.RejectProxyProtocol).Inc()
-			s.Engine.Log().Warn("connection without a valid PROXY header rejected", "listener", s.listener(), "peer", cn.src, "err", err)
 			return
 		}
 		cn.src = src

@@ -20,20 +20,22 @@ type rawRoot struct {
 }
 
 type rawProxy struct {
-	Listen        *string   `hcl:"listen,optional"`
-	ProxyProtocol *bool     `hcl:"proxy_protocol,optional"`
-	Body          hcl.Body  `hcl:",body"`
-	DefRange      hcl.Range `hcl:",def_range"`
+	Listen            *string   `hcl:"listen,optional"`
+	ProxyProtocol     *bool     `hcl:"proxy_protocol,optional"`
+	ProxyProtocolFrom []string  `hcl:"proxy_protocol_from,optional"`
+	Body              hcl.Body  `hcl:",body"`
+	DefRange          hcl.Range `hcl:",def_range"`
 }
 
 type rawTransparent struct {
-	HTTPSListen   *string   `hcl:"https_listen,optional"`
-	HTTPListen    *string   `hcl:"http_listen,optional"`
-	HTTPSPort     *int      `hcl:"https_port,optional"`
-	HTTPPort      *int      `hcl:"http_port,optional"`
-	ProxyProtocol *bool     `hcl:"proxy_protocol,optional"`
-	Body          hcl.Body  `hcl:",body"`
-	DefRange      hcl.Range `hcl:",def_range"`
+	HTTPSListen       *string   `hcl:"https_listen,optional"`
+	HTTPListen        *string   `hcl:"http_listen,optional"`
+	HTTPSPort         *int      `hcl:"https_port,optional"`
+	HTTPPort          *int      `hcl:"http_port,optional"`
+	ProxyProtocol     *bool     `hcl:"proxy_protocol,optional"`
+	ProxyProtocolFrom []string  `hcl:"proxy_protocol_from,optional"`
+	Body              hcl.Body  `hcl:",body"`
+	DefRange          hcl.Range `hcl:",def_range"`
 }
 
 type rawAdmin struct {

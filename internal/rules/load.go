@@ -28,6 +28,9 @@ type Config struct {
 	Upstream    UpstreamSettings
 	Log         LogSettings
 	Limits      LimitsSettings
+	// ProxyProtocolFrom is kept apart from the listener settings: it applies
+	// on reload, they at the next restart.
+	ProxyProtocolFrom ProxyProtocolPeers
 
 	Policy     *Policy
 	Categories []*Category

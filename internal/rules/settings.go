@@ -10,6 +10,7 @@ import (
 
 	"github.com/egress-proxy/egress/internal/hostname"
 	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
 )
 
 // Defaults of every optional setting (SPEC §2 and §8 "Defaults").
@@ -48,6 +49,29 @@ type TransparentSettings struct {
 	HTTPSPort     uint16
 	HTTPPort      uint16
 	ProxyProtocol bool
+}
+
+// ProxyProtocolPeers are the peers whose PROXY protocol headers a listener
+// believes (proxy_protocol_from of the proxy and transparent blocks, SPEC
+// §10.4): the load balancers in front. A connection from any other peer is
+// refused before its header is read, so it can never choose a segment. Unlike
+// the listener settings they apply on reload, so a balancer removed from the
+// list is distrusted at once.
+type ProxyProtocolPeers struct {
+	Proxy       []netip.Prefix // the explicit proxy listener
+	Transparent []netip.Prefix // both transparent listeners
+}
+
+// Trusts reports whether peer (a real TCP peer address) is in peers. An
+// IPv4-mapped IPv6 peer is compared as IPv4.
+func Trusts(peers []netip.Prefix, peer netip.Addr) bool {
+	peer = peer.Unmap()
+	for _, p := range peers {
+		if p.Contains(peer) {
+			return true
+		}
+	}
+	return false
 }
 
 // AdminSettings is the admin listener and the PAC file it serves.
@@ -194,6 +218,52 @@ func (c *settingsChecker) port(v *int, body hcl.Body, name string, def hcl.Range
 	}
 }
 
+// proxyProtocolFrom checks the proxy_protocol_from of a listener block:
+// required (and not empty) when proxy_protocol = true, a warning when set
+// without it (kept, so that a reload turning proxy_protocol off, which only
+// takes effect at the next restart, does not distrust the balancers early).
+func (c *settingsChecker) proxyProtocolFrom(block string, enabled *bool, from []string, body hcl.Body, def hcl.Range, out *[]netip.Prefix) {
+	on := enabled != nil && *enabled
+	set := hasAttr(body, "proxy_protocol_from")
+	switch {
+	case on && !set:
+		c.diags = append(c.diags, errorAt(attrRange(body, "proxy_protocol", def), "Missing proxy_protocol_from",
+			"%s.proxy_protocol = true believes the client address in every PROXY header: list the load balancers that send them, e.g. proxy_protocol_from = [\"10.0.0.0/24\"]. Connections from any other peer are refused.", block))
+		return
+	case on && len(from) == 0:
+		c.diags = append(c.diags, errorAt(attrRange(body, "proxy_protocol_from", def), "Empty proxy_protocol_from",
+			"%s.proxy_protocol_from lists no peer, so every connection would be refused: list the load balancers that send PROXY headers, e.g. [\"10.0.0.0/24\"].", block))
+		return
+	case !on && set:
+		c.diags = append(c.diags, warningAt(attrRange(body, "proxy_protocol_from", def), "proxy_protocol_from without proxy_protocol",
+			"%s.proxy_protocol_from has no effect while proxy_protocol is not true.", block))
+	}
+	for i, s := range from {
+		p, err := parsePrefix(s)
+		if err != nil {
+			c.diags = append(c.diags, errorAt(elemRange(body, "proxy_protocol_from", i, def), "Invalid CIDR",
+				"%q: write the load balancers' address range such as \"10.0.0.0/24\" or a single address.", s))
+			continue
+		}
+		if p.Bits() == 0 {
+			c.diags = append(c.diags, warningAt(elemRange(body, "proxy_protocol_from", i, def), "proxy_protocol_from trusts every peer",
+				"%q lets any client that reaches the listener claim any source address and so choose its segment; list only the load balancers.", s))
+		}
+		*out = append(*out, p)
+	}
+}
+
+// hasAttr reports whether body sets attribute name.
+func hasAttr(body hcl.Body, name string) bool {
+	if b, ok := body.(*hclsyntax.Body); ok {
+		_, ok := b.Attributes[name]
+		return ok
+	}
+	attrs, _ := body.JustAttributes()
+	_, ok := attrs[name]
+	return ok
+}
+
 func (c *Config) applySettings(root *rawRoot) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	diags = append(diags, singleton("proxy", root.Proxy, func(b *rawProxy) hcl.Range { return b.DefRange })...)
@@ -212,6 +282,7 @@ func (c *Config) applySettings(root *rawRoot) hcl.Diagnostics {
 		if b.ProxyProtocol != nil {
 			c.Proxy.ProxyProtocol = *b.ProxyProtocol
 		}
+		ck.proxyProtocolFrom("proxy", b.ProxyProtocol, b.ProxyProtocolFrom, b.Body, b.DefRange, &c.ProxyProtocolFrom.Proxy)
 		if c.Proxy.Listen == "" {
 			ck.diags = append(ck.diags, errorAt(attrRange(b.Body, "listen", b.DefRange), "Missing proxy listen address",
 				"The explicit proxy needs an address; remove the attribute to use %s.", DefaultProxyListen))
@@ -228,6 +299,7 @@ func (c *Config) applySettings(root *rawRoot) hcl.Diagnostics {
 		if b.ProxyProtocol != nil {
 			c.Transparent.ProxyProtocol = *b.ProxyProtocol
 		}
+		ck.proxyProtocolFrom("transparent", b.ProxyProtocol, b.ProxyProtocolFrom, b.Body, b.DefRange, &c.ProxyProtocolFrom.Transparent)
 	}
 	if len(root.Admin) > 0 {
 		b := root.Admin[0]

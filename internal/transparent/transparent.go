@@ -13,7 +13,6 @@ import (
 
 	"github.com/egress-proxy/egress/internal/audit"
 	"github.com/egress-proxy/egress/internal/engine"
-	"github.com/egress-proxy/egress/internal/metrics"
 	"github.com/egress-proxy/egress/internal/proxy"
 	"github.com/egress-proxy/egress/internal/rules"
 )
@@ -65,13 +64,12 @@ func (s *Server) serveTLSConn(c net.Conn, accepted time.Time) {
 	src := engine.PeerAddr(c)
 	var buffered []byte
 	if s.ProxyProtocol {
-		// The header must arrive within hello_timeout; what the reader holds
-		// past it is the start of the ClientHello.
+		// Only a peer in proxy_protocol_from may send a header, and it must
+		// arrive within hello_timeout; what the reader holds past it is the
+		// start of the ClientHello. A refusal is counted and logged there.
 		br := bufio.NewReaderSize(c, 512)
-		claimed, err := engine.ReadProxyHeader(c, br, st.Config.TLS.HelloTimeout)
+		claimed, err := s.Engine.ProxyHeader(st, listener, c, br)
 		if err != nil {
-			s.Engine.Metrics().ConnectionsRejected.WithLabelValues(listener, metrics.RejectProxyProtocol).Inc()
-			s.Engine.Log().Warn("connection without a valid PROXY header rejected", "listener", listener, "peer", src, "err", err)
 			c.Close()
 			return
 		}

@@ -1,7 +1,8 @@
 // Package upstream owns the way out: resolving a destination name
 // (upstream.hosts first, then DNS), refusing addresses the proxy must never
-// reach (loopback, private, link-local, multicast, unspecified, unless listed
-// in upstream.allow_private), and dialing exactly the address that was checked
+// reach (loopback, private, link-local, multicast, unspecified, and their
+// IPv6 forms that carry an IPv4 address, unless listed in
+// upstream.allow_private), and dialing exactly the address that was checked
 // — never a second lookup (SPEC §5.4).
 package upstream
 
@@ -44,13 +45,13 @@ func (d *Dialer) Resolve(ctx context.Context, name string, ip netip.Addr) (netip
 	if ip.IsValid() {
 		ip = ip.Unmap()
 		if !d.Permitted(ip) {
-			return netip.Addr{}, fmt.Errorf("%w: %v", ErrPrivate, ip)
+			return netip.Addr{}, fmt.Errorf("%w: %s", ErrPrivate, describe(ip))
 		}
 		return ip, nil
 	}
 	if a, ok := d.Hosts[name]; ok {
 		if !d.Permitted(a) {
-			return netip.Addr{}, fmt.Errorf("%w: %s is %v (upstream.hosts)", ErrPrivate, name, a)
+			return netip.Addr{}, fmt.Errorf("%w: %s is %s (upstream.hosts)", ErrPrivate, name, describe(a))
 		}
 		return a, nil
 	}
@@ -81,41 +82,119 @@ func (d *Dialer) Resolve(ctx context.Context, name string, ip netip.Addr) (netip
 			refused = a
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("%w: %s resolves to %v", ErrPrivate, name, refused)
+	return netip.Addr{}, fmt.Errorf("%w: %s resolves to %s", ErrPrivate, name, describe(refused))
 }
 
 // Permitted reports whether a is a public destination, or is listed in
-// allow_private.
+// allow_private. An address of the well-known NAT64 prefix 64:ff9b::/96
+// stands for the IPv4 address in its last 32 bits, and the IPv4 rules apply
+// to that address: permitted if it is public or allow_private lists it (or
+// lists the IPv6 form). See Refused for the other IPv4-embedding ranges.
 func (d *Dialer) Permitted(a netip.Addr) bool {
 	a = a.Unmap()
+	if d.allowed(a) {
+		return true
+	}
+	if v4, ok := nat64(a); ok {
+		return d.allowed(v4) || !Refused(v4)
+	}
+	return !Refused(a)
+}
+
+func (d *Dialer) allowed(a netip.Addr) bool {
 	for _, p := range d.AllowPrivate {
 		if p.Contains(a) {
 			return true
 		}
 	}
-	return !Refused(a)
+	return false
+}
+
+// IPv6 ranges whose addresses carry an IPv4 address (RFC 6890 registry).
+var (
+	nat64WellKnown = netip.MustParsePrefix("64:ff9b::/96")    // RFC 6052: IPv4 in the last 32 bits
+	nat64LocalUse  = netip.MustParsePrefix("64:ff9b:1::/48")  // RFC 8215: operator's own NAT64 prefixes
+	v4Compatible   = netip.MustParsePrefix("::/96")           // RFC 4291 §2.5.5.1, deprecated
+	v4Translated   = netip.MustParsePrefix("::ffff:0:0:0/96") // RFC 2765 SIIT
+	sixToFour      = netip.MustParsePrefix("2002::/16")       // RFC 3056: IPv4 in bits 16-47
+	teredo         = netip.MustParsePrefix("2001::/32")       // RFC 4380: server in bits 32-63, client in the last 32 bits inverted
+)
+
+// nat64 returns the IPv4 address a well-known-prefix NAT64 address stands for.
+func nat64(a netip.Addr) (netip.Addr, bool) {
+	if !nat64WellKnown.Contains(a) {
+		return netip.Addr{}, false
+	}
+	b := a.As16()
+	return netip.AddrFrom4([4]byte(b[12:])), true
+}
+
+// Embedded returns the IPv4 address that an IPv6 address of an
+// IPv4-embedding range carries, for messages: the translated address of
+// 64:ff9b::/96, the last 32 bits of ::/96 and ::ffff:0:0:0/96, the router of
+// a 6to4 address, the client of a Teredo address. A local-use NAT64 address
+// (64:ff9b:1::/48) has none: where the IPv4 address sits depends on a prefix
+// length only its operator knows.
+func Embedded(a netip.Addr) (netip.Addr, bool) {
+	if !a.Is6() || a.Is4In6() {
+		return netip.Addr{}, false
+	}
+	b := a.As16()
+	switch {
+	case nat64WellKnown.Contains(a), v4Translated.Contains(a),
+		v4Compatible.Contains(a) && !a.IsUnspecified() && !a.IsLoopback():
+		return netip.AddrFrom4([4]byte(b[12:])), true
+	case sixToFour.Contains(a):
+		return netip.AddrFrom4([4]byte(b[2:6])), true
+	case teredo.Contains(a):
+		return netip.AddrFrom4([4]byte{^b[12], ^b[13], ^b[14], ^b[15]}), true
+	}
+	return netip.Addr{}, false
+}
+
+// describe is a for error messages, with the IPv4 address it embeds.
+func describe(a netip.Addr) string {
+	if v4, ok := Embedded(a); ok {
+		return fmt.Sprintf("%v (embeds %v)", a, v4)
+	}
+	return a.String()
 }
 
 // refusedRanges are special-purpose ranges beyond what netip classifies
 // (RFC 6890 and successors): a proxy that dials them can be used to reach the
 // inside of the network or the proxy's own host.
+//
+// The IPv4-embedding ranges other than 64:ff9b::/96 are refused whatever
+// IPv4 address they carry: none is a destination on the Internet today
+// (IPv4-compatible and 6to4 addresses are deprecated, IPv4-translated ones
+// live inside a SIIT domain, Teredo is a client-side tunnel, and the place of
+// the IPv4 address in a local-use NAT64 address is the operator's choice),
+// while the host's own tunnels or translators would deliver them to the IPv4
+// address inside — private ones included.
 var refusedRanges = []netip.Prefix{
-	netip.MustParsePrefix("0.0.0.0/8"),      // "this network"
-	netip.MustParsePrefix("100.64.0.0/10"),  // carrier-grade NAT
-	netip.MustParsePrefix("192.0.0.0/24"),   // IETF protocol assignments
-	netip.MustParsePrefix("198.18.0.0/15"),  // benchmarking
-	netip.MustParsePrefix("240.0.0.0/4"),    // reserved, broadcast
-	netip.MustParsePrefix("64:ff9b:1::/48"), // local-use NAT64
-	netip.MustParsePrefix("100::/64"),       // discard-only
-	netip.MustParsePrefix("2001::/23"),      // IETF protocol assignments (Teredo etc.)
-	netip.MustParsePrefix("2002::/16"),      // 6to4: embeds arbitrary IPv4
-	netip.MustParsePrefix("fec0::/10"),      // deprecated site-local
+	netip.MustParsePrefix("0.0.0.0/8"),     // "this network"
+	netip.MustParsePrefix("100.64.0.0/10"), // carrier-grade NAT
+	netip.MustParsePrefix("192.0.0.0/24"),  // IETF protocol assignments
+	netip.MustParsePrefix("198.18.0.0/15"), // benchmarking
+	netip.MustParsePrefix("240.0.0.0/4"),   // reserved, broadcast
+	v4Compatible,                           // ::a.b.c.d, deprecated (:: and ::1 too)
+	v4Translated,                           // ::ffff:0:a.b.c.d, SIIT
+	nat64LocalUse,                          // local-use NAT64
+	netip.MustParsePrefix("100::/64"),      // discard-only
+	netip.MustParsePrefix("2001::/23"),     // IETF protocol assignments (Teredo etc.)
+	sixToFour,                              // 6to4: embeds arbitrary IPv4
+	netip.MustParsePrefix("fec0::/10"),     // deprecated site-local
 }
 
 // Refused reports whether a is loopback, private, link-local, multicast,
-// unspecified or another special-purpose address.
+// unspecified or another special-purpose address. An IPv4-mapped address is
+// judged as IPv4, a NAT64 address of 64:ff9b::/96 by the IPv4 address it
+// stands for, and the other IPv4-embedding ranges are refused whole.
 func Refused(a netip.Addr) bool {
 	a = a.Unmap()
+	if v4, ok := nat64(a); ok {
+		return Refused(v4)
+	}
 	if !a.IsValid() || a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
 		a.IsInterfaceLocalMulticast() || a.IsMulticast() || a.IsUnspecified() {
 		return true

@@ -105,3 +105,123 @@ func TestDialLoopback(t *testing.T) {
 		t.Fatalf("dial to closed port: %v", err)
 	}
 }
+
+// IPv6 forms of IPv4 addresses (the "hostile clients" issue, defect 5): the
+// IPv4 rules apply to the address a NAT64 address of 64:ff9b::/96 stands
+// for; the other IPv4-embedding ranges are refused whole.
+func TestEmbeddedIPv4(t *testing.T) {
+	plain := &Dialer{}
+	allow := &Dialer{AllowPrivate: []netip.Prefix{
+		netip.MustParsePrefix("10.1.2.0/24"),         // the IPv4 form: permits its NAT64 form too
+		netip.MustParsePrefix("64:ff9b::a9fe:0/112"), // an IPv6 form: permits exactly that
+		netip.MustParsePrefix("2002:a01:203::/48"),
+	}}
+	tests := []struct {
+		ip       string
+		embedded string // "" = none
+		plain    bool   // permitted without allow_private
+		allow    bool   // permitted with it
+	}{
+		// The issue's literals.
+		{"64:ff9b::a9fe:a9fe", "169.254.169.254", false, true},
+		{"64:ff9b::7f00:1", "127.0.0.1", false, false},
+		{"::ffff:0:7f00:1", "127.0.0.1", false, false},
+		{"::7f00:1", "127.0.0.1", false, false},
+		{"64:ff9b::a00:1", "10.0.0.1", false, false},
+		// Well-known NAT64 of a public address: how IPv6-only networks
+		// reach IPv4 sites.
+		{"64:ff9b::808:808", "8.8.8.8", true, true},
+		{"64:ff9b::5db8:d822", "93.184.216.34", true, true},
+		{"64:ff9b::6440:1", "100.64.0.1", false, false},
+		{"64:ff9b::", "0.0.0.0", false, false},
+		{"64:ff9b::ffff:ffff", "255.255.255.255", false, false},
+		{"64:ff9b::a01:203", "10.1.2.3", false, true},
+		// Outside the /96: not NAT64, and 64:ff9b::/32 beyond it is not special.
+		{"64:ff9b:0:1::a00:1", "", true, true},
+		// Local-use NAT64: the operator chose where the IPv4 address sits.
+		{"64:ff9b:1::808:808", "", false, false},
+		{"64:ff9b:1:ffff::a00:1", "", false, false},
+		// IPv4-compatible (deprecated) and IPv4-translated (SIIT): refused
+		// whole, public or not.
+		{"::808:808", "8.8.8.8", false, false},
+		{"::a01:203", "10.1.2.3", false, false},
+		{"::ffff:0:808:808", "8.8.8.8", false, false},
+		{"::", "", false, false},
+		{"::1", "", false, false},
+		// IPv4-mapped is IPv4.
+		{"::ffff:a01:203", "", false, true},
+		{"::ffff:808:808", "", true, true},
+		// 6to4 (router in bits 16-47) and Teredo (client inverted in the
+		// last 32 bits): refused whole; allow_private may list the IPv6 form.
+		{"2002:a00:1::1", "10.0.0.1", false, false},
+		{"2002:808:808::1", "8.8.8.8", false, false},
+		{"2002:a01:203::1", "10.1.2.3", false, true},
+		{"2001:0:4136:e378:8000:63bf:f5ff:fffe", "10.0.0.1", false, false},
+		{"2001:0:4136:e378:8000:63bf:80ff:fffe", "127.0.0.1", false, false},
+		// Ordinary IPv6.
+		{"2606:4700::1111", "", true, true},
+		{"fd00::1", "", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.ip, func(t *testing.T) {
+			a := netip.MustParseAddr(tt.ip)
+			v4, ok := Embedded(a)
+			if got := ""; ok {
+				got = v4.String()
+				if got != tt.embedded {
+					t.Errorf("Embedded = %s, want %q", got, tt.embedded)
+				}
+			} else if tt.embedded != "" {
+				t.Errorf("Embedded: none, want %s", tt.embedded)
+			}
+			if got := plain.Permitted(a); got != tt.plain {
+				t.Errorf("Permitted = %v, want %v", got, tt.plain)
+			}
+			if got := allow.Permitted(a); got != tt.allow {
+				t.Errorf("Permitted with allow_private = %v, want %v", got, tt.allow)
+			}
+			if Refused(a) == tt.plain {
+				t.Errorf("Refused = %v", Refused(a))
+			}
+		})
+	}
+}
+
+// A name whose answer (DNS64, or upstream.hosts) is a NAT64 form of a
+// private address is refused, and the message names the embedded address.
+func TestResolveEmbedded(t *testing.T) {
+	d := &Dialer{
+		Hosts: map[string]netip.Addr{"meta.example": netip.MustParseAddr("64:ff9b::7f00:1")},
+		Resolver: fakeResolver{
+			"dns64.example":  addrs("64:ff9b::a00:1"),
+			"public.example": addrs("64:ff9b::5db8:d822"),
+			"mixed.example":  addrs("64:ff9b::a9fe:a9fe", "64:ff9b::808:808"),
+		},
+	}
+	for _, tt := range []struct {
+		name, ip, want, err string
+	}{
+		{name: "meta.example", err: "destination address prohibited: meta.example is 64:ff9b::7f00:1 (embeds 127.0.0.1) (upstream.hosts)"},
+		{name: "dns64.example", err: "destination address prohibited: dns64.example resolves to 64:ff9b::a00:1 (embeds 10.0.0.1)"},
+		{name: "public.example", want: "64:ff9b::5db8:d822"},
+		{name: "mixed.example", want: "64:ff9b::808:808"},
+		{ip: "64:ff9b::a9fe:a9fe", err: "destination address prohibited: 64:ff9b::a9fe:a9fe (embeds 169.254.169.254)"},
+	} {
+		t.Run(tt.name+tt.ip, func(t *testing.T) {
+			var ip netip.Addr
+			if tt.ip != "" {
+				ip = netip.MustParseAddr(tt.ip)
+			}
+			got, err := d.Resolve(context.Background(), tt.name, ip)
+			if tt.err != "" {
+				if !errors.Is(err, ErrPrivate) || err.Error() != tt.err {
+					t.Fatalf("got %v, %v; want %s", got, err, tt.err)
+				}
+				return
+			}
+			if err != nil || got.String() != tt.want {
+				t.Fatalf("got %v, %v; want %s", got, err, tt.want)
+			}
+		})
+	}
+}

@@ -92,6 +92,20 @@ app.kubernetes.io/component: proxy
 {{- end }}
 
 {{/*
+proxy_protocol_from of a listener block, when proxyProtocol is on: the load
+balancers whose PROXY headers are believed. Required then (SPEC §10.4), so an
+empty list fails the render instead of rendering a config egress rejects.
+*/}}
+{{- define "egress.proxyProtocolFrom" -}}
+{{- if .Values.proxyProtocol }}
+{{- if not .Values.proxyProtocolFrom }}
+{{- fail "proxyProtocol: true needs proxyProtocolFrom: the load balancers' addresses or CIDRs (e.g. the NLB's subnets); a PROXY header from any other peer would let a client choose its segment" }}
+{{- end }}
+  proxy_protocol_from = {{ .Values.proxyProtocolFrom | toJson }}
+{{- end }}
+{{- end }}
+
+{{/*
 The HCL the proxy runs. config.inline replaces it entirely; otherwise it is
 generated from the listener values, then config.segments and config.extra are
 appended. The admin listener binds all addresses so the kubelet's probes and
@@ -106,6 +120,7 @@ Prometheus reach it; the NetworkPolicy limits who else can.
 proxy {
   listen         = "0.0.0.0:{{ .Values.ports.proxy }}"
   proxy_protocol = {{ .Values.proxyProtocol }}
+{{- include "egress.proxyProtocolFrom" . }}
 }
 {{- if .Values.transparent.enabled }}
 
@@ -113,6 +128,7 @@ transparent {
   https_listen   = "0.0.0.0:{{ .Values.ports.transparentHttps }}"
   http_listen    = "0.0.0.0:{{ .Values.ports.transparentHttp }}"
   proxy_protocol = {{ .Values.proxyProtocol }}
+{{- include "egress.proxyProtocolFrom" . }}
 }
 {{- end }}
 
