@@ -40,6 +40,9 @@ type TLSFlow struct {
 	Done func()
 }
 
+// alertWriteTimeout bounds the write of a TLS alert to a client.
+const alertWriteTimeout = 5 * time.Second
+
 // ServeTLS reads the ClientHello, decides every name, and on allow dials the
 // checked destination, replays every byte the client sent and starts the
 // tunnel. Every outcome is one event. It owns the client from the call on:
@@ -68,6 +71,9 @@ func (e *Engine) ServeTLS(st *State, f *TLSFlow) {
 	hello, raw, err := sni.ReadBuffered(f.Client, buffered)
 	e.metrics.ClientHello.Observe(time.Since(f.Start).Seconds())
 	f.Client.SetReadDeadline(time.Time{})
+	// What the proxy itself writes to the client before the tunnel (an
+	// alert) must not wait on a client that does not read.
+	f.Client.SetWriteDeadline(time.Now().Add(alertWriteTimeout))
 	src := f.Src.Addr()
 	seg, _ := cfg.Policy.SegmentFor(src)
 
@@ -186,7 +192,11 @@ func (e *Engine) ServeTLS(st *State, f *TLSFlow) {
 		e.Emit(x)
 		return
 	}
-	if _, err := server.Write(raw); err != nil {
+	server.SetWriteDeadline(time.Now().Add(cfg.Limits.IdleTimeout))
+	_, err = server.Write(raw)
+	server.SetWriteDeadline(time.Time{})
+	f.Client.SetWriteDeadline(time.Time{}) // the tunnel's copy has its own
+	if err != nil {
 		server.Close()
 		x := ev(&d)
 		x.Reason, x.Error = string(rules.ReasonUpstreamError), err.Error()
