@@ -282,7 +282,7 @@ func (x *exchange) run(st *engine.State, key originKey) (*http.Response, error) 
 		}
 		x.join()
 		x.cn.dropOrigin()
-		if reused && attempt == 0 && x.body == nil && staleConn(err) {
+		if reused && attempt == 0 && x.body == nil && idempotent(x.req.Method) && staleConn(err) {
 			continue
 		}
 		return nil, err
@@ -292,7 +292,17 @@ func (x *exchange) run(st *engine.State, key originKey) (*http.Response, error) 
 // staleConn reports an error that a kept connection closed by the origin
 // gives before any response byte.
 func staleConn(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// idempotent methods may be sent again when a kept connection turns out dead
+// (RFC 9110 §9.2.2), as net/http's transport does.
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
 }
 
 var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) }}

@@ -376,13 +376,14 @@ func TestConfigTakenWhenTheRequestArrives(t *testing.T) {
 	p := startProxy(t, "30s", `"site.test" = "127.0.0.1"`)
 	for _, method := range []string{"GET", "CONNECT"} {
 		p.swap("30s", `"site.test" = "127.0.0.1"`, "")
+		base := len(p.ev.all())
 		c := p.dial()
 		br := bufio.NewReader(c)
 		fmt.Fprintf(c, "GET http://site.test:%s/ HTTP/1.1\r\nHost: site.test:%s\r\n\r\n", o.port, o.port)
 		if resp := readResponse(t, br, "GET"); resp.StatusCode != 200 {
 			t.Fatalf("before the ban: %d", resp.StatusCode)
 		}
-		n := len(p.ev.waitEvents(t, 1))
+		n := len(p.ev.waitEvents(t, base+1))
 		// The connection is idle in the loop now; the ban arrives.
 		time.Sleep(20 * time.Millisecond)
 		cfg := p.swap("30s", `"site.test" = "127.0.0.1"`, `"site.test"`)
@@ -597,5 +598,47 @@ func TestIdleConnectionKeepsNoHeader(t *testing.T) {
 	fmt.Fprintf(c2, "GET http://site.test:%s/ HTTP/1.1\r\nHost: site.test:%s\r\n\r\n", o.port, o.port)
 	if resp := readResponse(t, bufio.NewReader(c2), "GET"); resp.StatusCode != 200 {
 		t.Fatalf("after a panic: %d", resp.StatusCode)
+	}
+}
+
+// A kept upstream connection the origin closed meanwhile is not used: the
+// next request goes out on a new one and succeeds.
+func TestKeptConnectionClosedByOrigin(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepted atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			go func(c net.Conn) {
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
+				// Keep-alive as far as the framing says, then closed.
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}(c)
+		}
+	}()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	p := startProxy(t, "30s", `"site.test" = "127.0.0.1"`)
+	c := p.dial()
+	br := bufio.NewReader(c)
+	for i := 0; i < 5; i++ {
+		fmt.Fprintf(c, "GET http://site.test:%s/%d HTTP/1.1\r\nHost: site.test:%s\r\n\r\n", port, i, port)
+		if resp := readResponse(t, br, "GET"); resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d", i, resp.StatusCode)
+		}
+		time.Sleep(20 * time.Millisecond) // let the origin's close arrive
+	}
+	if a := accepted.Load(); a != 5 {
+		t.Fatalf("origin accepted %d connections, want 5", a)
 	}
 }
