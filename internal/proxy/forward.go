@@ -66,17 +66,7 @@ func bodyNotAllowed(req *http.Request) bool {
 // isWebSocket reports an upgrade to WebSocket, the one upgrade forwarded
 // (RFC 6455 §4.1: Connection contains "upgrade", Upgrade is "websocket").
 func isWebSocket(h http.Header) bool {
-	if !isUpgrade(h) {
-		return false
-	}
-	for _, v := range h.Values("Upgrade") {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), "websocket") {
-				return true
-			}
-		}
-	}
-	return false
+	return hasToken(h, "Connection", "upgrade") && hasToken(h, "Upgrade", "websocket")
 }
 
 // removeRequestHopHeaders strips hop-by-hop fields from a request, including

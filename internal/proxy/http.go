@@ -65,10 +65,11 @@ func (cn *conn) transparent(st *engine.State, req *http.Request, start time.Time
 	return cn.forward(st, req, names, host, port, start, keep)
 }
 
-func isUpgrade(h http.Header) bool {
-	for _, v := range h.Values("Connection") {
+// hasToken reports whether a comma-separated field lists token (any case).
+func hasToken(h http.Header, field, token string) bool {
+	for _, v := range h.Values(field) {
 		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), "upgrade") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
 				return true
 			}
 		}
