@@ -262,7 +262,7 @@ func hxTail(s string, n int) string {
 // depends on the first path segment:
 //
 //	/early/…  answers 200 at once without reading the body, then holds the
-//	          connection 1 s without reading and closes it
+//	          connection 1 s (/early/hold/…: 3 s) without reading and closes it
 //	/slow/…   reads the body slowly (1 KiB per ms), then answers
 //	/ws/…     answers an Upgrade: websocket request with 101 and then echoes
 //	          bytes; /ws/speak/… first writes hxGreeting after the 101
@@ -375,7 +375,11 @@ func (o *hxOrigin) serve(c net.Conn) {
 		switch {
 		case strings.HasPrefix(path, "/early/"):
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nearly")
-			time.Sleep(time.Second)
+			hold := time.Second
+			if strings.HasPrefix(path, "/early/hold/") {
+				hold = 3 * time.Second
+			}
+			time.Sleep(hold)
 			return
 		case strings.HasPrefix(path, "/slow/"):
 			buf := make([]byte, 1024)
