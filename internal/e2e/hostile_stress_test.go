@@ -121,11 +121,10 @@ func TestHostileStress(t *testing.T) {
 	<-reloadDone
 	t.Logf("%d sessions, %d requests sent, %d answered, %d reloads; ops %v",
 		st.sessions.Load(), len(st.sent), len(st.must), reloads, st.ops)
+	hxAlive(t, p, "http://allowed.test:"+itoa(port)+"/after-stress", "allowed.test:"+itoa(port))
 	if got := metricValue(t, p, `egress_config_reloads_total{result="success"}`); got < 1 && reloads > 0 {
 		t.Errorf("no successful reload counted (%v) after %d config rewrites", got, reloads)
 	}
-
-	hxAlive(t, p, "http://allowed.test:"+itoa(port)+"/after-stress", "allowed.test:"+itoa(port))
 	hxWaitSettled(t, p, base, 15, 25, 20*time.Second)
 	hxNoCrashLog(t, p)
 
@@ -262,6 +261,7 @@ func (s *hxStress) session(rng *rand.Rand) {
 	s.sessions.Add(1)
 	c, err := net.DialTimeout("tcp", s.p.ProxyAddr, 5*time.Second)
 	if err != nil {
+		time.Sleep(50 * time.Millisecond) // the process may be gone: don't spin
 		return
 	}
 	cc := &hxStressConn{c: c, br: bufio.NewReader(c), wr: make(chan error, 64)}
