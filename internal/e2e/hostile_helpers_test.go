@@ -242,6 +242,17 @@ func hxAlive(t testing.TB, p *Proc, url, host string) {
 	hxNoCrashLog(t, p)
 }
 
+// hxNoPanics fails when egress_panics_total counted a recovered panic on
+// any listener.
+func hxNoPanics(t testing.TB, p *Proc) {
+	t.Helper()
+	for k, v := range hxMetrics(t, p) {
+		if strings.HasPrefix(k, "egress_panics_total") && v != 0 {
+			t.Errorf("%s = %v: a connection handler panicked", k, v)
+		}
+	}
+}
+
 // hxNoCrashLog fails when the process log shows a panic or a data race.
 func hxNoCrashLog(t testing.TB, p *Proc) {
 	t.Helper()

@@ -127,6 +127,7 @@ func TestHostileStress(t *testing.T) {
 	}
 	hxWaitSettled(t, p, base, 15, 25, 20*time.Second)
 	hxNoCrashLog(t, p)
+	hxNoPanics(t, p)
 
 	// Exactly one event per request: no tag in two events, and every request
 	// that got an answer has its event (tunnel and upgrade events are written
