@@ -208,6 +208,13 @@ func (cn *conn) forward(st *engine.State, req *http.Request, names rules.Names, 
 	resp.Close = !keep
 	down := &countingWriter{w: &deadlineWriter{c: cn.c, d: lim.IdleTimeout}}
 	werr := resp.Write(down)
+	if werr != nil {
+		// Cut short (most often a client that stopped reading): the origin
+		// connection is closed first, so that closing the body does not
+		// drain the rest of the response.
+		o.c.Close()
+		cn.reset = isTimeout(werr)
+	}
 	resp.Body.Close()
 	bodyErr := x.join()
 	e.Add(headBytes+body.N(), down.n)
@@ -232,11 +239,15 @@ func (cn *conn) forward(st *engine.State, req *http.Request, names rules.Names, 
 // upstreamReason is the egress_upstream_errors_total reason of a failed
 // exchange.
 func upstreamReason(err error) string {
-	var ne interface{ Timeout() bool }
-	if errors.As(err, &ne) && ne.Timeout() {
+	if isTimeout(err) {
 		return metrics.UpstreamTimeout
 	}
 	return metrics.UpstreamDestinationUnavailable
+}
+
+func isTimeout(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func bodyAllowed(status int) bool {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -527,6 +528,7 @@ func TestPrivateDestinationPlainHTTP(t *testing.T) {
 func TestClientThatStopsReading(t *testing.T) {
 	big := strings.Repeat("y", 1<<20)
 	o := startOrigin(t, "127.0.0.1", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(64*len(big)))
 		for i := 0; i < 64; i++ {
 			if _, err := io.WriteString(w, big); err != nil {
 				return
@@ -535,6 +537,7 @@ func TestClientThatStopsReading(t *testing.T) {
 	})
 	p := startProxy(t, "1s", `"site.test" = "127.0.0.1"`)
 	c := p.dial()
+	c.(*net.TCPConn).SetReadBuffer(4096)
 	fmt.Fprintf(c, "GET http://site.test:%s/ HTTP/1.1\r\nHost: site.test:%s\r\n\r\n", o.port, o.port)
 	// Never read: the proxy's write blocks, then its deadline passes.
 	evs := p.ev.waitEvents(t, 1)
@@ -548,6 +551,8 @@ func TestClientThatStopsReading(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	// The client connection is closed too: what was in flight, then the end.
+	waitClosed(t, c, bufio.NewReader(c), 5*time.Second)
 }
 
 // Defect 10: an idle keep-alive connection holds no copy of a large header;

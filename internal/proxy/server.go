@@ -127,6 +127,9 @@ type conn struct {
 	// (origin.go); only this connection's goroutine uses it, a config swap
 	// may close it while idle.
 	up atomic.Pointer[origin]
+	// reset closes the connection with a TCP reset: a client that stopped
+	// reading leaves nothing queued in the kernel for it.
+	reset bool
 	// done ends the connection; handedOff says a tunnel owns it now and
 	// will call done.
 	done      func()
@@ -148,6 +151,9 @@ func (s *Server) serveConn(c net.Conn) {
 		}
 		if release != nil {
 			release()
+		}
+		if cn.reset {
+			resetOnClose(c)
 		}
 		c.Close()
 		s.wg.Done()
@@ -338,4 +344,12 @@ func hostHeaders(b []byte) []string {
 		}
 	}
 	return hosts
+}
+
+// resetOnClose makes Close discard what is still queued for c and send a
+// reset (SO_LINGER 0), instead of trickling it to a peer that does not read.
+func resetOnClose(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
 }
