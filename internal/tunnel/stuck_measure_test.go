@@ -72,7 +72,7 @@ func TestMeasureStuckTunnels(t *testing.T) {
 	host := sockstatTCPMem(t) - base
 	var rq, wq int64
 	for _, c := range proxySide {
-		r, w := skmem(t, c)
+		r, w := meminfo(t, c)
 		rq += r
 		wq += w
 	}
@@ -106,8 +106,8 @@ func sockstatTCPMem(t *testing.T) int64 {
 	return 0
 }
 
-// skmem returns a socket's receive-queue and send-queue bytes (SO_MEMINFO).
-func skmem(t *testing.T, c *net.TCPConn) (rmem, wqueued int64) {
+// meminfo returns a socket's receive-queue and send-queue bytes (SO_MEMINFO).
+func meminfo(t *testing.T, c *net.TCPConn) (rmem, wqueued int64) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
