@@ -68,7 +68,12 @@ func parkLocked(p *Pipe, d *direction) error {
 		pk.pipes[pk.next] = p
 		pk.mu.Unlock()
 	}
-	if err := ctl(d.src, unix.EPOLL_CTL_ADD, uint32(p.parkID), d.index); err != nil {
+	err := ctl(d.src, unix.EPOLL_CTL_ADD, uint32(p.parkID), d.index)
+	if err == unix.EEXIST {
+		// Still in the set, disabled by its one-shot: arm it again.
+		err = ctl(d.src, unix.EPOLL_CTL_MOD, uint32(p.parkID), d.index)
+	}
+	if err != nil {
 		return err
 	}
 	d.parked = true

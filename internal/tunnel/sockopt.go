@@ -2,9 +2,9 @@ package tunnel
 
 import "time"
 
-// Socket options that bound what one tunnel can hold in the kernel, and the
-// kernel's byte counters the idle watchdog reads. Applied by Start to both
-// connections; a connection that is not a socket (syscall.Conn) is left as
+// Socket options that bound what one tunnel can hold in the kernel, set by
+// Start on both connections (sockopt_linux.go, which also reads the kernel's
+// byte counters for the idle watchdog); a connection that is not a socket (syscall.Conn) is left as
 // it is.
 //
 // A tunnel whose peer stops reading fills, on the proxy's side, the send
