@@ -13,17 +13,17 @@ import "time"
 // maxima (tcp_wmem[2], tcp_rmem[2]: 4 MiB and 6 to 32 MiB), which is what 50
 // stuck tunnels used to hold: ~14 MB each on the proxy's sockets alone.
 const (
-	// NotsentLowat bounds the bytes written but not yet sent on a tunnel
+	// notsentLowat bounds the bytes written but not yet sent on a tunnel
 	// socket (TCP_NOTSENT_LOWAT): the socket takes more only below it. Bytes
 	// in flight (sent, not acknowledged) are not counted; towards a peer
 	// whose window is closed they are none.
-	NotsentLowat = 128 << 10
-	// RcvbufCap is the SO_RCVBUF of a tunnel socket (the kernel doubles it
+	notsentLowat = 128 << 10
+	// rcvbufCap is the SO_RCVBUF of a tunnel socket (the kernel doubles it
 	// for its bookkeeping): what the proxy holds from an end whose bytes it
 	// cannot pass on. It also caps the window the proxy advertises, so one
-	// tunnel's throughput from that end is at most about RcvbufCap per
+	// tunnel's throughput from that end is at most about rcvbufCap per
 	// round trip (40 MB/s at 25 ms).
-	RcvbufCap = 1 << 20
+	rcvbufCap = 1 << 20
 )
 
 // userTimeout is the TCP_USER_TIMEOUT of a tunnel socket with an idle

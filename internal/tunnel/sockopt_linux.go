@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"math"
 	"net"
 	"syscall"
 	"time"
@@ -14,11 +15,11 @@ import (
 // the kernel's defaults).
 func tune(c net.Conn, idle time.Duration) {
 	control(c, func(fd int) {
-		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, NotsentLowat)
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, notsentLowat)
 		// Fixed, not autotuned: autotuning would grow it to tcp_rmem[2].
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, RcvbufCap)
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbufCap)
 		if idle > 0 {
-			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(userTimeout(idle).Milliseconds()))
+			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(min(userTimeout(idle).Milliseconds(), math.MaxInt32)))
 		}
 	})
 }

@@ -236,8 +236,8 @@ func TestSlowReaderLosesNothing(t *testing.T) {
 }
 
 // TestStuckTunnelKernelMemoryBounded: with the tunnel's socket options, what
-// the proxy's two sockets hold for a stuck tunnel is bounded by RcvbufCap and
-// NotsentLowat, not by the kernel's autotuning maxima.
+// the proxy's two sockets hold for a stuck tunnel is bounded by rcvbufCap and
+// notsentLowat, not by the kernel's autotuning maxima.
 func TestStuckTunnelKernelMemoryBounded(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("SKIP: socket options are set on Linux")
@@ -256,8 +256,8 @@ func TestStuckTunnelKernelMemoryBounded(t *testing.T) {
 		held += r + w
 	}
 	// The receive queue may use the whole doubled SO_RCVBUF; the send
-	// queue holds NotsentLowat unsent plus a little in flight.
-	if limit := int64(2*RcvbufCap + 2*NotsentLowat + 512<<10); held > limit {
+	// queue holds notsentLowat unsent plus a little in flight.
+	if limit := int64(2*rcvbufCap + 2*notsentLowat + 512<<10); held > limit {
 		t.Fatalf("proxy's sockets hold %d bytes for a stuck tunnel, limit %d", held, limit)
 	}
 	t.Logf("proxy's sockets hold %d KiB for a stuck tunnel", held>>10)

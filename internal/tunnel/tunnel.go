@@ -110,7 +110,7 @@ func Parked() int { return int(parkedTunnels.Load()) }
 // Start copies client ↔ server in the background until both directions have
 // ended, one fails, no byte moved either way for opt.Idle, or Close is
 // called. It sets the tunnel's socket options on both connections (see
-// NotsentLowat, RcvbufCap). Both connections are closed before opt.OnDone is
+// notsentLowat, rcvbufCap). Both connections are closed before opt.OnDone is
 // called.
 func Start(client, server net.Conn, opt Options) *Pipe {
 	if opt.ParkAfter == 0 {
