@@ -170,7 +170,7 @@ func TestTunnelStuckReaderUploadFlows(t *testing.T) {
 			}
 		}
 		// Longer than the proxy's park interval between messages.
-		time.Sleep(400 * time.Millisecond)
+		time.Sleep(300 * time.Millisecond)
 	}
 }
 

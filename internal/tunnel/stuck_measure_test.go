@@ -127,3 +127,14 @@ func meminfo(t *testing.T, c *net.TCPConn) (rmem, wqueued int64) {
 	}
 	return int64(info[unix.SK_MEMINFO_RMEM_ALLOC]), int64(info[unix.SK_MEMINFO_WMEM_QUEUED])
 }
+
+// kernelAtLeast reports whether the running Linux kernel is at least major.minor.
+func kernelAtLeast(major, minor int) bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return false
+	}
+	var ma, mi int
+	fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi)
+	return ma > major || ma == major && mi >= minor
+}

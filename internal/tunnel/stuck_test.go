@@ -262,3 +262,39 @@ func TestStuckTunnelKernelMemoryBounded(t *testing.T) {
 	}
 	t.Logf("proxy's sockets hold %d KiB for a stuck tunnel", held>>10)
 }
+
+// TestStuckWayCutAfterUserTimeout: a client that never reads but trickles
+// bytes the other way keeps the tunnel from being idle; the kernel still cuts
+// it once the client has held its window closed for TCP_USER_TIMEOUT (twice
+// the idle timeout; Linux 5.11 and later).
+func TestStuckWayCutAfterUserTimeout(t *testing.T) {
+	if !kernelAtLeast(5, 11) {
+		t.Skip("SKIP: TCP_USER_TIMEOUT covers a closed window from Linux 5.11")
+	}
+	client, proxyClient := pair(t)
+	proxyServer, server := pair(t)
+	defer client.Close()
+	defer server.Close()
+	const idle = time.Second
+	res := make(chan Result, 1)
+	Start(proxyClient, proxyServer, Options{Idle: idle, OnDone: func(r Result) { res <- r }})
+	s := stream(server)
+	go io.Copy(io.Discard, server)
+	s.stalled(t, 300*time.Millisecond, 30*time.Second)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	limit := time.After(15 * time.Second)
+	for {
+		select {
+		case r := <-res:
+			if errors.Is(r.Err, ErrIdle) || r.Err == nil || r.Upload == 0 {
+				t.Fatalf("result %+v: want a timeout error while the upload trickled", r)
+			}
+			return
+		case <-tick.C:
+			client.Write([]byte("x"))
+		case <-limit:
+			t.Fatalf("a way stuck on a closed window for 15 s was not cut (TCP_USER_TIMEOUT %v)", userTimeout(idle))
+		}
+	}
+}
