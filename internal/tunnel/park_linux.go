@@ -9,12 +9,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The parker: one epoll set, one goroutine, for every parked tunnel of the
-// process. A parked tunnel's sockets are registered level-triggered and
-// one-shot for input; the first readable one (data, EOF or error) wakes the
-// tunnel. Four times a second it also closes parked tunnels past their idle
-// timeout. Go's own poller keeps its registration of the same sockets; an
-// epoll set may hold a socket that another one holds too.
+// The parker: one epoll set, one goroutine, for every parked way of every
+// tunnel of the process. A way is parked when its copy had nothing to read
+// for ParkAfter: its source socket is registered level-triggered and
+// one-shot for input, and the first readable event (data, EOF or error)
+// starts that way's copy again. Each way parks on its own, so a way whose
+// copy is blocked in a write (its peer stopped reading) never stops the
+// other: that one is parked and watched here. Go's own poller keeps its
+// registration of the same sockets; an epoll set may hold a socket that
+// another one holds too. The idle timeout is the tunnel's watchdog
+// (tunnel.go), parked or not.
 
 type parker struct {
 	once  sync.Once
@@ -22,7 +26,7 @@ type parker struct {
 	epfd  int
 	mu    sync.Mutex
 	next  uint32
-	pipes map[uint32]*Pipe
+	pipes map[uint32]*Pipe // tunnels with a parked way, by Pipe.parkID
 }
 
 var pk parker
@@ -39,13 +43,6 @@ func (k *parker) init() error {
 	return k.err
 }
 
-// Parked returns how many tunnels are parked now.
-func Parked() int {
-	pk.mu.Lock()
-	defer pk.mu.Unlock()
-	return len(pk.pipes)
-}
-
 func canPark(conns ...net.Conn) bool {
 	for _, c := range conns {
 		if _, ok := c.(syscall.Conn); !ok {
@@ -55,56 +52,56 @@ func canPark(conns ...net.Conn) bool {
 	return pk.init() == nil
 }
 
-// park registers p's open sources; called with p.mu held and no goroutine
-// running.
-func park(p *Pipe) error {
+// parkLocked registers d's source in the epoll set (p.mu held); the parker
+// calls p.unpark(d's index) when it is readable.
+func parkLocked(p *Pipe, d *direction) error {
 	if err := pk.init(); err != nil {
 		return err
 	}
-	pk.mu.Lock()
-	pk.next++
-	for pk.pipes[pk.next] != nil || pk.next == 0 {
+	if p.parkID == 0 {
+		pk.mu.Lock()
 		pk.next++
-	}
-	id := pk.next
-	pk.pipes[id] = p
-	pk.mu.Unlock()
-	p.parkID = uint64(id)
-	p.parked = true
-	n := 0
-	for _, d := range p.dirs {
-		if d.done {
-			continue
+		for pk.pipes[pk.next] != nil || pk.next == 0 {
+			pk.next++
 		}
-		if err := ctl(d.src, unix.EPOLL_CTL_ADD, id); err != nil {
-			unregister(p)
-			p.parked = false
-			return err
-		}
-		n++
+		p.parkID = uint64(pk.next)
+		pk.pipes[pk.next] = p
+		pk.mu.Unlock()
 	}
-	if n == 0 {
-		unregister(p)
-		p.parked = false
-		return net.ErrClosed
+	err := ctl(d.src, unix.EPOLL_CTL_ADD, uint32(p.parkID), d.index)
+	if err == unix.EEXIST {
+		// Still in the set, disabled by its one-shot: arm it again.
+		err = ctl(d.src, unix.EPOLL_CTL_MOD, uint32(p.parkID), d.index)
 	}
+	if err != nil {
+		return err
+	}
+	d.parked = true
 	return nil
 }
 
-// unregister removes p from the epoll set and the table (p.mu held).
-func unregister(p *Pipe) {
-	id := uint32(p.parkID)
-	for _, d := range p.dirs {
-		ctl(d.src, unix.EPOLL_CTL_DEL, id) // a closed socket left the set by itself
+// unparkLocked takes d's source out of the epoll set (p.mu held).
+func unparkLocked(p *Pipe, d *direction) {
+	if !d.parked {
+		return
+	}
+	d.parked = false
+	ctl(d.src, unix.EPOLL_CTL_DEL, uint32(p.parkID), d.index) // a closed socket left the set by itself
+}
+
+// forget removes a finished tunnel from the parker's table (p.mu held).
+func forget(p *Pipe) {
+	if p.parkID == 0 {
+		return
 	}
 	pk.mu.Lock()
-	if pk.pipes[id] == p {
-		delete(pk.pipes, id)
+	if pk.pipes[uint32(p.parkID)] == p {
+		delete(pk.pipes, uint32(p.parkID))
 	}
 	pk.mu.Unlock()
 }
 
-func ctl(c net.Conn, op int, id uint32) error {
+func ctl(c net.Conn, op int, id uint32, way int) error {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return syscall.EINVAL
@@ -115,7 +112,7 @@ func ctl(c net.Conn, op int, id uint32) error {
 	}
 	var cerr error
 	err = rc.Control(func(fd uintptr) {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(id)}
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(id), Pad: int32(way)}
 		cerr = unix.EpollCtl(pk.epfd, op, int(fd), &ev)
 	})
 	if err != nil {
@@ -126,32 +123,19 @@ func ctl(c net.Conn, op int, id uint32) error {
 
 func parkerLoop(k *parker) {
 	events := make([]unix.EpollEvent, 256)
-	lastSweep := time.Now()
 	for {
-		n, err := unix.EpollWait(k.epfd, events, 250)
+		n, err := unix.EpollWait(k.epfd, events, -1)
 		if err != nil && err != unix.EINTR {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
 		for i := 0; i < n; i++ {
-			id := uint32(events[i].Fd)
+			id, way := uint32(events[i].Fd), int(events[i].Pad)
 			k.mu.Lock()
 			p := k.pipes[id]
 			k.mu.Unlock()
-			if p != nil {
-				p.unpark()
-			}
-		}
-		if now := time.Now(); now.Sub(lastSweep) >= 250*time.Millisecond {
-			lastSweep = now
-			k.mu.Lock()
-			parked := make([]*Pipe, 0, len(k.pipes))
-			for _, p := range k.pipes {
-				parked = append(parked, p)
-			}
-			k.mu.Unlock()
-			for _, p := range parked {
-				p.expire(now)
+			if p != nil && way >= 0 && way < len(p.dirs) {
+				p.unpark(way)
 			}
 		}
 	}

@@ -1,14 +1,23 @@
 // Package tunnel owns the copying of bytes between a client and its
 // destination once a tunnel is allowed: both directions, half-close
-// propagated, closed when idle, counted.
+// propagated, closed when idle, counted, and the socket options that bound
+// what a tunnel holds in the kernel (sockopt_linux.go).
 //
 // Between two *net.TCPConn the kernel moves the bytes (io.Copy →
 // TCPConn.ReadFrom → splice(2) on Linux): no user-space buffer per direction.
-// A tunnel that carries nothing for ParkAfter gives its goroutines (and the
-// splice pipes they hold) back and is parked: its sockets wait in one shared
-// epoll set (park_linux.go), and the first byte either way starts the copy
-// again. A parked tunnel costs a few hundred bytes, which is what lets one
-// process hold tens of thousands of idle tunnels.
+// A way (direction) that has nothing to read for ParkAfter gives its
+// goroutine (and the splice pipe it holds) back and is parked: its source
+// waits in one shared epoll set (park_linux.go), and the first byte starts
+// its copy again. Each way parks on its own, so a way blocked in a write
+// (its peer stopped reading) never stops the other. A tunnel with both ways
+// parked costs a few hundred bytes, which is what lets one process hold tens
+// of thousands of idle tunnels.
+//
+// The idle timeout is a per-tunnel watchdog, not the copies: a copy blocked
+// in a write cannot look up, and a write deadline cannot be used to make it
+// (splice drops the bytes in its pipe when a write fails). The watchdog sees
+// bytes move in the kernel's counters too, and closes the tunnel, which ends
+// a blocked write, only when none moved either way for the idle timeout.
 package tunnel
 
 import (
@@ -54,14 +63,17 @@ type Options struct {
 
 type halfCloser interface{ CloseWrite() error }
 
-// direction is one half of a tunnel.
+// direction is one way of a tunnel. At any time it is running (one
+// goroutine copies it), parked (its source waits in the parker), done (its
+// source reached EOF), or the tunnel is closed.
 type direction struct {
-	dst, src  net.Conn
-	upload    bool
-	n         atomic.Int64
-	running   bool  // guarded by Pipe.mu
-	done      bool  // src reached EOF (guarded by Pipe.mu)
-	idleSince int64 // without parking: unix nanos since this way is quiet (guarded by Pipe.mu)
+	dst, src net.Conn
+	upload   bool
+	index    int // in Pipe.dirs
+	n        atomic.Int64
+	running  bool // guarded by Pipe.mu
+	parked   bool // guarded by Pipe.mu
+	done     bool // guarded by Pipe.mu
 }
 
 // Pipe is a running tunnel.
@@ -69,21 +81,37 @@ type Pipe struct {
 	client, server net.Conn
 	opt            Options
 	dirs           [2]*direction // 0: upload (client → server), 1: download
-	lastActive     atomic.Int64  // unix nanos of the last byte either way
+	lastActive     atomic.Int64  // unix nanos of the last byte a copy reported either way
+
+	// The idle watchdog's state: touched only by its timer's callback, which
+	// never runs twice at once (it re-arms itself last).
+	kMoved   uint64 // the kernel's byte counters (moved) at kMovedAt
+	kMovedAt int64  // unix nanos when kMoved was last seen to change
+	kOK      bool   // kMoved has been read
 
 	mu       sync.Mutex
-	running  int
-	parked   bool
-	parkID   uint64
+	watch    *time.Timer // the idle watchdog; nil without an idle timeout
+	running  int         // ways with a goroutine
+	parkID   uint64      // in the parker's table when non-zero
+	parked   bool        // counted in Parked(): no goroutine, every open way parked
 	closed   bool
 	finished bool
 	err      error
 	doneCh   chan struct{}
 }
 
+// parkedTunnels counts the tunnels that hold no goroutine (Parked).
+var parkedTunnels atomic.Int64
+
+// Parked returns how many tunnels are parked now: no goroutine, every way
+// that is still open waiting in the parker.
+func Parked() int { return int(parkedTunnels.Load()) }
+
 // Start copies client ↔ server in the background until both directions have
-// ended, one fails, the tunnel is idle for opt.Idle, or Close is called. Both
-// connections are closed before opt.OnDone is called.
+// ended, one fails, no byte moved either way for opt.Idle, or Close is
+// called. It sets the tunnel's socket options on both connections (see
+// notsentLowat, rcvbufCap). Both connections are closed before opt.OnDone is
+// called.
 func Start(client, server net.Conn, opt Options) *Pipe {
 	if opt.ParkAfter == 0 {
 		opt.ParkAfter = DefaultParkAfter
@@ -94,11 +122,20 @@ func Start(client, server net.Conn, opt Options) *Pipe {
 	if opt.ParkAfter > 0 && opt.Idle > 0 && opt.Idle < 2*opt.ParkAfter {
 		opt.ParkAfter = opt.Idle / 2
 	}
+	tune(client, opt.Idle)
+	tune(server, opt.Idle)
 	p := &Pipe{client: client, server: server, opt: opt, doneCh: make(chan struct{})}
-	p.dirs[0] = &direction{dst: server, src: client, upload: true}
-	p.dirs[1] = &direction{dst: client, src: server}
-	p.lastActive.Store(time.Now().UnixNano())
+	p.dirs[0] = &direction{dst: server, src: client, upload: true, index: 0}
+	p.dirs[1] = &direction{dst: client, src: server, index: 1}
+	now := time.Now().UnixNano()
+	p.lastActive.Store(now)
 	p.mu.Lock()
+	if opt.Idle > 0 {
+		// The kernel's counters are first read at the first look (a tunnel
+		// quiet from the start closes a quarter of Idle late, not early).
+		p.kMovedAt = now
+		p.watch = time.AfterFunc(p.watchEvery(), p.checkIdle)
+	}
 	for _, d := range p.dirs {
 		p.startLocked(d)
 	}
@@ -127,6 +164,7 @@ func (p *Pipe) Close() {
 func (p *Pipe) startLocked(d *direction) {
 	d.running = true
 	p.running++
+	p.setParkedLocked(false)
 	if d.upload {
 		go copyUpload(p, d)
 	} else {
@@ -139,19 +177,17 @@ func copyUpload(p *Pipe, d *direction)   { p.run(d) }
 func copyDownload(p *Pipe, d *direction) { p.run(d) }
 
 func (p *Pipe) other(d *direction) *direction {
-	if d == p.dirs[0] {
-		return p.dirs[1]
-	}
-	return p.dirs[0]
+	return p.dirs[1-d.index]
 }
 
-// wake is how often a copy looks up from a quiet socket.
+// wake is how often a copy looks up from a quiet socket: to park, or (when
+// it cannot park) to report its bytes to the watchdog. A copy blocked in a
+// write does not look up; that is the watchdog's business.
 func (p *Pipe) wake() time.Duration {
-	w := p.opt.Idle
-	if p.opt.ParkAfter > 0 && (w <= 0 || p.opt.ParkAfter < w) {
-		w = p.opt.ParkAfter
+	if p.opt.ParkAfter > 0 {
+		return p.opt.ParkAfter
 	}
-	return w
+	return p.opt.Idle / 2
 }
 
 func (p *Pipe) run(d *direction) {
@@ -161,6 +197,8 @@ func (p *Pipe) run(d *direction) {
 			d.src.SetReadDeadline(time.Now().Add(wake))
 		}
 		// splice(2) between two TCP sockets: the bytes never enter user space.
+		// No write deadline: a failed splice write drops the bytes in its
+		// pipe, so only closing the tunnel ends a blocked write.
 		k, err := io.Copy(d.dst, d.src)
 		now := time.Now().UnixNano()
 		if k > 0 {
@@ -183,9 +221,6 @@ func (p *Pipe) run(d *direction) {
 			}
 			p.mu.Lock()
 			d.done = true
-			if o := p.other(d); !o.running && !o.done && !p.closed {
-				p.startLocked(o) // never leave a way unwatched
-			}
 			p.stopLocked(d)
 			p.mu.Unlock()
 			return
@@ -203,45 +238,19 @@ func (p *Pipe) run(d *direction) {
 			p.mu.Unlock()
 			return
 		}
-		o := p.other(d)
-		if k > 0 {
-			d.idleSince = 0
-			// Busy: make sure the other way is watched too.
-			if !o.running && !o.done {
-				p.startLocked(o)
-			}
+		if k > 0 || p.opt.ParkAfter <= 0 || time.Duration(now-p.lastActive.Load()) < p.opt.ParkAfter {
 			p.mu.Unlock()
 			continue
 		}
-		if p.opt.ParkAfter <= 0 {
-			// No parking: idle when both ways have been quiet for Idle.
-			if d.idleSince == 0 {
-				d.idleSince = now
-			}
-			theirs := o.idleSince
-			if o.done && theirs == 0 {
-				theirs = d.idleSince
-			}
-			if p.opt.Idle > 0 && theirs != 0 && now-d.idleSince >= int64(p.opt.Idle)/2 && now-theirs >= int64(p.opt.Idle)/2 {
-				p.mu.Unlock()
-				p.fail(ErrIdle)
-				p.mu.Lock()
-				p.stopLocked(d)
-				p.mu.Unlock()
-				return
-			}
-			p.mu.Unlock()
+		// Quiet long enough: park this way (its source is watched from now
+		// on, whatever the other way does), and have the other way look up
+		// now, so that it parks too if it is quiet. A way blocked in a write
+		// does not see the nudge and needs not: it is not waiting for this one.
+		if err := parkLocked(p, d); err != nil {
+			p.mu.Unlock() // could not park: keep copying
 			continue
 		}
-		if time.Duration(now-p.lastActive.Load()) < p.opt.ParkAfter {
-			p.mu.Unlock()
-			continue
-		}
-		// Quiet long enough: stop, and have the other way look up now; it
-		// restarts this one if it moved bytes, or stops too, and the last one
-		// out parks the tunnel. The idle timeout of a parked tunnel is the
-		// parker's (a parked tunnel has had no readable byte since).
-		if o.running {
+		if o := p.other(d); o.running {
 			o.src.SetReadDeadline(time.Now())
 		}
 		p.stopLocked(d)
@@ -250,8 +259,8 @@ func (p *Pipe) run(d *direction) {
 	}
 }
 
-// stopLocked records that d's goroutine ends, and parks or finishes the
-// tunnel when it was the last one.
+// stopLocked records that d's goroutine ends, and finishes the tunnel, or
+// counts it as parked, when it was the last one.
 func (p *Pipe) stopLocked(d *direction) {
 	if !d.running {
 		return
@@ -268,46 +277,67 @@ func (p *Pipe) stopLocked(d *direction) {
 		p.closeConnsLocked(nil)
 		p.finishLocked()
 	default:
-		if err := park(p); err != nil {
-			// Could not park: keep copying with goroutines.
-			p.opt.ParkAfter = -1
-			for _, x := range p.dirs {
-				if !x.done {
-					p.startLocked(x)
-				}
-			}
-		}
+		// Every way that is still open is parked (a way stops only at EOF,
+		// on an error that closes the tunnel, or parked).
+		p.setParkedLocked(true)
 	}
 }
 
-// unpark is called by the parker when a parked socket is readable (or
-// closed): the copies start again.
-func (p *Pipe) unpark() {
+func (p *Pipe) setParkedLocked(v bool) {
+	if p.parked == v {
+		return
+	}
+	p.parked = v
+	if v {
+		parkedTunnels.Add(1)
+	} else {
+		parkedTunnels.Add(-1)
+	}
+}
+
+// unpark is called by the parker when way i's parked source is readable (or
+// closed): its copy starts again.
+func (p *Pipe) unpark(i int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.parked {
+	d := p.dirs[i]
+	if !d.parked || p.closed {
 		return
 	}
-	p.parked = false
-	unregister(p)
-	if p.closed {
-		p.finishLocked()
-		return
-	}
-	for _, d := range p.dirs {
-		if !d.done {
-			p.startLocked(d)
-		}
-	}
+	unparkLocked(p, d)
+	p.startLocked(d)
 }
 
-// expire is called by the parker for a parked tunnel quiet for opt.Idle.
-func (p *Pipe) expire(now time.Time) bool {
-	if p.opt.Idle <= 0 || now.UnixNano()-p.lastActive.Load() < int64(p.opt.Idle) {
-		return false
+// watchEvery is how often the idle watchdog looks: a quarter of the idle
+// timeout, so a tunnel closes between Idle and 1.25 × Idle after its last
+// byte moved.
+func (p *Pipe) watchEvery() time.Duration {
+	return max(p.opt.Idle/4, time.Millisecond)
+}
+
+// checkIdle is the idle watchdog: it closes the tunnel when no byte moved
+// either way for opt.Idle, whether its ways are parked, waiting to read, or
+// blocked in a write. A blocked copy reports nothing until its write ends,
+// so the kernel's byte counters (acknowledged by a peer, received from one)
+// count too: a slow reader that takes a byte now and then keeps its tunnel.
+func (p *Pipe) checkIdle() {
+	now := time.Now().UnixNano()
+	if sum, ok := moved(p.client, p.server); ok {
+		if !p.kOK || sum != p.kMoved {
+			p.kMoved, p.kMovedAt = sum, now
+		}
+		p.kOK = true
 	}
-	p.fail(ErrIdle)
-	return true
+	quiet := max(p.lastActive.Load(), p.kMovedAt)
+	if time.Duration(now-quiet) >= p.opt.Idle {
+		p.fail(ErrIdle)
+		return
+	}
+	p.mu.Lock()
+	if !p.finished && !p.closed {
+		p.watch.Reset(p.watchEvery())
+	}
+	p.mu.Unlock()
 }
 
 // fail closes both connections with err as the result (the first error wins),
@@ -320,20 +350,27 @@ func (p *Pipe) fail(err error) {
 	}
 	p.closeConnsLocked(err)
 	if p.running == 0 {
-		if p.parked {
-			p.parked = false
-			unregister(p)
-		}
 		p.finishLocked()
 	}
 }
 
+// closeConnsLocked closes both connections, which also ends a copy blocked
+// in a read or a write.
 func (p *Pipe) closeConnsLocked(err error) {
 	if p.closed {
 		return
 	}
 	p.closed = true
 	p.err = err
+	for _, d := range p.dirs {
+		unparkLocked(p, d)
+	}
+	if errors.Is(err, ErrIdle) {
+		// Bytes still queued for a peer that took none for the idle timeout
+		// are dropped with a reset, not kept by the kernel after the close.
+		abortIfQueued(p.client)
+		abortIfQueued(p.server)
+	}
 	p.client.Close()
 	p.server.Close()
 }
@@ -343,6 +380,11 @@ func (p *Pipe) finishLocked() {
 		return
 	}
 	p.finished = true
+	if p.watch != nil {
+		p.watch.Stop()
+	}
+	p.setParkedLocked(false)
+	forget(p)
 	res := Result{Upload: p.dirs[0].n.Load(), Download: p.dirs[1].n.Load()}
 	if p.err != nil && !errors.Is(p.err, net.ErrClosed) && !errors.Is(p.err, io.EOF) {
 		res.Err = p.err
