@@ -138,7 +138,7 @@ func newSyslogSink(out output, o *Options) (*syslogSink, error) {
 	s := &syslogSink{
 		kind:     out.kind,
 		addr:     out.addr,
-		hostname: syslogHostname(),
+		hostname: syslogHostname(o.Hostname),
 		procid:   strconv.Itoa(os.Getpid()),
 		log:      o.Log,
 	}
@@ -192,11 +192,10 @@ func syslogTLSConfig(o *Options, host string) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// syslogHostname is os.Hostname as an RFC 5424 HOSTNAME (PRINTUSASCII, at most
-// 255 bytes), "-" when unknown.
-func syslogHostname() string {
-	h, err := os.Hostname()
-	if err != nil || h == "" {
+// syslogHostname is h as an RFC 5424 HOSTNAME (PRINTUSASCII, at most 255
+// bytes), "-" when unknown.
+func syslogHostname(h string) string {
+	if h == "" {
 		return "-"
 	}
 	b := []byte(h)

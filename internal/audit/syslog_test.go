@@ -192,9 +192,9 @@ func checkFrame(t *testing.T, f frame, e *Event) {
 	t.Helper()
 	wantPri := map[string]string{"deny": "132", "allow": "134"}[e.Action]
 	if f.pri != wantPri || f.version != "1" || f.app != "egress" || f.sd != "-" ||
-		f.procid != strconv.Itoa(os.Getpid()) || f.hostname != syslogHostname() || f.msgid != e.Action {
+		f.procid != strconv.Itoa(os.Getpid()) || f.hostname != syslogHostname(mustHostname()) || f.msgid != e.Action {
 		t.Errorf("header %+v: want PRI %s, version 1, app egress, SD -, procid %d, host %s, msgid %s",
-			f, wantPri, os.Getpid(), syslogHostname(), e.Action)
+			f, wantPri, os.Getpid(), syslogHostname(mustHostname()), e.Action)
 	}
 	ts, err := time.Parse(time.RFC3339Nano, f.timestamp)
 	if err != nil || !ts.Equal(e.Time.Truncate(time.Microsecond)) || len(f.timestamp) > len("2006-01-02T15:04:05.000000Z") {
@@ -473,4 +473,10 @@ func TestSyslogCloseWithStalledReceiver(t *testing.T) {
 	if l.Dropped() == 0 {
 		t.Fatal("nothing counted as dropped although the receiver never read")
 	}
+}
+
+// mustHostname is the default Options.Hostname.
+func mustHostname() string {
+	h, _ := os.Hostname()
+	return h
 }
