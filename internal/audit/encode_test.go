@@ -497,6 +497,9 @@ func checkCEF(t *testing.T, e *Event, line []byte) {
 	if err != nil {
 		t.Fatalf("cef: %v\n%s", err, line)
 	}
+	if _, err := strictParseCEF(string(line), false); err != nil {
+		t.Fatalf("cef: the strict grammar rejects the record: %v\n%s", err, line)
+	}
 	wantHdr, wantExt := wantCEF(e, "", false)
 	if !reflect.DeepEqual(hdr, wantHdr) {
 		t.Errorf("cef header:\n got %q\nwant %q", hdr, wantHdr)
