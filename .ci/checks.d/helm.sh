@@ -64,6 +64,13 @@ for name in default all-on; do
   "$VALIDATE" -extract "$WORK/$name-config" "$WORK/$name.yaml"
 
   if [ -n "$EGRESS" ]; then
+    if grep -q '"siem-tls/' "$WORK/$name-config/egress.hcl"; then
+      # The Secret config.log.tls projects: a throwaway CA and client pair.
+      mkdir -p "$WORK/$name-config/siem-tls"
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=ci-siem \
+        -keyout "$WORK/$name-config/siem-tls/client.key" -out "$WORK/$name-config/siem-tls/client.crt" 2>/dev/null
+      cp "$WORK/$name-config/siem-tls/client.crt" "$WORK/$name-config/siem-tls/ca.crt"
+    fi
     say "egress validate on the rendered config ($name)"
     "$EGRESS" validate "$WORK/$name-config"
     # The helm test hook's command, with the arguments the chart renders.
