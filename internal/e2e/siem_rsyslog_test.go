@@ -364,6 +364,43 @@ func TestRsyslogReceivesRFC5424(t *testing.T) {
 		checkRsyslogLines(t, "tlsclient", got, p.cmd.Process.Pid)
 	})
 
+	// The CA file is watched: egress starts with the wrong CA (events refused
+	// by egress itself), the file is replaced by the right one, and the reload
+	// connects to the receiver with it, without a restart.
+	t.Run("tls-ca-file-replaced", func(t *testing.T) {
+		p := egressTo(t, `limits { reload_interval = "200ms" }
+log {
+  output          = "syslog+tls://`+rs.tlsAnon+`"
+  tls_ca_file     = "ca.pem"
+  tls_server_name = "siem.test"
+}`, map[string]string{"ca.pem": pemFiles(t, pki, "other-ca.pem")["other-ca.pem"]})
+		before := len(rs.lines(t, "tlsanon"))
+		denies(p, 2)
+		waitFor(t, 15*time.Second, func() bool {
+			return strings.Contains(p.Stderr(), "certificate signed by unknown authority")
+		}, "egress to refuse the receiver signed by a CA it does not trust")
+		if n := len(rs.lines(t, "tlsanon")); n != before {
+			t.Fatalf("rsyslog got %d events from an egress that does not trust it", n-before)
+		}
+		caPEM, err := os.ReadFile(pki.caFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Atomically, as a Secret or ConfigMap update would.
+		tmp := filepath.Join(filepath.Dir(p.ConfigPath), ".ca.pem.new")
+		if err := os.WriteFile(tmp, caPEM, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(filepath.Dir(p.ConfigPath), "ca.pem")); err != nil {
+			t.Fatal(err)
+		}
+		got := rs.wait(t, "tlsanon", before+1, 20*time.Second, func() { denies(p, 1) })
+		checkRsyslogLines(t, "tlsanon", got[before:], p.cmd.Process.Pid)
+		if !strings.Contains(p.Stderr(), "configuration reloaded") {
+			t.Errorf("no reload logged:\n%s", p.Stderr())
+		}
+	})
+
 	// Refusals: the same receivers must not get events from an egress that
 	// does not trust their CA, or that has no client certificate where one is
 	// required; egress says why in its process log.
@@ -385,7 +422,10 @@ func TestRsyslogReceivesRFC5424(t *testing.T) {
 			return strings.Contains(untrusting.Stderr(), "certificate signed by unknown authority") &&
 				strings.Contains(noCert.Stderr(), "syslog")
 		}, "both egress processes to log the TLS failure")
-		waitFor(t, 5*time.Second, func() bool {
+		// Under TLS 1.3 the receiver refuses the missing certificate after
+		// egress's handshake is done: egress learns it at a later write.
+		waitFor(t, 15*time.Second, func() bool {
+			denies(noCert, 1)
 			return metricValue(t, noCert, "egress_log_events_dropped_total") > 0 || strings.Contains(noCert.Stderr(), "connection lost")
 		}, "the events refused by the receiver to be reported")
 		t.Logf("without a client certificate, egress logs:\n%s", grepLines(noCert.Stderr(), "syslog"))
