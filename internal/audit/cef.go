@@ -241,7 +241,9 @@ func cefRequestURL(e *Event) string {
 	if e.DestPort > 0 {
 		host = net.JoinHostPort(host, strconv.Itoa(e.DestPort))
 	}
-	u := url.URL{Scheme: "http", Host: host, Path: e.URLPath}
+	// Cut first (MaxFieldLen, like every field), so that escaping a hostile
+	// 64 KiB path cannot allocate three times that per event.
+	u := url.URL{Scheme: "http", Host: clip(host), Path: clip(e.URLPath)}
 	if u.Path != "" && u.Path[0] != '/' {
 		u.Path = "/" + u.Path
 	}

@@ -260,3 +260,23 @@ func TestCEFStrictGrammarRejects(t *testing.T) {
 		})
 	}
 }
+
+// A 64 KiB hostile path costs one bounded event: the request URL is built
+// from the clipped path and cut to the dictionary's 1,023 characters.
+func TestCEFRequestBounded(t *testing.T) {
+	enc, _ := NewEncoder("cef", testVersion)
+	e := Event{Action: ActionDeny, Reason: "rule", URLDomain: "a.example", DestPort: 80,
+		URLPath: "/" + strings.Repeat("\n|=\\é", 64<<10/6)}
+	allocs := testing.AllocsPerRun(20, func() { _ = enc.Encode(make([]byte, 0, 16<<10), &e) })
+	line := string(enc.Encode(nil, &e))
+	rec, err := strictParseCEF(line, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rec.ext["request"]); n > 1023 || n < 1000 {
+		t.Fatalf("request is %d characters", n)
+	}
+	if len(line) > 8<<10 || allocs > 20 {
+		t.Fatalf("record %d bytes, %v allocations", len(line), allocs)
+	}
+}

@@ -441,7 +441,8 @@ func wantCEF(e *Event, hostname string, legacy bool) ([]string, map[string]strin
 		if e.DestPort > 0 {
 			h = net.JoinHostPort(h, strconv.Itoa(e.DestPort))
 		}
-		p := e.URLPath
+		p := clip(e.URLPath)
+		h = clip(h)
 		if p != "" && p[0] != '/' {
 			p = "/" + p
 		}
