@@ -15,52 +15,34 @@
 ARG GO_VERSION=1.26
 
 FROM --platform=$BUILDPLATFORM golang:${GO_VERSION} AS build
+# TARGETOS and TARGETARCH are set by BuildKit and by recent buildah; Debian 12's
+# buildah (1.28) leaves them unset. They get no ARG default on purpose: BuildKit
+# treats a default as a user value and would then ignore --platform
+# (docker/buildx#510). The RUN lines fall back to linux and to the build
+# machine's architecture instead.
 ARG TARGETOS
 ARG TARGETARCH
 ARG VERSION=dev
 ARG COMMIT=unknown
 WORKDIR /src
+# The image's default config, a real file (Debian 12's buildah does not read
+# heredocs). Mount your own directory over /etc/egress to replace it.
+COPY deploy/image/egress.hcl /out/etc/egress/egress.hcl
 # Dependencies first, so source edits reuse this layer.
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
+    CGO_ENABLED=0 GOOS="${TARGETOS:-linux}" GOARCH="${TARGETARCH:-$(go env GOARCH)}" \
     go build -trimpath -buildvcs=false \
       -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" \
       -o /out/egress ./cmd/egress
-# Check the config baked in below with the binary just built (skipped when
+# Check the baked-in config with the binary just built (skipped when
 # cross-compiling: the binary would not run on the build platform).
-COPY --chmod=0644 <<'HCL' /out/etc/egress/egress.hcl
-# Default config of the container image. Mount your own directory over
-# /etc/egress to replace it. Listens on all addresses (the container's network
-# is the boundary); accepts clients from private ranges only; denies the
-# shipped social-media list. The shipped lists live in /usr/share/egress/lists.
-proxy {
-  listen = "0.0.0.0:3128"
-}
-
-admin {
-  listen = "0.0.0.0:9090"
-}
-
-category "social-media" {
-  description = "Social networks and short-video apps"
-  files       = ["/usr/share/egress/lists/social-media.txt"]
-}
-
-segment "private-networks" {
-  sources = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8"]
-  default = "allow"
-  rule "no-social-media" {
-    action     = "deny"
-    categories = ["social-media"]
-  }
-}
-HCL
-RUN mkdir -p /usr/share/egress && cp -r config/lists /usr/share/egress/lists \
- && if [ "$(go env GOOS)/$(go env GOARCH)" = "${TARGETOS}/${TARGETARCH}" ]; then \
+RUN chmod 0644 /out/etc/egress/egress.hcl \
+ && mkdir -p /usr/share/egress && cp -r config/lists /usr/share/egress/lists \
+ && if [ "${TARGETOS:-linux}/${TARGETARCH:-$(go env GOARCH)}" = "$(go env GOOS)/$(go env GOARCH)" ]; then \
       /out/egress validate /out/etc/egress; \
     fi
 

@@ -99,14 +99,14 @@ type Event struct {
 	DestIP        string        // destination.ip
 	DestPort      int           // destination.port
 	SNI           string        // tls.client.server_name
-	JA4           string        // tls.client.ja4
-	ECH           *bool         // tls.client.ech (nil = not TLS)
-	Method        string        // http.request.method
+	JA4           string        // egress.tls.ja4 (ECS has no JA4 field: custom namespace)
+	ECH           *bool         // egress.tls.ech (nil = not TLS)
+	Method        string        // http.request.method (CONNECT on every proxy tunnel)
 	URLDomain     string        // url.domain
-	URLPath       string        // url.path
-	Status        int           // http.response.status_code
-	SourceBytes   int64         // source.bytes (client to destination)
-	DestBytes     int64         // destination.bytes (destination to client)
+	URLPath       string        // url.path (decoded, no query)
+	Status        int           // http.response.status_code (200 on an allowed CONNECT)
+	SourceBytes   int64         // source.bytes (client to destination; request head included)
+	DestBytes     int64         // destination.bytes (destination to client; response head included)
 	Duration      time.Duration // event.duration (ns)
 	Error         string        // error.message (dial failures etc.)
 }

@@ -14,16 +14,32 @@ type Encoder interface {
 	Encode(dst []byte, e *Event) []byte
 }
 
+// EncoderOptions configure an encoder.
+type EncoderOptions struct {
+	Format   string // "ecs" or "cef"
+	Version  string // product version: observer.version (ECS), the CEF header
+	Hostname string // the writing host: observer.hostname (ECS), dvchost (CEF); "" = omitted
+	// LegacyFields also writes the field names of egress 1.x that this release
+	// renamed (ECS tls.client.ja4/ech, CEF egressListener etc.), next to the new
+	// ones. For one release only, while saved searches move to the new names.
+	LegacyFields bool
+}
+
 // NewEncoder returns the encoder of format ("ecs" or "cef"); version is the
 // product version written in observer.version (ECS) or the CEF header.
 func NewEncoder(format string, version string) (Encoder, error) {
-	switch Format(format) {
+	return NewEncoderWith(EncoderOptions{Format: format, Version: version})
+}
+
+// NewEncoderWith returns the encoder o describes.
+func NewEncoderWith(o EncoderOptions) (Encoder, error) {
+	switch Format(o.Format) {
 	case FormatECS:
-		return ecsEncoder{version: version}, nil
+		return ecsEncoder{o}, nil
 	case FormatCEF:
-		return cefEncoder{version: version}, nil
+		return cefEncoder{o}, nil
 	}
-	return nil, fmt.Errorf("%w %q: want %q or %q", ErrFormat, format, FormatECS, FormatCEF)
+	return nil, fmt.Errorf("%w %q: want %q or %q", ErrFormat, o.Format, FormatECS, FormatCEF)
 }
 
 var (
@@ -78,7 +94,9 @@ func (o *jsonObj) close(inner jsonObj) {
 }
 
 // ecsEncoder writes Elastic Common Schema JSON, nested objects, fixed key order.
-type ecsEncoder struct{ version string }
+// Every field is an ECS 8.11 field with the type ECS gives it, or lives under
+// egress.* (ECS's guidance for custom fields; TestECSConformance checks both).
+type ecsEncoder struct{ EncoderOptions }
 
 func (enc ecsEncoder) Encode(dst []byte, e *Event) []byte {
 	o := jsonObj{b: append(dst, '{')}
@@ -98,9 +116,8 @@ func (enc ecsEncoder) Encode(dst []byte, e *Event) []byte {
 	case ActionDeny:
 		ev.b = append(ev.b, `,"denied"`...)
 	}
-	if e.Error != "" {
-		ev.b = append(ev.b, `,"error"`...)
-	}
+	// A failure is event.outcome "failure" with error.*: "error" is not an
+	// expected event.type of the network category.
 	ev.b = append(ev.b, `],"module":"egress"`...)
 	ev.n += 3
 	ev.str("outcome", e.outcome())
@@ -119,7 +136,8 @@ func (enc ecsEncoder) Encode(dst []byte, e *Event) []byte {
 		o.close(r)
 	}
 
-	if e.ConfigVersion != "" || e.Exception != nil || e.Segment != "" || e.Listener != "" || len(e.Monitor) > 0 {
+	if e.ConfigVersion != "" || e.Exception != nil || e.Segment != "" || e.Listener != "" || len(e.Monitor) > 0 ||
+		e.JA4 != "" || e.ECH != nil {
 		g := o.open("egress")
 		g.str("config_version", e.ConfigVersion)
 		if x := e.Exception; x != nil {
@@ -145,6 +163,15 @@ func (enc ecsEncoder) Encode(dst []byte, e *Event) []byte {
 				g.b = append(m.b, '}')
 			}
 			g.b = append(g.b, ']')
+		}
+		if e.JA4 != "" || e.ECH != nil {
+			t := g.open("tls")
+			t.str("ja4", e.JA4)
+			if e.ECH != nil {
+				t.key("ech")
+				t.b = strconv.AppendBool(t.b, *e.ECH)
+			}
+			g.close(t)
 		}
 		o.close(g)
 	}
@@ -174,14 +201,17 @@ func (enc ecsEncoder) Encode(dst []byte, e *Event) []byte {
 		o.close(d)
 	}
 
-	if e.SNI != "" || e.JA4 != "" || e.ECH != nil {
+	legacy := enc.LegacyFields && (e.JA4 != "" || e.ECH != nil)
+	if e.SNI != "" || legacy {
 		t := o.open("tls")
 		c := t.open("client")
 		c.str("server_name", e.SNI)
-		c.str("ja4", e.JA4)
-		if e.ECH != nil {
-			c.key("ech")
-			c.b = strconv.AppendBool(c.b, *e.ECH)
+		if legacy { // egress 1.x names, not ECS: log.legacy_fields only
+			c.str("ja4", e.JA4)
+			if e.ECH != nil {
+				c.key("ech")
+				c.b = strconv.AppendBool(c.b, *e.ECH)
+			}
 		}
 		t.close(c)
 		o.close(t)
@@ -218,7 +248,8 @@ func (enc ecsEncoder) Encode(dst []byte, e *Event) []byte {
 	ob := o.open("observer")
 	ob.b = append(ob.b, `"product":"egress","vendor":"egress","type":"proxy"`...)
 	ob.n = 3
-	ob.str("version", enc.version)
+	ob.str("version", enc.Version)
+	ob.str("hostname", enc.Hostname)
 	o.close(ob)
 	return append(o.b, '}')
 }
@@ -243,6 +274,10 @@ type ecsDoc struct {
 		Segment       string       `json:"segment"`
 		Listener      string       `json:"listener"`
 		Monitor       []MonitorHit `json:"monitor"`
+		TLS           struct {
+			JA4 string `json:"ja4"`
+			ECH *bool  `json:"ech"`
+		} `json:"tls"`
 	} `json:"egress"`
 	Source struct {
 		IP    string `json:"ip"`
@@ -258,8 +293,8 @@ type ecsDoc struct {
 	TLS struct {
 		Client struct {
 			ServerName string `json:"server_name"`
-			JA4        string `json:"ja4"`
-			ECH        *bool  `json:"ech"`
+			JA4        string `json:"ja4"` // egress 1.x name, read for old archives
+			ECH        *bool  `json:"ech"` // egress 1.x name, read for old archives
 		} `json:"client"`
 	} `json:"tls"`
 	HTTP struct {
@@ -285,7 +320,9 @@ type ecsDoc struct {
 // ParseECS decodes one ECS line written by the "ecs" encoder back into an Event
 // (for `egress replay`). The line must be one JSON object from egress
 // (event.module or observer.product "egress") with event.action set; unknown
-// members are ignored, so events enriched by a shipper still parse.
+// members are ignored, so events enriched by a shipper still parse. The JA4 and
+// ECH flag are read from egress.tls.*, or from tls.client.* (the names egress
+// 1.x wrote) when a line has no egress.tls.
 func ParseECS(line []byte) (*Event, error) {
 	var d ecsDoc
 	if err := json.Unmarshal(line, &d); err != nil {
@@ -329,8 +366,8 @@ func ParseECS(line []byte) (*Event, error) {
 		DestIP:        d.Destination.IP,
 		DestPort:      d.Destination.Port,
 		SNI:           d.TLS.Client.ServerName,
-		JA4:           d.TLS.Client.JA4,
-		ECH:           d.TLS.Client.ECH,
+		JA4:           d.Egress.TLS.JA4,
+		ECH:           d.Egress.TLS.ECH,
 		Method:        d.HTTP.Request.Method,
 		URLDomain:     d.URL.Domain,
 		URLPath:       d.URL.Path,
@@ -339,6 +376,14 @@ func ParseECS(line []byte) (*Event, error) {
 		DestBytes:     d.Destination.Bytes,
 		Duration:      time.Duration(d.Event.Duration),
 		Error:         d.Error.Message,
+	}
+	// Lines written before the fields moved to egress.tls.* (or with
+	// log.legacy_fields) carry the old names.
+	if e.JA4 == "" {
+		e.JA4 = d.TLS.Client.JA4
+	}
+	if e.ECH == nil {
+		e.ECH = d.TLS.Client.ECH
 	}
 	if d.Timestamp != "" {
 		t, err := time.Parse(time.RFC3339Nano, d.Timestamp)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -91,6 +93,24 @@ func fixtures() []fixture {
 			SNI: hostile("sni"), JA4: hostile("ja4"), ECH: ptr(true), Method: hostile("method"),
 			URLDomain: hostile("udomain"), URLPath: hostile("upath"), Status: 999,
 			SourceBytes: 1 << 62, DestBytes: 0, Duration: 1, Error: hostile("error"),
+		}},
+		{"transparent-no-sni", Event{
+			Time: t0, ID: "0195ab2c-0000-7000-8000-000000000009", Action: "deny", Reason: "missing_sni",
+			ConfigVersion: "sha256:3f2a9c", Segment: "ministry", Listener: "transparent_https",
+			SourceIP: "10.20.1.4", SourcePort: 4, DestIP: "198.51.100.8", DestPort: 443, ECH: ptr(false),
+			JA4: "t13i0000h1_000000000000_000000000000",
+		}},
+		{"transparent-no-sni-no-destination", Event{
+			Time: t0, ID: "0195ab2c-0000-7000-8000-00000000000a", Action: "deny", Reason: "missing_sni",
+			ConfigVersion: "sha256:3f2a9c", Segment: "ministry", Listener: "transparent_https",
+			SourceIP: "10.20.1.5", SourcePort: 5, DestPort: 443, ECH: ptr(false),
+		}},
+		{"http-allow-port-escaped-path", Event{
+			Time: t0, ID: "0195ab2c-0000-7000-8000-00000000000b", Action: "allow", Reason: "default",
+			Segment: "ministry", Ruleset: "ministry", Listener: "proxy",
+			SourceIP: "10.20.1.6", SourcePort: 6, DestDomain: "www.example.org", DestIP: "192.0.2.80", DestPort: 8080,
+			Method: "GET", URLDomain: "www.example.org", URLPath: "/p\nq|=\\/ é", Status: 200,
+			SourceBytes: 312, DestBytes: 4096, Duration: 20 * time.Millisecond,
 		}},
 		{"hostile-long", Event{
 			Time: t0, ID: "0195ab2c-0000-7000-8000-000000000008", Action: "deny", Reason: "invalid_host",
@@ -352,7 +372,7 @@ func unescapeCEF(s string) (string, error) {
 }
 
 // wantCEF is the header and extension e must produce, restated from docs/siem.md.
-func wantCEF(e *Event) ([]string, map[string]string) {
+func wantCEF(e *Event, hostname string, legacy bool) ([]string, map[string]string) {
 	sevs := map[string]string{"allow": "3", "deny": "5"}
 	sev, ok := sevs[e.Action]
 	if !ok {
@@ -364,24 +384,29 @@ func wantCEF(e *Event) ([]string, map[string]string) {
 		}
 		return cefSan(s, true)
 	}
-	name := or(e.Action, "decision")
+	name := e.Action
+	if name == "" {
+		name = "decision"
+	}
 	dest := ""
 	for _, s := range []string{e.DestDomain, e.SNI, e.URLDomain, e.DestIP} {
 		if s != "" {
-			dest = cefSan(s, true)
+			dest = s
 			break
 		}
 	}
-	if dest != "" && e.DestPort > 0 {
-		if strings.Contains(dest, ":") {
-			dest = "[" + dest + "]"
-		}
-		dest += ":" + strconv.Itoa(e.DestPort)
-	}
-	if dest != "" {
+	switch {
+	case dest != "" && e.DestPort > 0:
+		name += " " + net.JoinHostPort(dest, strconv.Itoa(e.DestPort))
+	case dest != "":
 		name += " " + dest
+	case e.DestPort > 0 && e.Reason != "":
+		name += fmt.Sprintf(" port %d without destination (%s)", e.DestPort, e.Reason)
+	case e.Reason != "":
+		name += " without destination (" + e.Reason + ")"
 	}
-	hdr := []string{"CEF:0", "egress", "egress", testVersion, or(e.Reason, "decision"), name, sev}
+	name = cefSan(clipRunes(name, 512), true)
+	hdr := []string{"CEF:0", "egress", "egress", testVersion, or(clipRunes(e.Reason, 1023), "decision"), name, sev}
 
 	x := map[string]string{}
 	set := func(k, v string) {
@@ -389,23 +414,46 @@ func wantCEF(e *Event) ([]string, map[string]string) {
 			x[k] = cefSan(v, false)
 		}
 	}
+	// setN: the dictionary's length for the key, in characters.
+	setN := func(k, v string, n int) { set(k, clipRunes(v, n)) }
 	num := func(k string, v int64, keep bool) {
 		if keep {
 			x[k] = strconv.FormatInt(v, 10)
 		}
 	}
 	x["rt"] = strconv.FormatInt(e.Time.UnixMilli(), 10)
-	set("act", e.Action)
-	set("outcome", e.outcome())
-	set("reason", e.Reason)
+	setN("act", e.Action, 63)
+	setN("outcome", e.outcome(), 63)
+	setN("reason", e.Reason, 1023)
 	set("src", e.SourceIP)
 	num("spt", int64(e.SourcePort), e.SourcePort != 0)
 	set("dst", e.DestIP)
 	num("dpt", int64(e.DestPort), e.DestPort != 0)
-	set("dhost", e.DestDomain)
-	set("requestMethod", e.Method)
+	setN("dhost", e.DestDomain, 1023)
+	setN("dvchost", hostname, 100)
+	setN("requestMethod", e.Method, 1023)
 	if e.URLDomain != "" || e.URLPath != "" {
-		x["request"] = "http://" + cefSan(e.URLDomain, false) + cefSan(e.URLPath, false)
+		// A URL again: host:port and the path percent-encoded, cut at 1,023.
+		h := e.URLDomain
+		if h == "" {
+			h = e.DestDomain
+		}
+		if e.DestPort > 0 {
+			h = net.JoinHostPort(h, strconv.Itoa(e.DestPort))
+		}
+		p := clip(e.URLPath)
+		h = clip(h)
+		if p != "" && p[0] != '/' {
+			p = "/" + p
+		}
+		u := (&url.URL{Scheme: "http", Host: h, Path: p}).String()
+		if len(u) > 1023 { // url.URL.String is ASCII: bytes are characters
+			u = u[:1023]
+			for strings.HasSuffix(u[:len(u)-1], "%") || strings.HasSuffix(u, "%") {
+				u = u[:strings.LastIndexByte(u, '%')]
+			}
+		}
+		set("request", u)
 	}
 	num("in", e.SourceBytes, e.hasBytes())
 	num("out", e.DestBytes, e.hasBytes())
@@ -415,7 +463,7 @@ func wantCEF(e *Event) ([]string, map[string]string) {
 	} {
 		if p.v != "" {
 			x[fmt.Sprintf("cs%dLabel", i+1)] = p.label
-			set(fmt.Sprintf("cs%d", i+1), p.v)
+			setN(fmt.Sprintf("cs%d", i+1), p.v, 4000)
 		}
 	}
 	if e.Status != 0 {
@@ -427,13 +475,19 @@ func wantCEF(e *Event) ([]string, map[string]string) {
 	if e.ECH != nil {
 		x["cn3Label"], x["cn3"] = "ech", map[bool]string{true: "1", false: "0"}[*e.ECH]
 	}
-	set("msg", e.Error)
-	set("egressListener", e.Listener)
-	set("egressConfigVersion", e.ConfigVersion)
-	if e.Exception != nil {
-		set("egressExceptionOwner", e.Exception.Owner)
-		set("egressExceptionTicket", e.Exception.Ticket)
-		set("egressExceptionExpires", e.Exception.Expires)
+	setN("msg", e.Error, 1023)
+	prefixes := []string{"EgressEgress"}
+	if legacy {
+		prefixes = append(prefixes, "egress")
+	}
+	for _, p := range prefixes {
+		set(p+"Listener", e.Listener)
+		set(p+"ConfigVersion", e.ConfigVersion)
+		if e.Exception != nil {
+			set(p+"ExceptionOwner", e.Exception.Owner)
+			set(p+"ExceptionTicket", e.Exception.Ticket)
+			set(p+"ExceptionExpires", e.Exception.Expires)
+		}
 	}
 	return hdr, x
 }
@@ -444,18 +498,21 @@ func checkCEF(t *testing.T, e *Event, line []byte) {
 	if err != nil {
 		t.Fatalf("cef: %v\n%s", err, line)
 	}
-	wantHdr, wantExt := wantCEF(e)
+	if _, err := strictParseCEF(string(line), false); err != nil {
+		t.Fatalf("cef: the strict grammar rejects the record: %v\n%s", err, line)
+	}
+	wantHdr, wantExt := wantCEF(e, "", false)
 	if !reflect.DeepEqual(hdr, wantHdr) {
 		t.Errorf("cef header:\n got %q\nwant %q", hdr, wantHdr)
 	}
 	if len(e.Monitor) > 0 {
 		var hits []MonitorHit
-		if err := json.Unmarshal([]byte(ext["egressMonitor"]), &hits); err != nil {
-			t.Errorf("cef: egressMonitor is not a JSON list: %v: %q", err, ext["egressMonitor"])
+		if err := json.Unmarshal([]byte(ext["EgressEgressMonitor"]), &hits); err != nil {
+			t.Errorf("cef: EgressEgressMonitor is not a JSON list: %v: %q", err, ext["EgressEgressMonitor"])
 		} else if want := sanitizedECS(e).Monitor; !reflect.DeepEqual(hits, want) {
-			t.Errorf("cef: egressMonitor %+v, want %+v", hits, want)
+			t.Errorf("cef: EgressEgressMonitor %+v, want %+v", hits, want)
 		}
-		delete(ext, "egressMonitor")
+		delete(ext, "EgressEgressMonitor")
 	}
 	if !reflect.DeepEqual(ext, wantExt) {
 		for k, v := range wantExt {
@@ -556,7 +613,7 @@ func FuzzEncode(f *testing.F) {
 
 func FuzzParseECS(f *testing.F) {
 	for _, fx := range fixtures() {
-		f.Add(ecsEncoder{version: testVersion}.Encode(nil, &fx.e))
+		f.Add(ecsEncoder{EncoderOptions{Version: testVersion}}.Encode(nil, &fx.e))
 	}
 	f.Add([]byte(`{"event":{"module":"egress","action":"deny"},"egress":{"monitor":[],"exception":null}}`))
 	f.Add([]byte(`{"@timestamp":"9999-12-31T23:59:59-01:00","event":{"module":"egress","action":"x"}}`))
@@ -566,7 +623,7 @@ func FuzzParseECS(f *testing.F) {
 		if err != nil {
 			return
 		}
-		again := ecsEncoder{version: testVersion}.Encode(nil, e)
+		again := ecsEncoder{EncoderOptions{Version: testVersion}}.Encode(nil, e)
 		e2, err := ParseECS(again)
 		if err != nil {
 			t.Fatalf("re-encoded event does not parse: %v\n%s", err, again)

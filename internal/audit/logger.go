@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +38,12 @@ type Options struct {
 	Format  string // ecs | cef
 	Output  string // stdout | file:PATH | syslog+udp://h:p | syslog+tcp://h:p | syslog+tls://h:p
 	Version string // product version (observer.version, CEF header)
+	// Hostname names this replica in every event (observer.hostname, CEF
+	// dvchost) and in the syslog header; "" = os.Hostname().
+	Hostname string
+	// LegacyFields also writes the 1.x names of renamed fields (see
+	// EncoderOptions.LegacyFields).
+	LegacyFields bool
 
 	QueueSize  int // events queued between traffic and the sink; 0 = DefaultQueueSize
 	QueueBytes int // bound on the encoded bytes queued; 0 = DefaultQueueBytes
@@ -110,7 +117,11 @@ type Logger struct {
 // connects in the background, so an absent SIEM does not stop the start) and
 // starts the delivery goroutine.
 func New(o Options) (*Logger, error) {
-	enc, err := NewEncoder(o.Format, o.Version)
+	if o.Hostname == "" {
+		o.Hostname, _ = os.Hostname()
+	}
+	enc, err := NewEncoderWith(EncoderOptions{Format: o.Format, Version: o.Version, Hostname: o.Hostname,
+		LegacyFields: o.LegacyFields})
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -138,7 +139,7 @@ func newSyslogSink(out output, o *Options) (*syslogSink, error) {
 	s := &syslogSink{
 		kind:     out.kind,
 		addr:     out.addr,
-		hostname: syslogHostname(),
+		hostname: syslogHostname(o.Hostname),
 		procid:   strconv.Itoa(os.Getpid()),
 		log:      o.Log,
 	}
@@ -153,10 +154,57 @@ func newSyslogSink(out output, o *Options) (*syslogSink, error) {
 		if err != nil {
 			return nil, err
 		}
-		td := &tls.Dialer{NetDialer: nd, Config: cfg}
-		s.dial = func(ctx context.Context) (net.Conn, error) { return td.DialContext(ctx, "tcp", out.addr) }
+		s.dial = func(ctx context.Context) (net.Conn, error) { return dialSyslogTLS(ctx, nd, cfg, out.addr) }
 	}
 	return s, nil
+}
+
+// tlsVerdictWait bounds how long a new TLS 1.3 connection waits for the
+// receiver's verdict on egress's client certificate (see dialSyslogTLS).
+const tlsVerdictWait = time.Second
+
+// dialSyslogTLS connects and completes the TLS handshake. Under TLS 1.3 a
+// receiver that asked for a client certificate checks it only after the
+// handshake is complete on egress's side, and refuses it with an alert then:
+// the first batch written would be lost without a trace. So when a
+// certificate was asked for, the dial waits up to tlsVerdictWait for that
+// alert; a refusal is a failed dial (logged, retried with backoff, the events
+// stay queued), silence is acceptance.
+func dialSyslogTLS(ctx context.Context, nd *net.Dialer, base *tls.Config, addr string) (net.Conn, error) {
+	cfg := base.Clone()
+	var asked atomic.Bool
+	certs := cfg.Certificates
+	cfg.Certificates = nil
+	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		asked.Store(true)
+		if len(certs) > 0 {
+			return &certs[0], nil
+		}
+		return &tls.Certificate{}, nil // none: the receiver decides
+	}
+	td := &tls.Dialer{NetDialer: nd, Config: cfg}
+	c, err := td.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := c.(*tls.Conn)
+	if !asked.Load() || tc.ConnectionState().Version < tls.VersionTLS13 {
+		return tc, nil
+	}
+	wait := tlsVerdictWait
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < wait {
+		wait = time.Until(d)
+	}
+	_ = tc.SetReadDeadline(time.Now().Add(wait))
+	var b [1]byte
+	_, rerr := tc.Read(b[:]) // a receiver sends no data: an alert, EOF or the timeout
+	_ = tc.SetReadDeadline(time.Time{})
+	var ne net.Error
+	if rerr != nil && !(errors.As(rerr, &ne) && ne.Timeout()) {
+		_ = tc.Close()
+		return nil, fmt.Errorf("receiver ended the TLS session after the handshake (client certificate refused?): %w", rerr)
+	}
+	return tc, nil
 }
 
 // syslogTLSConfig builds the client configuration of a syslog+tls output.
@@ -192,11 +240,10 @@ func syslogTLSConfig(o *Options, host string) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// syslogHostname is os.Hostname as an RFC 5424 HOSTNAME (PRINTUSASCII, at most
-// 255 bytes), "-" when unknown.
-func syslogHostname() string {
-	h, err := os.Hostname()
-	if err != nil || h == "" {
+// syslogHostname is h as an RFC 5424 HOSTNAME (PRINTUSASCII, at most 255
+// bytes), "-" when unknown.
+func syslogHostname(h string) string {
+	if h == "" {
 		return "-"
 	}
 	b := []byte(h)

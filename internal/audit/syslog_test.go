@@ -53,6 +53,33 @@ func selfSigned(t *testing.T) (tls.Certificate, []byte) {
 		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
+// clientCertificate makes a self-signed client certificate (ClientAuth) and
+// returns its PEM, its key's PEM and a pool that trusts it.
+func clientCertificate(t *testing.T) (certPEM, keyPEM []byte, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "egress-client"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true, IsCA: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(c)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), pool
+}
+
 // frame is one RFC 5424 message as received.
 type frame struct {
 	pri, version, timestamp, hostname, app, procid, msgid, sd, msg string
@@ -192,9 +219,9 @@ func checkFrame(t *testing.T, f frame, e *Event) {
 	t.Helper()
 	wantPri := map[string]string{"deny": "132", "allow": "134"}[e.Action]
 	if f.pri != wantPri || f.version != "1" || f.app != "egress" || f.sd != "-" ||
-		f.procid != strconv.Itoa(os.Getpid()) || f.hostname != syslogHostname() || f.msgid != e.Action {
+		f.procid != strconv.Itoa(os.Getpid()) || f.hostname != syslogHostname(mustHostname()) || f.msgid != e.Action {
 		t.Errorf("header %+v: want PRI %s, version 1, app egress, SD -, procid %d, host %s, msgid %s",
-			f, wantPri, os.Getpid(), syslogHostname(), e.Action)
+			f, wantPri, os.Getpid(), syslogHostname(mustHostname()), e.Action)
 	}
 	ts, err := time.Parse(time.RFC3339Nano, f.timestamp)
 	if err != nil || !ts.Equal(e.Time.Truncate(time.Microsecond)) || len(f.timestamp) > len("2006-01-02T15:04:05.000000Z") {
@@ -276,6 +303,50 @@ func TestSyslog(t *testing.T) {
 			t.Fatalf("receiver got %q over an unverified connection", m)
 		default:
 		}
+	})
+
+	// A receiver that requires a client certificate refuses its absence under
+	// TLS 1.3 only after egress's side of the handshake is complete: the dial
+	// waits for that verdict, so the refusal is a logged failed connection and
+	// the events stay queued instead of being written into a dead session.
+	t.Run("tls13-client-certificate-required", func(t *testing.T) {
+		clientPEM, keyPEM, clientPool := clientCertificate(t)
+		dir := t.TempDir()
+		certFile, keyFile := filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key")
+		if err := os.WriteFile(certFile, clientPEM, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		strict := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13,
+			ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clientPool}
+
+		r := startReceiver(t, "127.0.0.1:0", strict)
+		var logs lockedBuffer
+		l, err := New(Options{Format: "ecs", Output: "syslog+tls://" + r.ln.Addr().String(), TLSCAFile: caFile,
+			TLSServerName: "syslog.test", Log: slog.New(slog.NewTextHandler(&logs, nil)), FlushTimeout: 100 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Log(allow)
+		waitFor(t, 10*time.Second, "the refusal logged as a failed connection", func() bool {
+			return strings.Contains(logs.String(), "cannot connect to syslog receiver") &&
+				strings.Contains(logs.String(), "client certificate refused")
+		})
+		if n := l.Dropped(); n != 0 {
+			t.Fatalf("%d events dropped while the receiver refuses the session; want them still queued", n)
+		}
+		_ = l.Close()
+
+		l, err = New(Options{Format: "ecs", Output: "syslog+tls://" + r.ln.Addr().String(), TLSCAFile: caFile,
+			TLSServerName: "syslog.test", TLSCertFile: certFile, TLSKeyFile: keyFile, Version: testVersion})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		l.Log(deny)
+		checkFrame(t, parse5424(t, r.next(t, 10*time.Second)), deny)
 	})
 
 	t.Run("udp", func(t *testing.T) {
@@ -473,4 +544,10 @@ func TestSyslogCloseWithStalledReceiver(t *testing.T) {
 	if l.Dropped() == 0 {
 		t.Fatal("nothing counted as dropped although the receiver never read")
 	}
+}
+
+// mustHostname is the default Options.Hostname.
+func mustHostname() string {
+	h, _ := os.Hostname()
+	return h
 }

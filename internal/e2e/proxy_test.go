@@ -38,7 +38,7 @@ func TestProxyConnectAllowEvent(t *testing.T) {
 		"destination.ip":         "127.0.0.1",
 		"destination.port":       itoa(origin.Port),
 		"tls.client.server_name": "allowed.test",
-		"tls.client.ech":         "false",
+		"egress.tls.ech":         "false",
 		"egress.listener":        "proxy",
 		"egress.segment":         "office",
 		"rule.name":              "",
@@ -49,7 +49,7 @@ func TestProxyConnectAllowEvent(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, got, v)
 		}
 	}
-	for _, k := range []string{"tls.client.ja4", "egress.config_version", "event.id", "@timestamp"} {
+	for _, k := range []string{"egress.tls.ja4", "egress.config_version", "event.id", "@timestamp"} {
 		if ev.Str(k) == "" {
 			t.Errorf("%s is empty", k)
 		}
@@ -59,8 +59,8 @@ func TestProxyConnectAllowEvent(t *testing.T) {
 			t.Errorf("%s = %q, want > 0", k, ev.Str(k))
 		}
 	}
-	if !strings.HasPrefix(ev.Str("tls.client.ja4"), "t13d") {
-		t.Errorf("ja4 %q: want a TLS 1.3 TCP fingerprint", ev.Str("tls.client.ja4"))
+	if !strings.HasPrefix(ev.Str("egress.tls.ja4"), "t13d") {
+		t.Errorf("ja4 %q: want a TLS 1.3 TCP fingerprint", ev.Str("egress.tls.ja4"))
 	}
 	if t.Failed() {
 		t.Logf("event: %v", ev)

@@ -39,7 +39,7 @@ func TestProxyConnectDeniedSNI(t *testing.T) {
 			if ev.Str("event.action") != "deny" || ev.Str("event.reason") != tc.reason || ev.Str("rule.name") != tc.rule {
 				t.Fatalf("event: action %s reason %s rule %q, want deny %s %q", ev.Str("event.action"), ev.Str("event.reason"), ev.Str("rule.name"), tc.reason, tc.rule)
 			}
-			if ev.Str("destination.domain") != "allowed.test" || ev.Str("tls.client.ja4") == "" {
+			if ev.Str("destination.domain") != "allowed.test" || ev.Str("egress.tls.ja4") == "" {
 				t.Fatalf("event: %v", ev)
 			}
 			pxNoConns(t, &origin.Conns, "origin")
@@ -107,7 +107,7 @@ func TestProxyHelloOneBytePerWrite(t *testing.T) {
 	}
 	c.Close() // the tunnel's event is written when both sides are done
 	ev := p.WaitEvent(t, 5*time.Second, pxEventWith("tls.client.server_name", "www.example.com"))
-	if ev.Str("event.action") != "allow" || ev.Str("tls.client.ech") != "true" || ev.Str("source.bytes") != itoa(len(hello)) {
+	if ev.Str("event.action") != "allow" || ev.Str("egress.tls.ech") != "true" || ev.Str("source.bytes") != itoa(len(hello)) {
 		t.Fatalf("event %v", ev)
 	}
 }

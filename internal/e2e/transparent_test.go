@@ -181,7 +181,7 @@ func TestTransparentTLSAllowedDeniedNoSNI(t *testing.T) {
 		t.Fatalf("no SNI: want alert access_denied, got %v", err)
 	}
 	ev = tpEvent(t, p, "transparent_https", "event.reason", "missing_sni")
-	if ev.Str("event.action") != "deny" || ev.Str("tls.client.server_name") != "" || ev.Str("tls.client.ja4") == "" {
+	if ev.Str("event.action") != "deny" || ev.Str("tls.client.server_name") != "" || ev.Str("egress.tls.ja4") == "" {
 		t.Fatalf("no SNI event %v", ev)
 	}
 	time.Sleep(100 * time.Millisecond) // a stray dial would have landed by now
@@ -207,7 +207,7 @@ func TestTransparentECH(t *testing.T) {
 		ev := p.WaitEvent(t, 5*time.Second, func(e Event) bool {
 			return e.Str("egress.listener") == "transparent_https" && e.Str("event.duration") != ""
 		})
-		if ev.Str("event.action") != "allow" || ev.Str("tls.client.ech") != "true" ||
+		if ev.Str("event.action") != "allow" || ev.Str("egress.tls.ech") != "true" ||
 			ev.Str("tls.client.server_name") != "www.example.com" || ev.Str("source.bytes") != itoa(len(hello)) {
 			t.Fatalf("event %v", ev)
 		}
@@ -224,7 +224,7 @@ func TestTransparentECH(t *testing.T) {
 			t.Fatalf("alert %d, want access_denied", a)
 		}
 		ev := tpEvent(t, p, "transparent_https", "tls.client.server_name", "www.example.com")
-		if ev.Str("event.action") != "deny" || ev.Str("event.reason") != "ech" || ev.Str("tls.client.ech") != "true" {
+		if ev.Str("event.action") != "deny" || ev.Str("event.reason") != "ech" || ev.Str("egress.tls.ech") != "true" {
 			t.Fatalf("event %v", ev)
 		}
 		rec.none(t)
@@ -321,7 +321,7 @@ func TestTransparentPostQuantumHello(t *testing.T) {
 		return e.Str("egress.listener") == "transparent_https" && e.Str("event.duration") != ""
 	})
 	if ev.Str("event.action") != "allow" || ev.Str("tls.client.server_name") != "allowed.test" ||
-		ev.Str("source.bytes") != itoa(len(hello)) || !strings.HasPrefix(ev.Str("tls.client.ja4"), "t13d") {
+		ev.Str("source.bytes") != itoa(len(hello)) || !strings.HasPrefix(ev.Str("egress.tls.ja4"), "t13d") {
 		t.Fatalf("event %v", ev)
 	}
 }

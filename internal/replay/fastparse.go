@@ -43,6 +43,9 @@ type field struct {
 	str  func(*audit.Event, string)
 	num  func(*audit.Event, int64)
 	max  int64
+	// legacy: a kBool at its egress 1.x place (tls.client.ech), used only
+	// when the line has no egress.tls.ech, as ParseECS does.
+	legacy bool
 }
 
 func str(f func(*audit.Event, string)) *field { return &field{kind: kString, str: f} }
@@ -73,6 +76,10 @@ var ecsSchema = obj(map[string]*field{
 		"segment":        str(func(e *audit.Event, s string) { e.Segment = s }),
 		"listener":       str(func(e *audit.Event, s string) { e.Listener = s }),
 		"monitor":        {kind: kMonitor},
+		"tls": obj(map[string]*field{
+			"ja4": str(nil),
+			"ech": {kind: kBool},
+		}),
 	}),
 	"source": obj(map[string]*field{
 		"ip":    str(func(e *audit.Event, s string) { e.SourceIP = s }),
@@ -88,8 +95,8 @@ var ecsSchema = obj(map[string]*field{
 	"tls": obj(map[string]*field{
 		"client": obj(map[string]*field{
 			"server_name": str(func(e *audit.Event, s string) { e.SNI = s }),
-			"ja4":         str(nil),
-			"ech":         {kind: kBool},
+			"ja4":         str(nil),                    // egress 1.x name
+			"ech":         {kind: kBool, legacy: true}, // egress 1.x name
 		}),
 	}),
 	"http": obj(map[string]*field{
@@ -116,6 +123,8 @@ type fastParser struct {
 	i      int
 	depth  int
 	egress bool // event.module or observer.product is "egress"
+	// legacyECH is tls.client.ech, the 1.x place of egress.tls.ech.
+	legacyECH *bool
 }
 
 // document parses the whole line into ev; false means: use ParseECS.
@@ -131,6 +140,9 @@ func (p *fastParser) document(ev *audit.Event) (ok bool) {
 	p.ws()
 	p.object(ecsSchema, ev, "")
 	p.ws()
+	if ev.ECH == nil {
+		ev.ECH = p.legacyECH
+	}
 	if p.i != len(p.s) || !p.egress || ev.Action == "" {
 		return false
 	}
@@ -273,7 +285,11 @@ func (p *fastParser) member(f *field, ev *audit.Event, path string) {
 		default:
 			p.fail()
 		}
-		ev.ECH = &b
+		if f.legacy {
+			p.legacyECH = &b
+		} else {
+			ev.ECH = &b
+		}
 	case kException, kMonitor:
 		// Not read by replay: checked like ParseECS would, values dropped.
 		if f.kind == kException {

@@ -71,6 +71,12 @@ func TestFastParseAgrees(t *testing.T) {
 		good[:len(good)-1],
 		`{"event":{"action":"allow","module":"egress"},"x":[` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `]}`,
 		`null`, `[]`, `{}`, ``, `{"event":{"action":"allow","module":"egress"},}`,
+		// egress 1.x lines (tls.client.ja4/ech) and log.legacy_fields lines (both places).
+		`{"event":{"action":"allow","module":"egress"},"tls":{"client":{"server_name":"a.example","ja4":"j","ech":true}}}`,
+		`{"event":{"action":"allow","module":"egress"},"egress":{"tls":{"ja4":"j","ech":false}},"tls":{"client":{"ja4":"j","ech":true}}}`,
+		`{"event":{"action":"allow","module":"egress"},"tls":{"client":{"ech":true}},"egress":{"tls":{"ech":false}}}`,
+		`{"event":{"action":"allow","module":"egress"},"tls":{"client":{"ech":"yes"}}}`,
+		`{"event":{"action":"allow","module":"egress"},"egress":{"tls":{"ech":1}}}`,
 	}
 	nfast := 0
 	for _, l := range append(fastSeeds(t), func() (out [][]byte) {

@@ -459,7 +459,7 @@ func namesOf(ev *audit.Event) (n rules.Names, dest, skip string) {
 			break
 		}
 		// CONNECT: the target, then the ClientHello when it was read (its
-		// tls.client.ech is always recorded); without it the target alone.
+		// egress.tls.ech is always recorded); without it the target alone.
 		n.Target = first(ev.DestDomain, ev.DestIP)
 		dest = n.Target
 		if ev.ECH != nil {

@@ -67,11 +67,16 @@ type rawUpstream struct {
 }
 
 type rawLog struct {
-	Format   *string   `hcl:"format,optional"`
-	Output   *string   `hcl:"output,optional"`
-	Queue    *int      `hcl:"queue_size,optional"`
-	Body     hcl.Body  `hcl:",body"`
-	DefRange hcl.Range `hcl:",def_range"`
+	Format        *string   `hcl:"format,optional"`
+	Output        *string   `hcl:"output,optional"`
+	Queue         *int      `hcl:"queue_size,optional"`
+	LegacyFields  *bool     `hcl:"legacy_fields,optional"`
+	TLSCAFile     *string   `hcl:"tls_ca_file,optional"`
+	TLSServerName *string   `hcl:"tls_server_name,optional"`
+	TLSCertFile   *string   `hcl:"tls_cert_file,optional"`
+	TLSKeyFile    *string   `hcl:"tls_key_file,optional"`
+	Body          hcl.Body  `hcl:",body"`
+	DefRange      hcl.Range `hcl:",def_range"`
 }
 
 type rawLimits struct {

@@ -193,6 +193,7 @@ func (l *loader) load(p string) (*Config, hcl.Diagnostics) {
 	}
 	cfg := &Config{Source: p}
 	diags = append(diags, cfg.applySettings(&root)...)
+	diags = append(diags, l.logTLSFiles(cfg, &root)...)
 	c := &compiler{loader: l, cfg: cfg, hash: h}
 	diags = append(diags, c.compile(&root)...)
 	cfg.Files = l.files

@@ -104,6 +104,16 @@ type LogSettings struct {
 	Format    string
 	Output    string
 	QueueSize int
+	// LegacyFields also writes the egress 1.x names of renamed event fields.
+	LegacyFields bool
+	// syslog+tls: files resolved against the folder of the file holding the
+	// log block (read and checked at load), the name to verify, and a digest
+	// of the files' content so that a reload notices a rotated certificate.
+	TLSCAFile     string
+	TLSServerName string
+	TLSCertFile   string
+	TLSKeyFile    string
+	TLSDigest     string
 }
 
 // LimitsSettings bound connections and time.
@@ -393,6 +403,19 @@ func (c *Config) applySettings(root *rawRoot) hcl.Diagnostics {
 			}
 		}
 		ck.positive(b.Queue, b.Body, "queue_size", b.DefRange, 1<<24, &c.Log.QueueSize)
+		if b.LegacyFields != nil {
+			c.Log.LegacyFields = *b.LegacyFields
+		}
+		// The tls_* files are read and checked by loader.logTLSFiles.
+		if b.TLSServerName != nil {
+			n := *b.TLSServerName
+			if _, ipErr := netip.ParseAddr(n); n == "" || (ipErr != nil && strings.ContainsAny(n, " \t/:@")) {
+				ck.diags = append(ck.diags, errorAt(attrRange(b.Body, "tls_server_name", b.DefRange), "Invalid TLS server name",
+					"tls_server_name = %q: write the DNS name (or IP address) in the receiver's certificate, e.g. \"siem.example\".", n))
+			} else {
+				c.Log.TLSServerName = n
+			}
+		}
 	}
 	if len(root.Limits) > 0 {
 		b := root.Limits[0]

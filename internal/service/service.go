@@ -310,7 +310,9 @@ var errNoLogger = errors.New("no event logger")
 func newLogger(cfg *rules.Config, version string, m *metrics.Metrics, log *slog.Logger) (*audit.Logger, error) {
 	lg, err := audit.New(audit.Options{
 		Format: cfg.Log.Format, Output: cfg.Log.Output, Version: version, QueueSize: cfg.Log.QueueSize,
-		OnDrop: m.LogEventsDropped.Inc, Log: log,
+		OnDrop: m.LogEventsDropped.Inc, Log: log, LegacyFields: cfg.Log.LegacyFields,
+		TLSCAFile: cfg.Log.TLSCAFile, TLSServerName: cfg.Log.TLSServerName,
+		TLSCertFile: cfg.Log.TLSCertFile, TLSKeyFile: cfg.Log.TLSKeyFile,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: log output %q: %v", errNoLogger, cfg.Log.Output, err)

@@ -139,6 +139,23 @@ admin {
 log {
   format = {{ $c.log.format | quote }}
   output = {{ $c.log.output | quote }}
+{{- if $c.log.legacyFields }}
+  legacy_fields = true
+{{- end }}
+{{- with $c.log.tls }}
+{{- if .secretName }}
+{{- if .caKey }}
+  tls_ca_file     = "siem-tls/ca.crt"
+{{- end }}
+{{- if .certKey }}
+  tls_cert_file   = "siem-tls/client.crt"
+  tls_key_file    = "siem-tls/client.key"
+{{- end }}
+{{- end }}
+{{- if .serverName }}
+  tls_server_name = {{ .serverName | quote }}
+{{- end }}
+{{- end }}
 }
 
 limits {
@@ -161,6 +178,14 @@ limits {
 
 {{/* Sources of the projected config volume: the HCL, then the list files under lists/. */}}
 {{- define "egress.configVolumeSources" -}}
+{{- with .Values.config.log.tls }}
+{{- if and .secretName (not (or .caKey .certKey)) }}
+{{- fail "config.log.tls.secretName is set but neither caKey nor certKey names a key in it" }}
+{{- end }}
+{{- if ne (empty .certKey) (empty .keyKey) }}
+{{- fail "config.log.tls: certKey and keyKey go together (a client certificate and its key)" }}
+{{- end }}
+{{- end }}
 - configMap:
     name: {{ include "egress.configMapName" . }}
     items:
@@ -174,5 +199,23 @@ limits {
       - key: {{ $name | quote }}
         path: {{ printf "lists/%s" $name | quote }}
       {{- end }}
+{{- end }}
+{{- with .Values.config.log.tls }}
+{{- if .secretName }}
+- secret:
+    name: {{ .secretName | quote }}
+    items:
+      {{- if .caKey }}
+      - key: {{ .caKey | quote }}
+        path: siem-tls/ca.crt
+      {{- end }}
+      {{- if .certKey }}
+      - key: {{ .certKey | quote }}
+        path: siem-tls/client.crt
+      - key: {{ .keyKey | quote }}
+        path: siem-tls/client.key
+        mode: 0440
+      {{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
