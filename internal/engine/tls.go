@@ -33,6 +33,12 @@ type TLSFlow struct {
 	Dest     netip.Addr
 	DestName string
 	Port     uint16
+	// What the client was answered before the tunnel (CONNECT, 200): every
+	// event of the flow carries them (http.request.method,
+	// http.response.status_code), so a search for CONNECT finds allowed
+	// tunnels too. Transparent flows leave them zero.
+	Method string
+	Status int
 
 	// Done, if set, is called exactly once when the flow is over: the client
 	// is closed and its event written. ServeTLS may return before that: an
@@ -89,6 +95,7 @@ func (e *Engine) ServeTLS(st *State, f *TLSFlow) {
 	ev := func(d *rules.Decision) *audit.Event {
 		ev := e.NewEvent(st, f.Listener, f.Src, d, f.Start)
 		ev.DestDomain, ev.DestPort = f.DestName, int(f.Port)
+		ev.Method, ev.Status = f.Method, f.Status
 		if f.Dest.IsValid() {
 			ev.DestIP = f.Dest.String()
 		}
