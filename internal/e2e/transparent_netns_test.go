@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -187,6 +188,23 @@ segment "netns-clients" {
 	ev = tpEvent(t, p, "transparent_https", "tls.client.server_name", "www.tiktok.com")
 	if ev.Str("source.ip") != nsClientIP || ev.Str("event.action") != "deny" {
 		t.Fatalf("event %v", ev)
+	}
+
+	// No SNI: denied, and the event names the address the client dialed
+	// before the redirect (SO_ORIGINAL_DST).
+	c, err = dialInNS(clientNS, nsTarget+":443")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tc := tls.Client(c, &tls.Config{ServerName: nsTarget, InsecureSkipVerify: true})
+	tc.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := tc.Handshake(); err == nil || !strings.Contains(err.Error(), "access denied") {
+		t.Fatalf("no SNI: want access_denied, got %v", err)
+	}
+	ev = tpEvent(t, p, "transparent_https", "event.reason", "missing_sni")
+	if ev.Str("source.ip") != nsClientIP || ev.Str("destination.ip") != nsTarget {
+		t.Fatalf("no SNI event: source %s destination %s, want %s → %s", ev.Str("source.ip"), ev.Str("destination.ip"), nsClientIP, nsTarget)
 	}
 
 	c, err = dialInNS(clientNS, nsTarget+":80")

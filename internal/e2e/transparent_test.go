@@ -184,6 +184,10 @@ func TestTransparentTLSAllowedDeniedNoSNI(t *testing.T) {
 	if ev.Str("event.action") != "deny" || ev.Str("tls.client.server_name") != "" || ev.Str("egress.tls.ja4") == "" {
 		t.Fatalf("no SNI event %v", ev)
 	}
+	// The address the client connected to (not NATed here: the listener's).
+	if host, _, _ := net.SplitHostPort(p.HTTPSAddr); ev.Str("destination.ip") != host {
+		t.Fatalf("no SNI event destination.ip %q, want %s", ev.Str("destination.ip"), host)
+	}
 	time.Sleep(100 * time.Millisecond) // a stray dial would have landed by now
 	if n := origin.Conns.Load(); n != before {
 		t.Fatalf("denied connections reached the origin: %d new", n-before)

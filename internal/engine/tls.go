@@ -39,6 +39,10 @@ type TLSFlow struct {
 	// tunnels too. Transparent flows leave them zero.
 	Method string
 	Status int
+	// OrigDest, transparent only: where the client meant to connect (before
+	// the firewall's redirect). Events name it when no destination was
+	// resolved (no SNI, a denied name).
+	OrigDest netip.AddrPort
 
 	// Done, if set, is called exactly once when the flow is over: the client
 	// is closed and its event written. ServeTLS may return before that: an
@@ -98,6 +102,8 @@ func (e *Engine) ServeTLS(st *State, f *TLSFlow) {
 		ev.Method, ev.Status = f.Method, f.Status
 		if f.Dest.IsValid() {
 			ev.DestIP = f.Dest.String()
+		} else if f.OrigDest.IsValid() {
+			ev.DestIP = f.OrigDest.Addr().String()
 		}
 		if ech != nil {
 			ev.SNI, ev.JA4, ev.ECH = sniName, ja4, ech

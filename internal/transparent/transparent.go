@@ -8,6 +8,7 @@ package transparent
 import (
 	"bufio"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -95,6 +96,10 @@ func (s *Server) serveTLSConn(c net.Conn, accepted time.Time) {
 	// ServeTLS owns the connection from here, and the tunnel outlives this
 	// goroutine: Done releases the slot when it is all over.
 	handedOff = true
-	s.Engine.ServeTLS(st, &engine.TLSFlow{Listener: listener, Client: c, Buffered: buffered, Src: src, Start: accepted, Port: s.HTTPSPort,
+	var origDst netip.AddrPort
+	if !s.ProxyProtocol {
+		origDst = originalDst(c) // behind a balancer, its own address: unknown
+	}
+	s.Engine.ServeTLS(st, &engine.TLSFlow{Listener: listener, Client: c, Buffered: buffered, Src: src, Start: accepted, Port: s.HTTPSPort, OrigDest: origDst,
 		Done: func() { release(); s.wg.Done() }})
 }
