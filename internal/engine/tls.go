@@ -44,6 +44,12 @@ type TLSFlow struct {
 	// resolved (no SNI, a denied name).
 	OrigDest netip.AddrPort
 
+	// Tracked is the client connection's registration, from its accept on:
+	// a shutdown closes it while the hello is pending, and once the flow is
+	// decided a reload that denies its names closes it. Its owner untracks
+	// it (in Done). Nil: ServeTLS tracks the flow itself.
+	Tracked *Tunnel
+
 	// Done, if set, is called exactly once when the flow is over: the client
 	// is closed and its event written. ServeTLS may return before that: an
 	// allowed tunnel runs on without the caller's goroutine.
@@ -71,8 +77,18 @@ func (e *Engine) ServeTLS(st *State, f *TLSFlow) {
 			finish()
 		}
 	}()
-	cfg := st.Config
-	f.Client.SetReadDeadline(f.Start.Add(cfg.TLS.HelloTimeout))
+	t := f.Tracked
+	if t == nil {
+		t = e.Track(f.Listener, f.Client)
+		done := f.Done
+		f.Done = func() {
+			e.Untrack(t)
+			if done != nil {
+				done()
+			}
+		}
+	}
+	f.Client.SetReadDeadline(f.Start.Add(st.Config.TLS.HelloTimeout))
 	// The bytes read with the request go to the reader, which owns them from
 	// here: raw is then every byte the client sent so far, the hello and
 	// whatever followed it, in order, for the replay.
@@ -81,6 +97,13 @@ func (e *Engine) ServeTLS(st *State, f *TLSFlow) {
 	hello, raw, err := sni.ReadBuffered(f.Client, buffered)
 	e.metrics.ClientHello.Observe(time.Since(f.Start).Seconds())
 	f.Client.SetReadDeadline(time.Time{})
+	// The hello has arrived: it is decided under the config active now. A
+	// CONNECT target resolved under an older one is resolved again.
+	if cur := e.State(); cur != st {
+		st = cur
+		f.Dest = netip.Addr{} // resolved again below, with the new config's dialer
+	}
+	cfg := st.Config
 	// What the proxy itself writes to the client before the tunnel (an
 	// alert) must not wait on a client that does not read.
 	f.Client.SetWriteDeadline(time.Now().Add(alertWriteTimeout))
@@ -125,6 +148,12 @@ func (e *Engine) ServeTLS(st *State, f *TLSFlow) {
 	}
 
 	if err != nil {
+		if why := t.ClosedBy(); why != "" {
+			// Closed while the hello was pending (the end of a shutdown's
+			// grace period): that is the outcome, not a bad hello.
+			deny(rules.ReasonShutdown, 0, "closed: "+why)
+			return
+		}
 		switch {
 		case errors.Is(err, sni.ErrNotTLS):
 			e.metrics.ClientHelloErrors.WithLabelValues(f.Listener, metrics.HelloNotTLS).Inc()
@@ -171,9 +200,14 @@ func (e *Engine) ServeTLS(st *State, f *TLSFlow) {
 		}
 	}
 
-	// Transparent: the destination is the SNI, resolved and checked now.
+	// Transparent: the destination is the SNI, resolved and checked now (a
+	// CONNECT target too, when the config changed since its 200).
 	if !f.Dest.IsValid() {
-		name, ip, _ := hostname.Normalize(hello.ServerName)
+		target := f.Target
+		if target == "" {
+			target = hello.ServerName
+		}
+		name, ip, _ := hostname.Normalize(target)
 		f.DestName = name
 		dest, rerr := st.Dialer.Resolve(context.Background(), name, ip)
 		if rerr != nil {
@@ -220,12 +254,17 @@ func (e *Engine) ServeTLS(st *State, f *TLSFlow) {
 	if hello != nil {
 		names.Inner, names.HasInner, names.ECH = hello.ServerName, hello.HasSNI, hello.ECH
 	}
-	t := e.Track(f.Listener, names, true, f.Client, server)
+	// From here a reload that denies these names closes the tunnel. One that
+	// landed between the decision and this line is caught by deciding again.
+	t.SetCloser(func() { f.Client.Close(); server.Close() })
+	t.Decided(names)
+	if cur := e.State(); cur != st && cur.Config.DecideAll(names).Action == rules.Deny {
+		t.Close(string(rules.ReasonReload))
+	}
 	rawLen := int64(len(raw))
 	e.Add(rawLen, 0)
 	raw, hello, f.Buffered = nil, nil, nil
 	pipe := tunnel.Start(f.Client, server, tunnel.Options{Idle: cfg.Limits.IdleTimeout, Counter: e, OnDone: func(res tunnel.Result) {
-		e.Untrack(t)
 		x := ev(&d)
 		x.SourceBytes, x.DestBytes = res.Upload+rawLen, res.Download
 		x.Duration = time.Since(f.Start)

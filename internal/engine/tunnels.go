@@ -7,17 +7,34 @@ import (
 	"github.com/egress-proxy/egress/internal/rules"
 )
 
-// Tunnel is an open tunnel or keep-alive connection the engine can close: on a
-// reload that denies its names, or at the end of the shutdown grace period.
+// Tunnel is one client connection the engine can close: tracked once, from
+// accept to its end, whatever it carries (keep-alive requests, a CONNECT
+// tunnel, a transparent flow). A reload closes it while its names are set
+// and the new config denies them; a shutdown closes it at the end of the
+// grace period (at once if it is idle between requests).
 type Tunnel struct {
 	Listener string
-	Names    rules.Names // nil Source: not re-decided on reload (idle keep-alive)
-	decide   bool
+	names    atomic.Pointer[rules.Names] // nil: nothing decided now (pending hello, idle keep-alive)
 	conns    []net.Conn
 	closedBy atomic.Value // string: "config_reload" or "shutdown"
 	idle     atomic.Bool  // a keep-alive connection waiting for its next request
 	closer   atomic.Pointer[func()]
 	onSwap   atomic.Pointer[func()]
+}
+
+// Decided sets the names the connection carries now: from here a reload that
+// denies them closes it.
+func (t *Tunnel) Decided(n rules.Names) { t.names.Store(&n) }
+
+// Undecided clears the names (a keep-alive connection between requests).
+func (t *Tunnel) Undecided() { t.names.Store(nil) }
+
+// Names returns the names set by Decided, if any.
+func (t *Tunnel) Names() (rules.Names, bool) {
+	if n := t.names.Load(); n != nil {
+		return *n, true
+	}
+	return rules.Names{}, false
 }
 
 // SetOnSwap makes every configuration swap call fn (a keep-alive connection
@@ -26,17 +43,28 @@ type Tunnel struct {
 func (t *Tunnel) SetOnSwap(fn func()) { t.onSwap.Store(&fn) }
 
 // SetCloser makes close call fn instead of closing the connections (a
-// running tunnel.Pipe, which must learn it was closed even while parked).
-func (t *Tunnel) SetCloser(fn func()) { t.closer.Store(&fn) }
+// running tunnel.Pipe, which must learn it was closed even while parked);
+// nil restores the default.
+func (t *Tunnel) SetCloser(fn func()) {
+	if fn == nil {
+		t.closer.Store(nil)
+		return
+	}
+	t.closer.Store(&fn)
+}
+
+// Close closes the connection as the engine would, recording why (used when
+// a decision made under one config meets a newer one).
+func (t *Tunnel) Close(why string) { t.close(why) }
 
 // SetIdle marks a keep-alive connection as waiting between requests: a
 // shutdown closes it at once instead of waiting for the grace period.
 func (t *Tunnel) SetIdle(idle bool) { t.idle.Store(idle) }
 
-// Track registers conns (closed together) under names. With decide false the
-// tunnel is only closed at shutdown.
-func (e *Engine) Track(listener string, names rules.Names, decide bool, conns ...net.Conn) *Tunnel {
-	t := &Tunnel{Listener: listener, Names: names, decide: decide, conns: conns}
+// Track registers a client connection (and any conns closed with it) from
+// its accept on. Nothing is re-decided on reload until Decided.
+func (e *Engine) Track(listener string, conns ...net.Conn) *Tunnel {
+	t := &Tunnel{Listener: listener, conns: conns}
 	e.mu.Lock()
 	e.open[t] = struct{}{}
 	e.mu.Unlock()
@@ -87,7 +115,7 @@ func (e *Engine) enforce(cfg *rules.Config) int {
 	e.mu.Lock()
 	var victims []*Tunnel
 	for t := range e.open {
-		if t.decide && cfg.DecideAll(t.Names).Action == rules.Deny {
+		if n := t.names.Load(); n != nil && cfg.DecideAll(*n).Action == rules.Deny {
 			victims = append(victims, t)
 		}
 	}

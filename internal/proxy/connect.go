@@ -74,7 +74,7 @@ func (cn *conn) connect(st *engine.State, req *http.Request) {
 	cn.handedOff = true
 	e.ServeTLS(st, &engine.TLSFlow{
 		Listener: cn.s.listener(), Client: cn.c, Buffered: buffered, Src: cn.src, Start: time.Now(),
-		Target: host, Outer: &d, Dest: dest, DestName: name, Port: uint16(port), Done: cn.done,
+		Target: host, Outer: &d, Dest: dest, DestName: name, Port: uint16(port), Done: cn.done, Tracked: cn.t,
 		Method: http.MethodConnect, Status: http.StatusOK,
 	})
 }

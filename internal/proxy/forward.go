@@ -157,15 +157,23 @@ func (cn *conn) forward(st *engine.State, req *http.Request, names rules.Names, 
 	req.Close = false
 	headBytes := int64(cn.headLen)
 
-	// A reload that denies these names closes the request, and its origin.
-	tracked := e.Track(cn.s.listener(), names, true)
+	// A reload that denies these names closes the request, and its origin;
+	// one that landed since the decision is caught by deciding again.
+	tracked := cn.t
 	tracked.SetCloser(func() {
 		cn.c.Close()
 		if o := cn.up.Load(); o != nil {
 			o.c.Close()
 		}
 	})
-	defer e.Untrack(tracked)
+	tracked.Decided(names)
+	defer func() {
+		tracked.Undecided()
+		tracked.SetCloser(nil)
+	}()
+	if cur := e.State(); cur != st && cur.Config.DecideAll(names).Action == rules.Deny {
+		tracked.Close(string(rules.ReasonReload))
+	}
 
 	key := originKey{addr: dest, port: port, version: cfg.Version}
 	x := exchange{cn: cn, req: req, body: body, idle: lim.IdleTimeout}

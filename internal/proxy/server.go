@@ -182,7 +182,7 @@ func (s *Server) serveConn(c net.Conn) {
 		cn.refuse(st, refused)
 		return
 	}
-	cn.t = s.Engine.Track(s.listener(), rules.Names{}, false, c)
+	cn.t = s.Engine.Track(s.listener(), c)
 	cn.t.SetOnSwap(func() {
 		if o := cn.up.Load(); o != nil {
 			o.closeIfIdle() // dialed under the old config: never reused, so let it go now

@@ -54,13 +54,17 @@ func (s *Server) Wait() {
 }
 
 func (s *Server) serveTLSConn(c net.Conn, accepted time.Time) {
+	const listener = audit.ListenerTransparentHTTPS
+	// Tracked from accept: a shutdown closes it even while its PROXY header
+	// or its ClientHello is pending.
+	t := s.Engine.Track(listener, c)
 	handedOff := false
 	defer func() {
 		if !handedOff {
+			s.Engine.Untrack(t)
 			s.wg.Done()
 		}
 	}()
-	const listener = audit.ListenerTransparentHTTPS
 	st := s.Engine.State()
 	src := engine.PeerAddr(c)
 	var buffered []byte
@@ -101,5 +105,5 @@ func (s *Server) serveTLSConn(c net.Conn, accepted time.Time) {
 		origDst = originalDst(c) // behind a balancer, its own address: unknown
 	}
 	s.Engine.ServeTLS(st, &engine.TLSFlow{Listener: listener, Client: c, Buffered: buffered, Src: src, Start: accepted, Port: s.HTTPSPort, OrigDest: origDst,
-		Done: func() { release(); s.wg.Done() }})
+		Tracked: t, Done: func() { s.Engine.Untrack(t); release(); s.wg.Done() }})
 }
