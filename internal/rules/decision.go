@@ -55,6 +55,7 @@ const (
 	ReasonUpstreamError      Reason = "destination_unavailable" // the dial failed
 	ReasonLimit              Reason = "connection_limit"        // max_connections or per_source reached
 	ReasonReload             Reason = "config_reload"           // an open tunnel denied by a newer config
+	ReasonUndecided          Reason = "undecided"               // a path that ended without deciding: a bug, recorded as a deny
 	ReasonShutdown           Reason = "shutdown"                // closed by a shutdown before it was decided (a pending ClientHello)
 	ReasonInvalidRequest     Reason = "invalid_request"         // an HTTP request the proxy refuses to forward (a body on GET/HEAD/TRACE)
 )

@@ -25,13 +25,53 @@ type Names struct {
 // DecideTarget decides the outer name alone: what a CONNECT or an absolute-URI
 // request is decided on before anything else is known.
 func (c *Config) DecideTarget(src netip.Addr, target string, port uint16) Decision {
-	return c.Policy.DecideName(src, target, port)
+	return c.DecideOuter(src, target, port).Decision
+}
+
+// Outer is a connection's outer name (the CONNECT host or absolute-URI host),
+// normalised once, with its decision. DecideInner takes it instead of
+// deciding the name again.
+type Outer struct {
+	Raw      string     // as sent
+	Name     string     // normalised ("" for an IP literal or an invalid name)
+	IP       netip.Addr // an IP literal
+	Decision Decision
+}
+
+// DecideOuter normalises and decides the outer name. A name that is not a
+// hostname is denied with ReasonInvalidHost, after the segment check.
+func (c *Config) DecideOuter(src netip.Addr, target string, port uint16) Outer {
+	o := Outer{Raw: target}
+	seg, ok := c.Policy.SegmentFor(src)
+	if !ok {
+		o.Decision = Decision{Action: Deny, Reason: ReasonUnknownSource}
+		return o
+	}
+	name, ip, err := hostname.Normalize(target)
+	if err != nil {
+		o.Decision = Decision{Action: Deny, Reason: ReasonInvalidHost, Segment: seg}
+		return o
+	}
+	o.Name, o.IP = name, ip
+	o.Decision = c.Policy.Decide(Request{Source: src, Host: name, IP: ip, Port: port})
+	return o
 }
 
 // DecideAll decides every name of a connection: the target (if any), then the
 // tls block's checks (ech, missing_sni, sni_mismatch — one knob for SNI and
 // Host header alike), then the inner name. Either name denied means denied.
 func (c *Config) DecideAll(n Names) Decision {
+	if n.Target == "" {
+		return c.DecideInner(nil, n)
+	}
+	o := c.DecideOuter(n.Source, n.Target, n.Port)
+	return c.DecideInner(&o, n)
+}
+
+// DecideInner finishes DecideAll for a connection whose outer name (n.Target)
+// was decided by DecideOuter under this same config (o; nil when there is no
+// target): the tls checks, then the inner name.
+func (c *Config) DecideInner(o *Outer, n Names) Decision {
 	p := c.Policy
 	seg, ok := p.SegmentFor(n.Source)
 	if !ok {
@@ -40,25 +80,20 @@ func (c *Config) DecideAll(n Names) Decision {
 	var outer Decision
 	var targetName string
 	var targetIP netip.Addr
-	if n.Target != "" {
-		var err error
-		targetName, targetIP, err = hostname.Normalize(n.Target)
-		if err != nil {
-			return Decision{Action: Deny, Reason: ReasonInvalidHost, Segment: seg}
+	if o != nil {
+		if o.Decision.Action == Deny {
+			return o.Decision
 		}
-		outer = p.Decide(Request{Source: n.Source, Host: targetName, IP: targetIP, Port: n.Port})
-		if outer.Action == Deny {
-			return outer
-		}
+		outer, targetName, targetIP = o.Decision, o.Name, o.IP
 	}
 	if n.TLS && n.ECH && c.TLS.ECH == Deny {
 		return Decision{Action: Deny, Reason: ReasonECH, Segment: seg, Monitor: outer.Monitor}
 	}
 	if !n.HasInner {
 		switch {
-		case n.Target == "" && n.TLS:
+		case o == nil && n.TLS:
 			return Decision{Action: Deny, Reason: ReasonMissingSNI, Segment: seg}
-		case n.Target == "":
+		case o == nil:
 			return Decision{Action: Deny, Reason: ReasonInvalidHost, Segment: seg}
 		case n.TLS && c.TLS.MissingSNI == Deny:
 			return Decision{Action: Deny, Reason: ReasonMissingSNI, Segment: seg, Monitor: outer.Monitor}
@@ -69,7 +104,7 @@ func (c *Config) DecideAll(n Names) Decision {
 	if err != nil {
 		return Decision{Action: Deny, Reason: ReasonInvalidHost, Segment: seg, Monitor: outer.Monitor}
 	}
-	if n.Target != "" {
+	if o != nil {
 		// An IP-literal CONNECT with an SNI name is not a mismatch (SPEC §8):
 		// the SNI is decided by name and the IP through cidrs rules.
 		mismatch := targetName != "" && innerName != targetName ||

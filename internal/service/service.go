@@ -18,12 +18,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/egress-proxy/egress/internal/active"
 	"github.com/egress-proxy/egress/internal/admin"
 	"github.com/egress-proxy/egress/internal/audit"
-	"github.com/egress-proxy/egress/internal/engine"
+	"github.com/egress-proxy/egress/internal/conntrack"
+	"github.com/egress-proxy/egress/internal/httpproxy"
 	"github.com/egress-proxy/egress/internal/metrics"
-	"github.com/egress-proxy/egress/internal/proxy"
+	"github.com/egress-proxy/egress/internal/outcome"
 	"github.com/egress-proxy/egress/internal/rules"
+	"github.com/egress-proxy/egress/internal/tlsproxy"
 	"github.com/egress-proxy/egress/internal/transparent"
 	"github.com/hashicorp/hcl/v2"
 )
@@ -67,10 +70,14 @@ func Run(ctx context.Context, o Options) error {
 	sink.set(lg, cfg.Log)
 	defer func() { sink.close() }()
 
-	e := engine.New(cfg, sink, m, log)
+	store := active.NewStore(cfg)
+	initMetrics(m, cfg)
+	tracker := conntrack.New(store.Config, m, log)
+	rec := outcome.NewRecorder(sink, m)
 	m.ConfigLoaded(true, cfg.Version, time.Now())
 
-	s := &server{o: o, log: log, engine: e, metrics: m, sink: sink, path: cfg.Source}
+	s := &server{o: o, log: log, active: store, track: tracker, record: rec, metrics: m, sink: sink, path: cfg.Source,
+		tls: &tlsproxy.Proxy{Active: store, Record: rec, Metrics: m}}
 	s.ready.Store(false)
 	if err := s.listen(cfg); err != nil {
 		s.closeListeners()
@@ -129,13 +136,16 @@ func Run(ctx context.Context, o Options) error {
 type server struct {
 	o       Options
 	log     *slog.Logger
-	engine  *engine.Engine
+	active  *active.Store      // the configuration in force
+	track   *conntrack.Tracker // every client connection, from accept to close
+	record  *outcome.Recorder  // one metric and one event per decision
+	tls     *tlsproxy.Proxy    // TLS flows: CONNECT tunnels, transparent TLS
 	metrics *metrics.Metrics
 	sink    *switchSink
 	path    string
 
 	proxyLn, tlsLn, httpLn, adminLn net.Listener
-	proxySrv                        *proxy.Server
+	proxySrv                        *httpproxy.Server
 	transSrv                        *transparent.Server
 	wg                              sync.WaitGroup
 
@@ -182,13 +192,15 @@ func (s *server) listen(cfg *rules.Config) error {
 }
 
 func (s *server) serve() {
-	cfg := s.engine.State().Config
-	s.proxySrv = &proxy.Server{Engine: s.engine, ProxyProtocol: cfg.Proxy.ProxyProtocol}
+	cfg := s.active.Config()
+	s.proxySrv = &httpproxy.Server{Mode: httpproxy.Explicit, ProxyProtocol: cfg.Proxy.ProxyProtocol,
+		Active: s.active, Track: s.track, Record: s.record, Metrics: s.metrics, TLS: s.tls}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.proxySrv.Serve(s.proxyLn) }()
 	if s.tlsLn != nil || s.httpLn != nil {
-		s.transSrv = &transparent.Server{Engine: s.engine, ProxyProtocol: cfg.Transparent.ProxyProtocol,
-			HTTPSPort: cfg.Transparent.HTTPSPort, HTTPPort: cfg.Transparent.HTTPPort}
+		s.transSrv = &transparent.Server{Active: s.active, Track: s.track, Record: s.record, Metrics: s.metrics, TLS: s.tls,
+			ProxyProtocol: cfg.Transparent.ProxyProtocol,
+			HTTPSPort:     cfg.Transparent.HTTPSPort, HTTPPort: cfg.Transparent.HTTPPort}
 		if s.tlsLn != nil {
 			s.wg.Add(1)
 			go func() { defer s.wg.Done(); s.transSrv.ServeTLS(s.tlsLn) }()
@@ -210,7 +222,7 @@ func (s *server) closeListeners() {
 
 // Ready implements admin.State.
 func (s *server) Ready() (bool, string, string) {
-	v := s.engine.State().Config.Version
+	v := s.active.Config().Version
 	switch {
 	case s.stopping.Load():
 		return false, v, "shutting down"
@@ -221,7 +233,7 @@ func (s *server) Ready() (bool, string, string) {
 }
 
 func (s *server) pac() admin.PACConfig {
-	cfg := s.engine.State().Config
+	cfg := s.active.Config()
 	port := 3128
 	if s.proxyLn != nil {
 		port = s.proxyLn.Addr().(*net.TCPAddr).Port
@@ -239,7 +251,7 @@ func (s *server) reload(why string) *rules.Config {
 	if diags.HasErrors() {
 		s.metrics.ConfigLoaded(false, "", time.Now())
 		s.log.Error("reload failed; the running configuration stays active", "trigger", why,
-			"config_version", s.engine.State().Config.Version, "errors", rules.DiagnosticsError(diags).Error())
+			"config_version", s.active.Config().Version, "errors", rules.DiagnosticsError(diags).Error())
 		return nil
 	}
 	for _, d := range diags {
@@ -247,7 +259,7 @@ func (s *server) reload(why string) *rules.Config {
 			s.log.Warn("config: " + rules.FormatDiagnostic(d))
 		}
 	}
-	old := s.engine.State().Config
+	old := s.active.Config()
 	s.warnStatic(old, cfg)
 	if cfg.Log != old.Log {
 		if lg, err := newLogger(cfg, s.o.Version, s.metrics, s.log); err != nil {
@@ -256,7 +268,9 @@ func (s *server) reload(why string) *rules.Config {
 			s.sink.set(lg, cfg.Log)
 		}
 	}
-	closed := s.engine.Swap(cfg)
+	s.active.Publish(cfg)
+	initMetrics(s.metrics, cfg)
+	closed := s.track.Reloaded(cfg)
 	s.metrics.ConfigLoaded(true, cfg.Version, time.Now())
 	s.log.Info("configuration reloaded", "trigger", why, "config_version", cfg.Version, "previous", old.Version, "tunnels_closed", closed)
 	return cfg
@@ -274,15 +288,15 @@ func (s *server) warnStatic(old, cfg *rules.Config) {
 // closed and counted.
 func (s *server) shutdown() error {
 	s.stopping.Store(true)
-	grace := s.engine.State().Config.Limits.ShutdownGrace
+	grace := s.active.Config().Limits.ShutdownGrace
 	s.closeListeners()
-	s.engine.CloseIdle()
+	s.track.CloseIdle()
 	deadline := time.Now().Add(grace)
-	for s.engine.Connections() > 0 && time.Now().Before(deadline) {
+	for s.track.Connections() > 0 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
-		s.engine.CloseIdle()
+		s.track.CloseIdle()
 	}
-	if n := s.engine.CloseAll(); n > 0 {
+	if n := s.track.CloseAll(); n > 0 {
 		s.log.Warn("shutdown grace period over: closed open connections", "count", n, "grace", grace.String())
 	}
 	done := make(chan struct{})
@@ -356,4 +370,22 @@ func (s *switchSink) close() {
 	if l := s.cur.Swap(nil); l != nil {
 		l.Close()
 	}
+}
+
+// initMetrics creates the decision series of cfg's segments and rules at 0
+// and publishes its version and limits.
+func initMetrics(m *metrics.Metrics, cfg *rules.Config) {
+	var segs []string
+	var rl []metrics.RuleLabel
+	for _, seg := range cfg.Policy.Segments() {
+		segs = append(segs, seg.Name)
+		for _, r := range seg.Rules() {
+			if !r.Monitor {
+				rl = append(rl, metrics.RuleLabel{Segment: seg.Name, Rule: r.Name, Action: r.Action.String()})
+			}
+		}
+	}
+	m.InitDecisions(metrics.Listeners, segs, rl)
+	m.SetConfigVersion(cfg.Version)
+	m.SetLimits(cfg.Limits.MaxConnections, cfg.Limits.PerSource)
 }

@@ -12,37 +12,46 @@ import (
 	"sync"
 	"time"
 
+	"github.com/egress-proxy/egress/internal/active"
 	"github.com/egress-proxy/egress/internal/audit"
-	"github.com/egress-proxy/egress/internal/engine"
-	"github.com/egress-proxy/egress/internal/proxy"
+	"github.com/egress-proxy/egress/internal/conntrack"
+	"github.com/egress-proxy/egress/internal/httpproxy"
+	"github.com/egress-proxy/egress/internal/metrics"
+	"github.com/egress-proxy/egress/internal/outcome"
 	"github.com/egress-proxy/egress/internal/rules"
+	"github.com/egress-proxy/egress/internal/tlsproxy"
 )
 
 // Server serves both transparent listeners.
 type Server struct {
-	Engine        *engine.Engine
 	ProxyProtocol bool
 	HTTPSPort     uint16
 	HTTPPort      uint16
 
+	Active  *active.Store
+	Track   *conntrack.Tracker
+	Record  *outcome.Recorder
+	Metrics *metrics.Metrics
+	TLS     *tlsproxy.Proxy
+
 	wg   sync.WaitGroup
-	http *proxy.Server
+	http *httpproxy.Server
 	once sync.Once
 }
 
-// ServeHTTP serves the transparent HTTP listener until ln is closed. The
-// HTTP handling (keep-alive, one decision per request, block page) is the
-// explicit proxy's, in transparent mode.
+// ServeHTTP serves the transparent HTTP listener until ln is closed: the HTTP
+// loop of internal/httpproxy in its transparent mode.
 func (s *Server) ServeHTTP(ln net.Listener) error {
 	s.once.Do(func() {
-		s.http = &proxy.Server{Engine: s.Engine, ProxyProtocol: s.ProxyProtocol, TransparentPort: s.HTTPPort}
+		s.http = &httpproxy.Server{Mode: httpproxy.Transparent, Port: s.HTTPPort, ProxyProtocol: s.ProxyProtocol,
+			Active: s.Active, Track: s.Track, Record: s.Record, Metrics: s.Metrics, TLS: s.TLS}
 	})
 	return s.http.Serve(ln)
 }
 
 // ServeTLS serves the transparent HTTPS listener until ln is closed.
 func (s *Server) ServeTLS(ln net.Listener) error {
-	return s.Engine.Accept(ln, audit.ListenerTransparentHTTPS, &s.wg, s.serveTLSConn)
+	return s.Track.Accept(ln, audit.ListenerTransparentHTTPS, &s.wg, s.serveTLSConn)
 }
 
 // Wait blocks until every connection handler has returned.
@@ -53,29 +62,30 @@ func (s *Server) Wait() {
 	}
 }
 
+// serveTLSConn admits one connection and hands it to the TLS flow.
 func (s *Server) serveTLSConn(c net.Conn, accepted time.Time) {
 	const listener = audit.ListenerTransparentHTTPS
 	// Tracked from accept: a shutdown closes it even while its PROXY header
 	// or its ClientHello is pending.
-	t := s.Engine.Track(listener, c)
+	t := s.Track.Track(listener, c)
 	handedOff := false
 	defer func() {
 		if !handedOff {
-			s.Engine.Untrack(t)
+			s.Track.Untrack(t)
+			c.Close()
 			s.wg.Done()
 		}
 	}()
-	st := s.Engine.State()
-	src := engine.PeerAddr(c)
+	st := s.Active.Load()
+	src := conntrack.PeerAddr(c)
 	var buffered []byte
 	if s.ProxyProtocol {
 		// Only a peer in proxy_protocol_from may send a header, and it must
 		// arrive within hello_timeout; what the reader holds past it is the
 		// start of the ClientHello. A refusal is counted and logged there.
 		br := bufio.NewReaderSize(c, 512)
-		claimed, err := s.Engine.ProxyHeader(st, listener, c, br)
+		claimed, err := s.Track.ProxyHeader(st.Config, listener, c, br)
 		if err != nil {
-			c.Close()
 			return
 		}
 		src = claimed
@@ -84,26 +94,24 @@ func (s *Server) serveTLSConn(c net.Conn, accepted time.Time) {
 			buffered = append([]byte(nil), peek...)
 		}
 	}
-	release, limit := s.Engine.Admit(listener, src.Addr())
+	release, limit := s.Track.Admit(listener, src.Addr())
 	if release == nil {
 		// Over a limit: close without a word (counted by Admit), and log the
 		// refusal like the explicit proxy's 503.
-		c.Close()
-		d := rules.Decision{Action: rules.Deny, Reason: rules.ReasonLimit}
-		d.Segment, _ = st.Config.Policy.SegmentFor(src.Addr())
-		s.Engine.Count(listener, &d)
-		ev := s.Engine.NewEvent(st, listener, src, &d, accepted)
-		ev.Error = "limit: " + limit
-		s.Engine.Emit(ev)
+		o := s.Record.Begin(listener, st.Config.Version, src, accepted)
+		seg, _ := st.Config.Policy.SegmentFor(src.Addr())
+		o.Deny(rules.ReasonLimit, seg, nil)
+		o.Event.Error = "limit: " + limit
+		o.Finish()
 		return
 	}
-	// ServeTLS owns the connection from here, and the tunnel outlives this
-	// goroutine: Done releases the slot when it is all over.
+	// The TLS flow owns the connection from here, and its tunnel outlives
+	// this goroutine: Done releases the slot when it is all over.
 	handedOff = true
 	var origDst netip.AddrPort
 	if !s.ProxyProtocol {
 		origDst = originalDst(c) // behind a balancer, its own address: unknown
 	}
-	s.Engine.ServeTLS(st, &engine.TLSFlow{Listener: listener, Client: c, Buffered: buffered, Src: src, Start: accepted, Port: s.HTTPSPort, OrigDest: origDst,
-		Tracked: t, Done: func() { s.Engine.Untrack(t); release(); s.wg.Done() }})
+	s.TLS.Serve(&tlsproxy.Flow{Listener: listener, Client: c, Buffered: buffered, Src: src, Start: accepted, Port: s.HTTPSPort,
+		OrigDest: origDst, Conn: t, Done: func() { s.Track.Untrack(t); release(); s.wg.Done() }})
 }

@@ -215,7 +215,7 @@ func (d *Dialer) Dial(ctx context.Context, addr netip.Addr, port uint16) (*net.T
 	nd := net.Dialer{Timeout: d.Timeout, KeepAlive: -1}
 	c, err := nd.DialContext(ctx, "tcp", netip.AddrPortFrom(addr, port).String())
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err) // %w: a timeout stays visible (net.Error)
 	}
 	return c.(*net.TCPConn), nil
 }

@@ -1,4 +1,4 @@
-package engine
+package conntrack
 
 import (
 	"net/netip"
@@ -17,25 +17,25 @@ type limiter struct {
 
 // Admit reserves a connection slot for a client, or says which limit refused
 // it. The caller must call release once when the connection ends.
-func (e *Engine) Admit(listener string, src netip.Addr) (release func(), reason string) {
-	lim := e.State().Config.Limits
-	l := &e.limits
+func (tr *Tracker) Admit(listener string, src netip.Addr) (release func(), reason string) {
+	lim := tr.config().Limits
+	l := &tr.limits
 	src = src.Unmap()
 	l.mu.Lock()
 	switch {
 	case l.total >= lim.MaxConnections:
 		l.mu.Unlock()
-		e.metrics.ConnectionsRejected.WithLabelValues(listener, metrics.RejectMaxConnections).Inc()
+		tr.metrics.ConnectionsRejected.WithLabelValues(listener, metrics.RejectMaxConnections).Inc()
 		return nil, metrics.RejectMaxConnections
 	case l.sources[src] >= lim.PerSource:
 		l.mu.Unlock()
-		e.metrics.ConnectionsRejected.WithLabelValues(listener, metrics.RejectPerSource).Inc()
+		tr.metrics.ConnectionsRejected.WithLabelValues(listener, metrics.RejectPerSource).Inc()
 		return nil, metrics.RejectPerSource
 	}
 	l.total++
 	l.sources[src]++
 	l.mu.Unlock()
-	gauge := e.metrics.ActiveConnections.WithLabelValues(listener)
+	gauge := tr.metrics.ActiveConnections.WithLabelValues(listener)
 	gauge.Inc()
 	var once sync.Once
 	return func() {
@@ -54,8 +54,8 @@ func (e *Engine) Admit(listener string, src netip.Addr) (release func(), reason 
 }
 
 // Connections is the number of admitted client connections.
-func (e *Engine) Connections() int {
-	e.limits.mu.Lock()
-	defer e.limits.mu.Unlock()
-	return e.limits.total
+func (tr *Tracker) Connections() int {
+	tr.limits.mu.Lock()
+	defer tr.limits.mu.Unlock()
+	return tr.limits.total
 }

@@ -1,4 +1,4 @@
-package proxy
+package httpproxy
 
 import (
 	"net"
@@ -7,16 +7,16 @@ import (
 	"strings"
 	"time"
 
-	"github.com/egress-proxy/egress/internal/engine"
+	"github.com/egress-proxy/egress/internal/active"
 	"github.com/egress-proxy/egress/internal/rules"
 )
 
 // plain decides and forwards one absolute-form request. It returns whether
 // the connection may carry another request.
-func (cn *conn) plain(st *engine.State, req *http.Request) bool {
+func (cn *conn) plain(st *active.State, req *http.Request) bool {
 	start := time.Now()
 	keep := !req.Close
-	if cn.s.TransparentPort != 0 {
+	if cn.s.Mode == Transparent {
 		return cn.transparent(st, req, start, keep)
 	}
 	if !req.URL.IsAbs() || req.URL.Host == "" {
@@ -49,8 +49,8 @@ func (cn *conn) plain(st *engine.State, req *http.Request) bool {
 // transparent handles an origin-form request on the transparent HTTP
 // listener: the Host header is the only name (its port is ignored), and
 // transparent.http_port is dialed.
-func (cn *conn) transparent(st *engine.State, req *http.Request, start time.Time, keep bool) bool {
-	port := cn.s.TransparentPort
+func (cn *conn) transparent(st *active.State, req *http.Request, start time.Time, keep bool) bool {
+	port := cn.s.Port
 	host := req.Host
 	names := rules.Names{Source: cn.src.Addr(), Inner: host, HasInner: host != "", Port: port}
 	if h, _, err := net.SplitHostPort(host); err == nil {

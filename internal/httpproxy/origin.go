@@ -1,4 +1,4 @@
-package proxy
+package httpproxy
 
 import (
 	"bufio"
@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/egress-proxy/egress/internal/engine"
+	"github.com/egress-proxy/egress/internal/active"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -188,21 +188,21 @@ func (w *deadlineWriter) Write(p []byte) (int, error) {
 // originFor returns the connection to use for a request to key: the client's
 // kept origin if it matches and is alive, else a new dial of the checked
 // address (the kept one, if any, is closed first: one per client).
-func (cn *conn) originFor(st *engine.State, key originKey) (o *origin, reused bool, err error) {
+func (cn *conn) originFor(st *active.State, key originKey) (o *origin, reused bool, err error) {
 	if o = cn.up.Load(); o != nil {
 		if o.key == key && o.take() && o.alive() {
 			return o, true, nil
 		}
 		cn.dropOrigin()
 	}
-	e := cn.s.Engine
+	m := cn.s.Metrics
 	t0 := time.Now()
 	c, err := st.Dialer.Dial(context.Background(), key.addr, key.port)
-	e.Metrics().UpstreamDial.Observe(time.Since(t0).Seconds())
+	m.UpstreamDial.Observe(time.Since(t0).Seconds())
 	if err != nil {
 		return nil, false, err
 	}
-	o = newOrigin(key, c, e.Metrics().UpstreamConnections.WithLabelValues(cn.s.listener()))
+	o = newOrigin(key, c, m.UpstreamConnections.WithLabelValues(cn.s.listener()))
 	cn.up.Store(o)
 	return o, false, nil
 }

@@ -1,4 +1,4 @@
-package engine
+package conntrack
 
 import (
 	"net/netip"
@@ -10,7 +10,7 @@ import (
 	"github.com/egress-proxy/egress/internal/rules"
 )
 
-func testEngine(t *testing.T, limits string) *Engine {
+func testEngine(t *testing.T, limits string) *Tracker {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "c.hcl")
 	os.WriteFile(p, []byte(limits+`
@@ -22,7 +22,7 @@ segment "s" {
 	if diags.HasErrors() {
 		t.Fatal(rules.DiagnosticsError(diags))
 	}
-	return New(cfg, nil, metrics.New(metrics.NewRegistry()), nil)
+	return New(func() *rules.Config { return cfg }, metrics.New(metrics.NewRegistry()), nil)
 }
 
 func TestAdmitLimits(t *testing.T) {

@@ -1,4 +1,4 @@
-package engine
+package conntrack
 
 import (
 	"errors"
@@ -12,7 +12,7 @@ import (
 // each in a goroutine counted in wg (serve must call wg.Done). Errors such as
 // running out of file descriptors back off (5 ms doubling to 1 s) instead of
 // spinning. It returns nil once ln is closed.
-func (e *Engine) Accept(ln net.Listener, listener string, wg *sync.WaitGroup, serve func(c net.Conn, accepted time.Time)) error {
+func (tr *Tracker) Accept(ln net.Listener, listener string, wg *sync.WaitGroup, serve func(c net.Conn, accepted time.Time)) error {
 	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
@@ -21,13 +21,13 @@ func (e *Engine) Accept(ln net.Listener, listener string, wg *sync.WaitGroup, se
 				return nil
 			}
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			e.log.Warn("accept failed", "listener", listener, "err", err, "retry_in", backoff)
+			tr.log.Warn("accept failed", "listener", listener, "err", err, "retry_in", backoff)
 			time.Sleep(backoff)
 			continue
 		}
 		backoff = 0
 		wg.Add(1)
-		go e.serveGuarded(c, listener, serve)
+		go tr.serveGuarded(c, listener, serve)
 	}
 }
 
@@ -36,18 +36,18 @@ func (e *Engine) Accept(ln net.Listener, listener string, wg *sync.WaitGroup, se
 // counted in egress_panics_total; the connection is closed. serve's own
 // deferred cleanups (limit slots, wg.Done) have run by then as the stack
 // unwound.
-func (e *Engine) serveGuarded(c net.Conn, listener string, serve func(c net.Conn, accepted time.Time)) {
+func (tr *Tracker) serveGuarded(c net.Conn, listener string, serve func(c net.Conn, accepted time.Time)) {
 	defer func() {
 		if v := recover(); v != nil {
 			c.Close()
-			e.Panicked(listener, v)
+			tr.Panicked(listener, v)
 		}
 	}()
 	serve(c, time.Now())
 }
 
 // Panicked records a panic recovered in a connection's goroutine.
-func (e *Engine) Panicked(listener string, v any) {
-	e.metrics.Panics.WithLabelValues(listener).Inc()
-	e.log.Error("panic in a connection handler; that connection was closed", "listener", listener, "panic", v, "stack", string(debug.Stack()))
+func (tr *Tracker) Panicked(listener string, v any) {
+	tr.metrics.Panics.WithLabelValues(listener).Inc()
+	tr.log.Error("panic in a connection handler; that connection was closed", "listener", listener, "panic", v, "stack", string(debug.Stack()))
 }

@@ -1,4 +1,4 @@
-package engine
+package conntrack
 
 import (
 	"net"
@@ -7,12 +7,12 @@ import (
 	"github.com/egress-proxy/egress/internal/rules"
 )
 
-// Tunnel is one client connection the engine can close: tracked once, from
+// Conn is one client connection the tracker can close: tracked once, from
 // accept to its end, whatever it carries (keep-alive requests, a CONNECT
 // tunnel, a transparent flow). A reload closes it while its names are set
 // and the new config denies them; a shutdown closes it at the end of the
 // grace period (at once if it is idle between requests).
-type Tunnel struct {
+type Conn struct {
 	Listener string
 	names    atomic.Pointer[rules.Names] // nil: nothing decided now (pending hello, idle keep-alive)
 	conns    []net.Conn
@@ -24,13 +24,13 @@ type Tunnel struct {
 
 // Decided sets the names the connection carries now: from here a reload that
 // denies them closes it.
-func (t *Tunnel) Decided(n rules.Names) { t.names.Store(&n) }
+func (t *Conn) Decided(n rules.Names) { t.names.Store(&n) }
 
 // Undecided clears the names (a keep-alive connection between requests).
-func (t *Tunnel) Undecided() { t.names.Store(nil) }
+func (t *Conn) Undecided() { t.names.Store(nil) }
 
 // Names returns the names set by Decided, if any.
-func (t *Tunnel) Names() (rules.Names, bool) {
+func (t *Conn) Names() (rules.Names, bool) {
 	if n := t.names.Load(); n != nil {
 		return *n, true
 	}
@@ -40,12 +40,12 @@ func (t *Tunnel) Names() (rules.Names, bool) {
 // SetOnSwap makes every configuration swap call fn (a keep-alive connection
 // drops its idle upstream connection: it was dialed under the old config).
 // fn must be quick and safe to call from any goroutine.
-func (t *Tunnel) SetOnSwap(fn func()) { t.onSwap.Store(&fn) }
+func (t *Conn) SetOnSwap(fn func()) { t.onSwap.Store(&fn) }
 
 // SetCloser makes close call fn instead of closing the connections (a
 // running tunnel.Pipe, which must learn it was closed even while parked);
 // nil restores the default.
-func (t *Tunnel) SetCloser(fn func()) {
+func (t *Conn) SetCloser(fn func()) {
 	if fn == nil {
 		t.closer.Store(nil)
 		return
@@ -55,36 +55,36 @@ func (t *Tunnel) SetCloser(fn func()) {
 
 // Close closes the connection as the engine would, recording why (used when
 // a decision made under one config meets a newer one).
-func (t *Tunnel) Close(why string) { t.close(why) }
+func (t *Conn) Close(why string) { t.close(why) }
 
 // SetIdle marks a keep-alive connection as waiting between requests: a
 // shutdown closes it at once instead of waiting for the grace period.
-func (t *Tunnel) SetIdle(idle bool) { t.idle.Store(idle) }
+func (t *Conn) SetIdle(idle bool) { t.idle.Store(idle) }
 
 // Track registers a client connection (and any conns closed with it) from
 // its accept on. Nothing is re-decided on reload until Decided.
-func (e *Engine) Track(listener string, conns ...net.Conn) *Tunnel {
-	t := &Tunnel{Listener: listener, conns: conns}
-	e.mu.Lock()
-	e.open[t] = struct{}{}
-	e.mu.Unlock()
+func (tr *Tracker) Track(listener string, conns ...net.Conn) *Conn {
+	t := &Conn{Listener: listener, conns: conns}
+	tr.mu.Lock()
+	tr.open[t] = struct{}{}
+	tr.mu.Unlock()
 	return t
 }
 
 // Untrack removes a tunnel when it ends.
-func (e *Engine) Untrack(t *Tunnel) {
-	e.mu.Lock()
-	delete(e.open, t)
-	e.mu.Unlock()
+func (tr *Tracker) Untrack(t *Conn) {
+	tr.mu.Lock()
+	delete(tr.open, t)
+	tr.mu.Unlock()
 }
 
 // ClosedBy says why the engine closed the tunnel ("" if it did not).
-func (t *Tunnel) ClosedBy() string {
+func (t *Conn) ClosedBy() string {
 	s, _ := t.closedBy.Load().(string)
 	return s
 }
 
-func (t *Tunnel) close(why string) {
+func (t *Conn) close(why string) {
 	t.closedBy.CompareAndSwap(nil, why)
 	if fn := t.closer.Load(); fn != nil {
 		(*fn)()
@@ -95,71 +95,82 @@ func (t *Tunnel) close(why string) {
 	}
 }
 
+// Reloaded is called once cfg is the active configuration: every connection
+// hears of it (SetOnSwap), and with limits.enforce_on_reload the connections
+// whose names cfg denies are closed; it returns how many.
+func (tr *Tracker) Reloaded(cfg *rules.Config) int {
+	tr.swapped()
+	if !cfg.Limits.EnforceOnReload {
+		return 0
+	}
+	return tr.enforce(cfg)
+}
+
 // swapped tells every tracked connection that the configuration changed.
-func (e *Engine) swapped() {
-	e.mu.Lock()
+func (tr *Tracker) swapped() {
+	tr.mu.Lock()
 	var hooks []func()
-	for t := range e.open {
+	for t := range tr.open {
 		if fn := t.onSwap.Load(); fn != nil {
 			hooks = append(hooks, *fn)
 		}
 	}
-	e.mu.Unlock()
+	tr.mu.Unlock()
 	for _, fn := range hooks {
 		fn()
 	}
 }
 
 // enforce closes the open tunnels that cfg denies.
-func (e *Engine) enforce(cfg *rules.Config) int {
-	e.mu.Lock()
-	var victims []*Tunnel
-	for t := range e.open {
+func (tr *Tracker) enforce(cfg *rules.Config) int {
+	tr.mu.Lock()
+	var victims []*Conn
+	for t := range tr.open {
 		if n := t.names.Load(); n != nil && cfg.DecideAll(*n).Action == rules.Deny {
 			victims = append(victims, t)
 		}
 	}
-	e.mu.Unlock()
+	tr.mu.Unlock()
 	for _, t := range victims {
 		t.close(string(rules.ReasonReload))
 	}
 	if len(victims) > 0 {
-		e.metrics.TunnelsClosedOnReload.Add(float64(len(victims)))
-		e.log.Info("reload closed tunnels the new config denies", "count", len(victims), "config_version", cfg.Version)
+		tr.metrics.TunnelsClosedOnReload.Add(float64(len(victims)))
+		tr.log.Info("reload closed tunnels the new config denies", "count", len(victims), "config_version", cfg.Version)
 	}
 	return len(victims)
 }
 
 // CloseAll closes every open tunnel (end of the shutdown grace period) and
 // returns how many there were.
-func (e *Engine) CloseAll() int {
-	e.mu.Lock()
-	var all []*Tunnel
-	for t := range e.open {
+func (tr *Tracker) CloseAll() int {
+	tr.mu.Lock()
+	var all []*Conn
+	for t := range tr.open {
 		all = append(all, t)
 	}
-	e.mu.Unlock()
+	tr.mu.Unlock()
 	for _, t := range all {
 		t.close("shutdown")
 	}
 	if len(all) > 0 {
-		e.metrics.ShutdownForced.Add(float64(len(all)))
+		tr.metrics.ShutdownForced.Add(float64(len(all)))
 	}
 	return len(all)
 }
 
 // CloseIdle closes the keep-alive connections that wait between requests, and
 // marks the engine as draining: connections close after their current request.
-func (e *Engine) CloseIdle() int {
-	e.draining.Store(true)
-	e.mu.Lock()
-	var idle []*Tunnel
-	for t := range e.open {
+func (tr *Tracker) CloseIdle() int {
+	tr.draining.Store(true)
+	tr.mu.Lock()
+	var idle []*Conn
+	for t := range tr.open {
 		if t.idle.Load() {
 			idle = append(idle, t)
 		}
 	}
-	e.mu.Unlock()
+	tr.mu.Unlock()
 	for _, t := range idle {
 		t.close("shutdown")
 	}
@@ -167,11 +178,11 @@ func (e *Engine) CloseIdle() int {
 }
 
 // Draining reports whether a shutdown has begun.
-func (e *Engine) Draining() bool { return e.draining.Load() }
+func (tr *Tracker) Draining() bool { return tr.draining.Load() }
 
-// OpenTunnels is the number of tracked tunnels.
-func (e *Engine) OpenTunnels() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return len(e.open)
+// Open is the number of tracked connections.
+func (tr *Tracker) Open() int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return len(tr.open)
 }

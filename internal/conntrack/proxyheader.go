@@ -1,4 +1,4 @@
-package engine
+package conntrack
 
 import (
 	"bufio"
@@ -36,18 +36,18 @@ var (
 // (proxy_protocol_untrusted or proxy_protocol), logs a warning with the peer
 // and returns an error wrapping ErrProxyUntrusted or ErrProxyHeader; the
 // caller, which owns conn, closes it unanswered.
-func (e *Engine) ProxyHeader(st *State, listener string, conn net.Conn, br *bufio.Reader) (netip.AddrPort, error) {
+func (tr *Tracker) ProxyHeader(cfg *rules.Config, listener string, conn net.Conn, br *bufio.Reader) (netip.AddrPort, error) {
 	peer := PeerAddr(conn)
-	if !rules.Trusts(trustedPeers(st.Config, listener), peer.Addr()) {
-		e.metrics.ConnectionsRejected.WithLabelValues(listener, metrics.RejectProxyProtocolUntrusted).Inc()
-		e.log.Warn("connection from a peer not in proxy_protocol_from refused before its PROXY header",
+	if !rules.Trusts(trustedPeers(cfg, listener), peer.Addr()) {
+		tr.metrics.ConnectionsRejected.WithLabelValues(listener, metrics.RejectProxyProtocolUntrusted).Inc()
+		tr.log.Warn("connection from a peer not in proxy_protocol_from refused before its PROXY header",
 			"listener", listener, "peer", peer)
 		return netip.AddrPort{}, fmt.Errorf("%w: %v", ErrProxyUntrusted, peer)
 	}
-	src, err := readProxyHeader(conn, br, st.Config.TLS.HelloTimeout)
+	src, err := readProxyHeader(conn, br, cfg.TLS.HelloTimeout)
 	if err != nil {
-		e.metrics.ConnectionsRejected.WithLabelValues(listener, metrics.RejectProxyProtocol).Inc()
-		e.log.Warn("connection without a valid PROXY header rejected", "listener", listener, "peer", peer, "err", err)
+		tr.metrics.ConnectionsRejected.WithLabelValues(listener, metrics.RejectProxyProtocol).Inc()
+		tr.log.Warn("connection without a valid PROXY header rejected", "listener", listener, "peer", peer, "err", err)
 		return netip.AddrPort{}, err
 	}
 	return src, nil

@@ -1,4 +1,4 @@
-package engine
+package conntrack
 
 import (
 	"bufio"
@@ -74,7 +74,7 @@ tls { hello_timeout = "2s" }
 			before := untrusted(tt.listener)
 			c := acceptFrom(t, tt.src, payload)
 			br := bufio.NewReaderSize(c, 512)
-			src, err := e.ProxyHeader(e.State(), tt.listener, c, br)
+			src, err := e.ProxyHeader(e.config(), tt.listener, c, br)
 			if tt.trusted {
 				if err != nil || src.String() != "10.20.5.7:40000" {
 					t.Fatalf("got %v, %v", src, err)

@@ -1,4 +1,4 @@
-package proxy
+package httpproxy
 
 import (
 	"bufio"
@@ -16,9 +16,12 @@ import (
 	"time"
 
 	"github.com/egress-proxy/egress/internal/audit"
-	"github.com/egress-proxy/egress/internal/engine"
+	"github.com/egress-proxy/egress/internal/active"
+	"github.com/egress-proxy/egress/internal/conntrack"
 	"github.com/egress-proxy/egress/internal/metrics"
+	"github.com/egress-proxy/egress/internal/outcome"
 	"github.com/egress-proxy/egress/internal/rules"
+	"github.com/egress-proxy/egress/internal/tlsproxy"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -61,7 +64,8 @@ func (s *events) waitEvents(t *testing.T, n int) []*audit.Event {
 
 type testProxy struct {
 	t      *testing.T
-	e      *engine.Engine
+	active *active.Store
+	track  *conntrack.Tracker
 	m      *metrics.Metrics
 	ev     *events
 	addr   string
@@ -109,23 +113,27 @@ func startProxy(t *testing.T, idle, hosts string) *testProxy {
 	cfg := loadConfig(t, dir, idle, hosts, "")
 	m := metrics.New(metrics.NewRegistry())
 	ev := &events{}
-	e := engine.New(cfg, ev, m, nil)
+	store := active.NewStore(cfg)
+	track := conntrack.New(store.Config, m, nil)
+	rec := outcome.NewRecorder(ev, m)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Engine: e}
+	s := &Server{Mode: Explicit, Active: store, Track: track, Record: rec, Metrics: m,
+		TLS: &tlsproxy.Proxy{Active: store, Record: rec, Metrics: m}}
 	go s.Serve(ln)
 	t.Cleanup(func() {
 		ln.Close()
-		e.CloseAll()
+		track.CloseAll()
 	})
-	return &testProxy{t: t, e: e, m: m, ev: ev, addr: ln.Addr().String(), dir: dir, server: s}
+	return &testProxy{t: t, active: store, track: track, m: m, ev: ev, addr: ln.Addr().String(), dir: dir, server: s}
 }
 
 func (p *testProxy) swap(idle, hosts, banned string) *rules.Config {
 	cfg := loadConfig(p.t, p.dir, idle, hosts, banned)
-	p.e.Swap(cfg)
+	p.active.Publish(cfg)
+	p.track.Reloaded(cfg)
 	return cfg
 }
 
@@ -590,10 +598,10 @@ func TestIdleConnectionKeepsNoHeader(t *testing.T) {
 	readResponse(t, br, "GET")
 	waitClosed(t, c, br, 5*time.Second)
 	deadline = time.Now().Add(5 * time.Second)
-	for testutil.ToFloat64(p.m.Panics.WithLabelValues(audit.ListenerProxy)) != 1 || p.e.Connections() != 0 {
+	for testutil.ToFloat64(p.m.Panics.WithLabelValues(audit.ListenerProxy)) != 1 || p.track.Connections() != 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("after the panic: panics_total %v, %d connection slots held",
-				testutil.ToFloat64(p.m.Panics.WithLabelValues(audit.ListenerProxy)), p.e.Connections())
+				testutil.ToFloat64(p.m.Panics.WithLabelValues(audit.ListenerProxy)), p.track.Connections())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

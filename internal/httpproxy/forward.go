@@ -1,4 +1,4 @@
-package proxy
+package httpproxy
 
 import (
 	"bufio"
@@ -12,10 +12,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/egress-proxy/egress/internal/audit"
-	"github.com/egress-proxy/egress/internal/engine"
+	"github.com/egress-proxy/egress/internal/active"
 	"github.com/egress-proxy/egress/internal/hostname"
 	"github.com/egress-proxy/egress/internal/metrics"
+	"github.com/egress-proxy/egress/internal/outcome"
 	"github.com/egress-proxy/egress/internal/rules"
 	"github.com/egress-proxy/egress/internal/tunnel"
 	"github.com/elazarl/goproxy"
@@ -91,55 +91,59 @@ func removeRequestHopHeaders(h http.Header, websocket bool) {
 
 // forward decides names and, on allow, forwards req to target (the name
 // whose address is dialed) on port. It returns whether the client connection
-// may carry another request.
-func (cn *conn) forward(st *engine.State, req *http.Request, names rules.Names, target string, port uint16, start time.Time, keep bool) bool {
-	e := cn.s.Engine
-	cfg := st.Config
-	lim := cfg.Limits
-	d := cfg.DecideAll(names)
+// may carry another request. The request's outcome is begun here and
+// finished on every path.
+func (cn *conn) forward(st *active.State, req *http.Request, names rules.Names, target string, port uint16, start time.Time, keep bool) bool {
+	o := cn.begin(st, start)
 	name, ip, _ := hostname.Normalize(target)
-	ev := e.NewEvent(st, cn.s.listener(), cn.src, &d, start)
+	ev := o.Event
 	ev.Method, ev.URLDomain, ev.URLPath, ev.DestDomain, ev.DestPort = req.Method, name, req.URL.Path, name, int(port)
 	if ip.IsValid() {
 		ev.DestIP = ip.String()
 	}
+	d := st.Config.DecideAll(names)
 	// A request body we won't forward can't be skipped safely: close after.
 	hasBody := req.ContentLength != 0 && req.Body != nil && req.Body != http.NoBody
 	if d.Action == rules.Deny {
-		e.Count(cn.s.listener(), &d)
+		o.Decide(d)
 		ev.Status = http.StatusForbidden
-		e.Emit(ev)
+		o.Finish()
 		req.Close = req.Close || hasBody
 		cn.writeDenied(req, &d, name, ev.ID, target)
 		return keep && !hasBody
 	}
 	if bodyNotAllowed(req) {
-		bad := rules.Decision{Action: rules.Deny, Reason: rules.ReasonInvalidRequest, Segment: d.Segment, Monitor: d.Monitor}
-		e.Count(cn.s.listener(), &bad)
-		x := e.NewEvent(st, cn.s.listener(), cn.src, &bad, start)
-		x.Method, x.URLDomain, x.URLPath, x.DestDomain, x.DestPort, x.DestIP = ev.Method, ev.URLDomain, ev.URLPath, ev.DestDomain, ev.DestPort, ev.DestIP
-		x.Status, x.Error = http.StatusBadRequest, "a "+req.Method+" request with a body"
-		e.Emit(x)
-		cn.writeTimed(func(w io.Writer) error {
-			return writeBlock(w, req, blockInfo{Status: http.StatusBadRequest, Action: "deny", Reason: string(bad.Reason), Host: name,
-				Segment: bad.SegmentName(), EventID: x.ID, Message: "A " + req.Method + " request may not carry a body"},
-				proxyStatus(statusRequestError, "body on "+req.Method), true)
-		})
+		cn.refuseBody(o, req, d, name)
 		return false
 	}
 	dest, err := st.Dialer.Resolve(context.Background(), name, ip)
 	if err != nil {
-		cn.resolveFailed(st, req, &d, err, func(d *rules.Decision) *audit.Event {
-			x := e.NewEvent(st, cn.s.listener(), cn.src, d, start)
-			x.Method, x.URLDomain, x.URLPath, x.DestDomain, x.DestPort, x.DestIP = ev.Method, ev.URLDomain, ev.URLPath, ev.DestDomain, ev.DestPort, ev.DestIP
-			return x
-		}, target)
+		cn.resolveFailed(o, req, d, err, target)
 		return false
 	}
-	e.Count(cn.s.listener(), &d)
+	o.Decide(d)
 	ev.DestIP = dest.String()
+	body := prepareRequest(req, hasBody)
+	defer cn.register(st, names)()
+	return cn.relay(st, o, req, body, originKey{addr: dest, port: port, version: st.Config.Version}, keep)
+}
 
-	// Request hygiene: goproxy's, then every hop-by-hop field.
+// refuseBody answers a GET, HEAD or TRACE that carries a body (CL.0): 400,
+// a deny, the connection closed.
+func (cn *conn) refuseBody(o *outcome.Outcome, req *http.Request, d rules.Decision, name string) {
+	o.Deny(rules.ReasonInvalidRequest, d.Segment, d.Monitor)
+	o.Event.Status, o.Event.Error = http.StatusBadRequest, "a "+req.Method+" request with a body"
+	o.Finish()
+	cn.writeTimed(func(w io.Writer) error {
+		return writeBlock(w, req, blockInfo{Status: http.StatusBadRequest, Action: "deny", Reason: string(rules.ReasonInvalidRequest), Host: name,
+			Segment: d.SegmentName(), EventID: o.Event.ID, Message: "A " + req.Method + " request may not carry a body"},
+			proxyStatus(statusRequestError, "body on "+req.Method), true)
+	})
+}
+
+// prepareRequest applies the request hygiene (goproxy's, then every
+// hop-by-hop field) and wraps the body in one the proxy owns.
+func prepareRequest(req *http.Request, hasBody bool) *requestBody {
 	websocket := isWebSocket(req.Header)
 	goproxy.RemoveProxyHeaders(&goproxy.ProxyCtx{Req: req, Proxy: forwarder()}, req)
 	removeRequestHopHeaders(req.Header, websocket)
@@ -147,58 +151,100 @@ func (cn *conn) forward(st *engine.State, req *http.Request, names rules.Names, 
 	if _, ok := req.Header["User-Agent"]; !ok {
 		req.Header["User-Agent"] = []string{""} // add none of our own
 	}
-	var body *requestBody
-	if hasBody {
-		body = newRequestBody(req.Body, req.ContentLength)
-		req.Body = body
-	} else {
-		req.Body, req.ContentLength = nil, 0
-	}
 	req.Close = false
-	headBytes := int64(cn.headLen)
+	if !hasBody {
+		req.Body, req.ContentLength = nil, 0
+		return nil
+	}
+	body := newRequestBody(req.Body, req.ContentLength)
+	req.Body = body
+	return body
+}
 
-	// A reload that denies these names closes the request, and its origin;
-	// one that landed since the decision is caught by deciding again.
-	tracked := cn.t
-	tracked.SetCloser(func() {
+// register tells the connection registry which names the connection carries
+// while the request runs: a reload that denies them closes the request and
+// its origin; one that landed since the decision is caught by deciding
+// again. The returned func undoes it.
+func (cn *conn) register(st *active.State, names rules.Names) func() {
+	t := cn.t
+	t.SetCloser(func() {
 		cn.c.Close()
 		if o := cn.up.Load(); o != nil {
 			o.c.Close()
 		}
 	})
-	tracked.Decided(names)
-	defer func() {
-		tracked.Undecided()
-		tracked.SetCloser(nil)
-	}()
-	if cur := e.State(); cur != st && cur.Config.DecideAll(names).Action == rules.Deny {
-		tracked.Close(string(rules.ReasonReload))
+	t.Decided(names)
+	if cur := cn.s.Active.Load(); cur != st && cur.Config.DecideAll(names).Action == rules.Deny {
+		t.Close(string(rules.ReasonReload))
 	}
+	return func() {
+		t.Undecided()
+		t.SetCloser(nil)
+	}
+}
 
-	key := originKey{addr: dest, port: port, version: cfg.Version}
+// relay sends the request on the client's origin and the response back, and
+// finishes the outcome.
+func (cn *conn) relay(st *active.State, o *outcome.Outcome, req *http.Request, body *requestBody, key originKey, keep bool) bool {
+	lim := st.Config.Limits
+	ev := o.Event
+	headBytes := int64(cn.headLen)
 	x := exchange{cn: cn, req: req, body: body, idle: lim.IdleTimeout}
 	resp, err := x.run(st, key)
 	if err != nil {
-		e.Metrics().UpstreamErrors.WithLabelValues(upstreamReason(err)).Inc()
-		ev.Reason, ev.Status, ev.Error = string(rules.ReasonUpstreamError), http.StatusBadGateway, err.Error()
-		ev.SourceBytes, ev.Duration = headBytes+body.N(), time.Since(start)
-		e.Emit(ev)
+		cn.s.Metrics.UpstreamErrors.WithLabelValues(upstreamReason(err)).Inc()
+		o.Fail(rules.ReasonUpstreamError, err)
+		ev.Status, ev.SourceBytes, ev.Duration = http.StatusBadGateway, headBytes+body.N(), time.Since(ev.Time)
+		o.Finish()
+		d := o.Decision()
 		cn.writeTimed(func(w io.Writer) error {
-			return writeBlock(w, req, blockInfo{Status: http.StatusBadGateway, Action: "allow", Reason: string(rules.ReasonUpstreamError), Host: name,
+			return writeBlock(w, req, blockInfo{Status: http.StatusBadGateway, Action: "allow", Reason: string(rules.ReasonUpstreamError), Host: ev.DestDomain,
 				Segment: d.SegmentName(), Rule: d.RuleName(), Ruleset: d.Ruleset(), EventID: ev.ID, Message: "Destination unavailable"},
 				proxyStatus(statusUnavailable, ""), true)
 		})
 		return false
 	}
-	o := x.o
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		return cn.upgraded(&x, resp, tracked, ev, start, headBytes)
+		return cn.upgraded(&x, resp, o, headBytes)
 	}
-
-	// The response to the client. An origin connection is kept only if the
-	// response ended where its framing said; the client connection only if
-	// its framing is intact too (the whole request body read).
+	keep = responseFraming(req, resp, body, keep)
 	originKeep := !resp.Close
+	resp.Close = !keep
+	down := &countingWriter{w: &deadlineWriter{c: cn.c, d: lim.IdleTimeout}}
+	werr := resp.Write(down)
+	if werr != nil {
+		// Cut short (most often a client that stopped reading): the origin
+		// connection is closed first, so that closing the body does not
+		// drain the rest of the response.
+		x.o.c.Close()
+		cn.reset = isTimeout(werr)
+	}
+	resp.Body.Close()
+	bodyErr := x.join()
+	cn.s.Record.Add(headBytes+body.N(), down.n)
+	ev.SourceBytes, ev.DestBytes = headBytes+body.N(), down.n
+	ev.Status, ev.Duration = resp.StatusCode, time.Since(ev.Time)
+	cut := cn.t.ClosedBy()
+	if cut != "" {
+		o.Cut(cut)
+	} else if werr != nil {
+		ev.Error = werr.Error()
+	}
+	o.Finish()
+	complete := body.Complete()
+	if werr == nil && bodyErr == nil && complete && originKeep && cut == "" {
+		cn.keepOrigin(x.o, lim.IdleTimeout)
+	} else {
+		cn.dropOrigin()
+	}
+	return keep && werr == nil && complete && cut == ""
+}
+
+// responseFraming prepares resp for the client and says whether the client
+// connection can carry another request after it: an origin connection is
+// kept only if the response ended where its framing said; the client
+// connection only if its framing is intact too (the whole request body read).
+func responseFraming(req *http.Request, resp *http.Response, body *requestBody, keep bool) bool {
 	removeHopHeaders(resp.Header, false)
 	resp.ProtoMajor, resp.ProtoMinor, resp.Proto = req.ProtoMajor, req.ProtoMinor, req.Proto
 	if resp.ContentLength < 0 && len(resp.TransferEncoding) == 0 && bodyAllowed(resp.StatusCode) && req.Method != http.MethodHead {
@@ -208,40 +254,12 @@ func (cn *conn) forward(st *engine.State, req *http.Request, names rules.Names, 
 		resp.TransferEncoding = nil // no chunked coding for an HTTP/1.0 client: the body ends with the connection
 		keep = false
 	}
-	if body != nil && !body.Complete() && resp.ContentLength >= 0 {
+	if !body.Complete() && resp.ContentLength >= 0 {
 		// The origin answered before the whole body arrived. Its rest sits
 		// where the next request would be read: this is the last response.
 		keep = false
 	}
-	resp.Close = !keep
-	down := &countingWriter{w: &deadlineWriter{c: cn.c, d: lim.IdleTimeout}}
-	werr := resp.Write(down)
-	if werr != nil {
-		// Cut short (most often a client that stopped reading): the origin
-		// connection is closed first, so that closing the body does not
-		// drain the rest of the response.
-		o.c.Close()
-		cn.reset = isTimeout(werr)
-	}
-	resp.Body.Close()
-	bodyErr := x.join()
-	e.Add(headBytes+body.N(), down.n)
-	ev.SourceBytes, ev.DestBytes = headBytes+body.N(), down.n
-	ev.Status, ev.Duration = resp.StatusCode, time.Since(start)
-	if why := tracked.ClosedBy(); why != "" {
-		ev.Error = "closed: " + why
-	} else if werr != nil {
-		ev.Error = werr.Error()
-	}
-	e.Emit(ev)
-
-	complete := body == nil || body.Complete()
-	if werr == nil && bodyErr == nil && complete && originKeep && tracked.ClosedBy() == "" {
-		cn.keepOrigin(o, lim.IdleTimeout)
-	} else {
-		cn.dropOrigin()
-	}
-	return keep && werr == nil && complete && tracked.ClosedBy() == ""
+	return keep
 }
 
 // upstreamReason is the egress_upstream_errors_total reason of a failed
@@ -278,7 +296,7 @@ type exchange struct {
 // forwarding informational responses. A kept connection that turns out dead
 // before any response byte is retried once on a new one when the request has
 // no body (nothing of the client's was consumed).
-func (x *exchange) run(st *engine.State, key originKey) (*http.Response, error) {
+func (x *exchange) run(st *active.State, key originKey) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		o, reused, err := x.cn.originFor(st, key)
 		if err != nil {
@@ -344,7 +362,7 @@ func (x *exchange) roundTrip() (*http.Response, error) {
 		go func() {
 			defer func() {
 				if v := recover(); v != nil {
-					x.cn.s.Engine.Panicked(x.cn.s.listener(), v)
+					x.cn.s.Track.Panicked(x.cn.s.listener(), v)
 					done <- fmt.Errorf("panic: %v", v)
 				}
 			}()
@@ -413,18 +431,21 @@ func (x *exchange) join() error {
 // upgraded finishes a 101 Switching Protocols: the head goes to the client
 // with its Connection and Upgrade fields, then both connections are handed
 // to the tunnel code (idle timeout, byte counts) until either side ends. It
-// returns false: the connection is no longer HTTP.
-func (cn *conn) upgraded(x *exchange, resp *http.Response, tracked *engine.Tunnel, ev *audit.Event, start time.Time, headBytes int64) bool {
-	e := cn.s.Engine
+// returns false: the connection is no longer HTTP. oc is finished on every
+// path.
+func (cn *conn) upgraded(x *exchange, resp *http.Response, oc *outcome.Outcome, headBytes int64) bool {
+	ev := oc.Event
+	defer func() {
+		ev.Duration = time.Since(ev.Time)
+		oc.Finish()
+	}()
+	ev.Status, ev.SourceBytes = resp.StatusCode, headBytes
 	o := x.o
-	ws := isWebSocket(resp.Header)
-	bodyErr := x.join()
-	if !isWebSocket(x.req.Header) || !ws || bodyErr != nil {
+	if bodyErr := x.join(); !isWebSocket(x.req.Header) || !isWebSocket(resp.Header) || bodyErr != nil {
 		// An upgrade nobody asked for, or to another protocol.
 		cn.dropOrigin()
-		ev.Reason, ev.Status, ev.Error = string(rules.ReasonUpstreamError), http.StatusBadGateway, "origin switched protocols without a WebSocket upgrade"
-		ev.Duration = time.Since(start)
-		e.Emit(ev)
+		oc.Fail(rules.ReasonUpstreamError, errors.New("origin switched protocols without a WebSocket upgrade"))
+		ev.Status = http.StatusBadGateway
 		cn.writeTimed(func(w io.Writer) error {
 			return writeBlock(w, x.req, blockInfo{Status: http.StatusBadGateway, Action: "allow", Reason: string(rules.ReasonUpstreamError),
 				EventID: ev.ID, Message: "The destination switched protocols unasked"}, proxyStatus(statusBadRequest, "unexpected 101"), true)
@@ -435,52 +456,43 @@ func (cn *conn) upgraded(x *exchange, resp *http.Response, tracked *engine.Tunne
 	resp.ProtoMajor, resp.ProtoMinor, resp.Proto = 1, 1, "HTTP/1.1"
 	resp.Close = false
 	down := &countingWriter{w: &deadlineWriter{c: cn.c, d: x.idle}}
-	if err := resp.Write(down); err != nil {
-		cn.dropOrigin()
-		ev.Status, ev.Error, ev.Duration = resp.StatusCode, err.Error(), time.Since(start)
-		ev.SourceBytes, ev.DestBytes = headBytes, down.n
-		e.Emit(ev)
-		return false
-	}
+	err := resp.Write(down)
 	// Bytes either side sent right behind the handshake are passed on first.
-	up := headBytes
-	if n := cn.br.Buffered(); n > 0 {
+	if n := cn.br.Buffered(); n > 0 && err == nil {
 		b, _ := cn.br.Peek(n)
-		k, err := (&deadlineWriter{c: o.c, d: x.idle}).Write(b)
-		up += int64(k)
+		var k int
+		k, err = (&deadlineWriter{c: o.c, d: x.idle}).Write(b)
+		ev.SourceBytes += int64(k)
 		cn.br.Discard(n)
-		if err != nil {
-			cn.dropOrigin()
-			return false
-		}
 	}
-	if n := o.br.Buffered(); n > 0 {
+	if n := o.br.Buffered(); n > 0 && err == nil {
 		b, _ := o.br.Peek(n)
-		if _, err := down.Write(b); err != nil {
-			cn.dropOrigin()
-			return false
-		}
+		_, err = down.Write(b)
 		o.br.Discard(n)
 	}
-	e.Add(up, down.n)
+	ev.DestBytes = down.n
+	cn.s.Record.Add(ev.SourceBytes, down.n)
+	if err != nil {
+		cn.dropOrigin()
+		ev.Error = err.Error()
+		return false
+	}
 	// The origin leaves the client's hands: the tunnel owns both sockets now.
 	cn.up.Store(nil)
 	var res tunnel.Result
-	pipe := tunnel.Start(cn.c, o.c, tunnel.Options{Idle: x.idle, Counter: e, OnDone: func(r tunnel.Result) { res = r }})
-	tracked.SetCloser(pipe.Close)
-	if tracked.ClosedBy() != "" {
+	pipe := tunnel.Start(cn.c, o.c, tunnel.Options{Idle: x.idle, Counter: cn.s.Record, OnDone: func(r tunnel.Result) { res = r }})
+	cn.t.SetCloser(pipe.Close)
+	if cn.t.ClosedBy() != "" {
 		pipe.Close()
 	}
 	<-pipe.Done()
 	o.release()
-	ev.Status, ev.Duration = resp.StatusCode, time.Since(start)
-	ev.SourceBytes, ev.DestBytes = up+res.Upload, down.n+res.Download
-	if why := tracked.ClosedBy(); why != "" {
-		ev.Error = "closed: " + why
+	ev.SourceBytes, ev.DestBytes = ev.SourceBytes+res.Upload, ev.DestBytes+res.Download
+	if why := cn.t.ClosedBy(); why != "" {
+		oc.Cut(why)
 	} else if res.Err != nil {
 		ev.Error = res.Err.Error()
 	}
-	e.Emit(ev)
 	return false
 }
 

@@ -1,7 +1,10 @@
-// Package proxy owns the explicit forward proxy listener (proxy.listen):
-// HTTP/1.1 requests read with net/http's parser, CONNECT tunnels decided on
-// their host before the 200 and on the ClientHello after it, and plain HTTP
-// requests in absolute form decided one by one and forwarded with goproxy.
+// Package httpproxy owns the HTTP/1.1 listeners: the explicit forward proxy
+// (proxy.listen: absolute-form requests and CONNECT) and the transparent HTTP
+// listener (transparent.http_listen: origin-form requests routed by their
+// Host header), one connection loop with the mode declared. Each plain-HTTP
+// request is decided on its own and forwarded on an upstream connection the
+// client connection owns (forward.go, origin.go); a CONNECT is decided on its
+// host before the 200 and handed to internal/tlsproxy after it.
 //
 // It keeps its own accept loop instead of net/http.Server for two reasons:
 // net/http drops the Host header of absolute-URI requests (SPEC §8 needs it to
@@ -9,7 +12,7 @@
 // bytes a client sent right behind its CONNECT (goproxy issues #801/#805):
 // here the bufio.Reader that parsed the request is ours, and what it holds is
 // replayed first (SPEC §5.3).
-package proxy
+package httpproxy
 
 import (
 	"bufio"
@@ -24,25 +27,43 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/egress-proxy/egress/internal/active"
 	"github.com/egress-proxy/egress/internal/audit"
-	"github.com/egress-proxy/egress/internal/engine"
+	"github.com/egress-proxy/egress/internal/conntrack"
+	"github.com/egress-proxy/egress/internal/metrics"
+	"github.com/egress-proxy/egress/internal/outcome"
 	"github.com/egress-proxy/egress/internal/rules"
+	"github.com/egress-proxy/egress/internal/tlsproxy"
 )
 
-// Server is the explicit proxy, or, with TransparentPort set, the transparent
-// HTTP listener (origin-form requests routed by their Host header).
+// Mode is what a listener speaks.
+type Mode int
+
+const (
+	// Explicit: the forward proxy. Absolute-form requests, CONNECT.
+	Explicit Mode = iota
+	// Transparent: firewall-redirected HTTP. Origin-form requests routed by
+	// their Host header to Server.Port, no CONNECT.
+	Transparent
+)
+
+// Server is one HTTP listener.
 type Server struct {
-	Engine        *engine.Engine
+	Mode          Mode
+	Port          uint16 // Transparent: the upstream port dialed (transparent.http_port)
 	ProxyProtocol bool
-	// TransparentPort, when not 0, makes this a transparent HTTP listener
-	// that dials this port (transparent.http_port) and refuses CONNECT.
-	TransparentPort uint16
+
+	Active  *active.Store
+	Track   *conntrack.Tracker
+	Record  *outcome.Recorder
+	Metrics *metrics.Metrics
+	TLS     *tlsproxy.Proxy // CONNECT tunnels after their 200
 
 	wg sync.WaitGroup
 }
 
 func (s *Server) listener() string {
-	if s.TransparentPort != 0 {
+	if s.Mode == Transparent {
 		return audit.ListenerTransparentHTTP
 	}
 	return audit.ListenerProxy
@@ -54,7 +75,7 @@ var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 409
 // Serve accepts connections until ln is closed. It returns nil after Close of
 // the listener.
 func (s *Server) Serve(ln net.Listener) error {
-	return s.Engine.Accept(ln, s.listener(), &s.wg, func(c net.Conn, _ time.Time) { s.serveConn(c) })
+	return s.Track.Accept(ln, s.listener(), &s.wg, func(c net.Conn, _ time.Time) { s.serveConn(c) })
 }
 
 // Wait blocks until every connection handler has returned.
@@ -116,7 +137,7 @@ type conn struct {
 	br     *bufio.Reader
 	src    netip.AddrPort
 	served int // requests served on this connection
-	t      *engine.Tunnel
+	t      *conntrack.Conn
 	// hosts holds the Host header values of the request being served, as
 	// sent: http.ReadRequest deletes the field, and SPEC §8 compares it with
 	// the absolute-URI host.
@@ -137,18 +158,18 @@ type conn struct {
 }
 
 func (s *Server) serveConn(c net.Conn) {
-	st := s.Engine.State()
+	st := s.Active.Load()
 	lr := &limitedConn{c: c, n: int64(st.Config.Limits.MaxHeaderBytes) + 4096}
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(lr)
-	cn := &conn{s: s, c: c, lr: lr, br: br, src: engine.PeerAddr(c)}
+	// Tracked from accept: a shutdown closes it even while its PROXY header
+	// or its first request is pending.
+	cn := &conn{s: s, c: c, lr: lr, br: br, src: conntrack.PeerAddr(c), t: s.Track.Track(s.listener(), c)}
 	var release func()
 	// cleanup ends the connection; after a CONNECT hands it to a tunnel, the
 	// tunnel calls it when it is over.
 	cleanup := func() {
-		if cn.t != nil {
-			s.Engine.Untrack(cn.t)
-		}
+		s.Track.Untrack(cn.t)
 		if release != nil {
 			release()
 		}
@@ -170,19 +191,18 @@ func (s *Server) serveConn(c net.Conn) {
 		}
 	}()
 	if s.ProxyProtocol {
-		src, err := s.Engine.ProxyHeader(st, s.listener(), c, br) // counts and logs a refusal
+		src, err := s.Track.ProxyHeader(st.Config, s.listener(), c, br) // counts and logs a refusal
 		if err != nil {
 			return
 		}
 		cn.src = src
 	}
 	var refused string
-	release, refused = s.Engine.Admit(s.listener(), cn.src.Addr())
+	release, refused = s.Track.Admit(s.listener(), cn.src.Addr())
 	if release == nil {
 		cn.refuse(st, refused)
 		return
 	}
-	cn.t = s.Engine.Track(s.listener(), c)
 	cn.t.SetOnSwap(func() {
 		if o := cn.up.Load(); o != nil {
 			o.closeIfIdle() // dialed under the old config: never reused, so let it go now
@@ -192,16 +212,20 @@ func (s *Server) serveConn(c net.Conn) {
 	cn.loop()
 }
 
+// begin starts the outcome of a decision on this connection.
+func (cn *conn) begin(st *active.State, start time.Time) *outcome.Outcome {
+	return cn.s.Record.Begin(cn.s.listener(), st.Config.Version, cn.src, start)
+}
+
 // refuse answers a connection over a limit with 503 and logs it.
-func (cn *conn) refuse(st *engine.State, limit string) {
-	d := rules.Decision{Action: rules.Deny, Reason: rules.ReasonLimit}
-	d.Segment, _ = st.Config.Policy.SegmentFor(cn.src.Addr())
-	cn.s.Engine.Count(cn.s.listener(), &d)
-	ev := cn.s.Engine.NewEvent(st, cn.s.listener(), cn.src, &d, time.Now())
-	ev.Error = "limit: " + limit
-	ev.Status = http.StatusServiceUnavailable
-	cn.s.Engine.Emit(ev)
-	if cn.s.TransparentPort != 0 {
+func (cn *conn) refuse(st *active.State, limit string) {
+	o := cn.begin(st, time.Now())
+	seg, _ := st.Config.Policy.SegmentFor(cn.src.Addr())
+	o.Deny(rules.ReasonLimit, seg, nil)
+	o.Event.Error = "limit: " + limit
+	o.Event.Status = http.StatusServiceUnavailable
+	o.Finish()
+	if cn.s.Mode == Transparent {
 		return // transparent listeners close over a limit (SPEC §8)
 	}
 	h := http.Header{}
@@ -215,7 +239,7 @@ func (cn *conn) refuse(st *engine.State, limit string) {
 // must close.
 func (cn *conn) loop() {
 	for {
-		lim := cn.s.Engine.State().Config.Limits
+		lim := cn.s.Active.Config().Limits
 		cn.lr.n = int64(lim.MaxHeaderBytes) + 4096
 		cn.lr.idle = 0
 		// Between requests, an idle keep-alive connection may wait idle_timeout.
@@ -223,7 +247,7 @@ func (cn *conn) loop() {
 		if cn.served == 0 {
 			wait = lim.HeaderTimeout
 		}
-		if cn.s.Engine.Draining() {
+		if cn.s.Track.Draining() {
 			return
 		}
 		cn.c.SetReadDeadline(time.Now().Add(wait))
@@ -238,7 +262,7 @@ func (cn *conn) loop() {
 		}
 		// The request has begun: it is decided under the config active now,
 		// not the one active when the connection went idle.
-		st := cn.s.Engine.State()
+		st := cn.s.Active.Load()
 		lim = st.Config.Limits
 		cn.c.SetReadDeadline(time.Now().Add(lim.HeaderTimeout))
 		// The header is what the reader already holds plus what ReadRequest
@@ -266,7 +290,7 @@ func (cn *conn) loop() {
 		cn.lr.idle = lim.IdleTimeout // a body must keep arriving
 		cn.served++
 		if req.Method == http.MethodConnect {
-			if cn.s.TransparentPort != 0 {
+			if cn.s.Mode == Transparent {
 				cn.badRequest(errors.New("CONNECT on the transparent HTTP listener"))
 				return
 			}

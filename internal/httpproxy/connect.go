@@ -1,0 +1,130 @@
+package httpproxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/egress-proxy/egress/internal/active"
+	"github.com/egress-proxy/egress/internal/metrics"
+	"github.com/egress-proxy/egress/internal/outcome"
+	"github.com/egress-proxy/egress/internal/rules"
+	"github.com/egress-proxy/egress/internal/tlsproxy"
+	"github.com/egress-proxy/egress/internal/upstream"
+)
+
+// connect handles CONNECT host:port in the order SPEC §8 fixes: decide the
+// host → resolve and refuse private destinations → 200 → read the ClientHello
+// → decide every name → only then dial. A denied destination never sees a
+// connection.
+func (cn *conn) connect(st *active.State, req *http.Request) {
+	start := time.Now()
+	host, portStr, err := net.SplitHostPort(req.RequestURI)
+	port, perr := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || perr != nil || port == 0 {
+		cn.writeTimed(func(w io.Writer) error {
+			return writeBlock(w, req, blockInfo{Status: http.StatusBadRequest, Action: "deny", Reason: string(rules.ReasonInvalidHost),
+				Host: req.RequestURI, Message: "CONNECT needs host:port"}, proxyStatus(statusBadRequest, "CONNECT target must be host:port"), true)
+		})
+		return
+	}
+	outer := st.Config.DecideOuter(cn.src.Addr(), host, uint16(port))
+	d := outer.Decision
+	// begin starts the outcome of a CONNECT refused before its 200; an
+	// allowed one gets its outcome from the TLS flow.
+	begin := func() *outcome.Outcome {
+		o := cn.begin(st, start)
+		o.Event.DestDomain, o.Event.DestPort, o.Event.Method = outer.Name, int(port), http.MethodConnect
+		if outer.IP.IsValid() {
+			o.Event.DestIP = outer.IP.String()
+		}
+		return o
+	}
+	if d.Action == rules.Deny {
+		o := begin()
+		o.Decide(d)
+		o.Event.Status = http.StatusForbidden
+		o.Finish()
+		cn.writeDenied(req, &d, outer.Name, o.Event.ID, host)
+		return
+	}
+	dest, rerr := st.Dialer.Resolve(context.Background(), outer.Name, outer.IP)
+	if rerr != nil {
+		cn.resolveFailed(begin(), req, d, rerr, host)
+		return
+	}
+	cn.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := cn.c.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
+		return
+	}
+	cn.c.SetWriteDeadline(time.Time{})
+	// Bytes the client sent behind the CONNECT, before reading the 200.
+	var buffered []byte
+	if n := cn.br.Buffered(); n > 0 {
+		peek, _ := cn.br.Peek(n)
+		buffered = append([]byte(nil), peek...)
+	}
+	// Release the request reader before a tunnel that may live for hours.
+	cn.br.Reset(nil)
+	readerPool.Put(cn.br)
+	cn.br = nil
+	// Nothing of the request stays with a tunnel that may live for hours.
+	cn.lr.buf, cn.hosts = nil, nil
+	cn.handedOff = true
+	cn.s.TLS.Serve(&tlsproxy.Flow{
+		Listener: cn.s.listener(), Client: cn.c, Buffered: buffered, Src: cn.src, Start: time.Now(), Port: uint16(port),
+		Conn: cn.t, Done: cn.done, Connect: &tlsproxy.Connect{Outer: outer, State: st, Dest: dest},
+	})
+}
+
+// writeDenied answers a policy deny: 403 with the block page and
+// Proxy-Status: egress; error=http_request_denied; details="<reason> <rule>".
+func (cn *conn) writeDenied(req *http.Request, d *rules.Decision, name, eventID, raw string) {
+	if name == "" {
+		name = raw
+	}
+	details := string(d.Reason)
+	if r := d.RuleName(); r != "" {
+		details += " " + r
+	}
+	cn.writeTimed(func(w io.Writer) error {
+		return writeBlock(w, req, blockInfo{Status: http.StatusForbidden, Action: "deny", Reason: string(d.Reason), Host: name,
+			Segment: d.SegmentName(), Rule: d.RuleName(), Ruleset: d.Ruleset(), EventID: eventID,
+			Message: "Blocked by egress policy"}, proxyStatus(statusDenied, details), req.Method == http.MethodConnect || req.Close)
+	})
+}
+
+// resolveFailed answers a destination that cannot be used, and finishes o:
+// 403 destination_ip_prohibited for refused addresses (a deny), 502 dns_error
+// otherwise (an allow that failed).
+func (cn *conn) resolveFailed(o *outcome.Outcome, req *http.Request, d rules.Decision, err error, host string) {
+	name := o.Event.DestDomain
+	if name == "" {
+		name = host
+	}
+	if errors.Is(err, upstream.ErrPrivate) {
+		o.Deny(rules.ReasonPrivateDestination, d.Segment, d.Monitor)
+		o.Event.Status, o.Event.Error = http.StatusForbidden, err.Error()
+		o.Finish()
+		cn.writeTimed(func(w io.Writer) error {
+			return writeBlock(w, req, blockInfo{Status: http.StatusForbidden, Action: "deny", Reason: string(rules.ReasonPrivateDestination), Host: name,
+				Segment: d.SegmentName(), EventID: o.Event.ID, Message: "Destination address not allowed"},
+				proxyStatus(statusIPForbidden, ""), true)
+		})
+		return
+	}
+	o.Decide(d)
+	o.Fail(rules.ReasonDNSError, err)
+	cn.s.Metrics.UpstreamErrors.WithLabelValues(metrics.UpstreamDNSError).Inc()
+	o.Event.Status = http.StatusBadGateway
+	o.Finish()
+	cn.writeTimed(func(w io.Writer) error {
+		return writeBlock(w, req, blockInfo{Status: http.StatusBadGateway, Action: "allow", Reason: string(rules.ReasonDNSError), Host: name,
+			Segment: d.SegmentName(), Rule: d.RuleName(), Ruleset: d.Ruleset(), EventID: o.Event.ID, Message: "Destination name does not resolve"},
+			proxyStatus(statusDNS, ""), true)
+	})
+}

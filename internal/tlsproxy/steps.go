@@ -1,0 +1,228 @@
+package tlsproxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/egress-proxy/egress/internal/hostname"
+	"github.com/egress-proxy/egress/internal/metrics"
+	"github.com/egress-proxy/egress/internal/rules"
+	"github.com/egress-proxy/egress/internal/sni"
+	"github.com/egress-proxy/egress/internal/tunnel"
+	"github.com/egress-proxy/egress/internal/upstream"
+)
+
+// readHello reads the ClientHello within hello_timeout, then takes the
+// configuration in force and begins the flow's outcome.
+func (fl *flow) readHello() error {
+	f := fl.f
+	f.Client.SetReadDeadline(f.Start.Add(fl.p.Active.Config().TLS.HelloTimeout))
+	// The bytes read with the request go to the reader, which owns them from
+	// here: raw is then every byte the client sent so far, the hello and
+	// whatever followed it, in order, for the replay.
+	buffered := f.Buffered
+	f.Buffered = nil
+	hello, raw, err := sni.ReadBuffered(f.Client, buffered)
+	fl.p.Metrics.ClientHello.Observe(time.Since(f.Start).Seconds())
+	f.Client.SetReadDeadline(time.Time{})
+	fl.hello, fl.raw = hello, raw
+
+	fl.st = fl.p.Active.Load()
+	fl.seg, _ = fl.st.Config.Policy.SegmentFor(f.Src.Addr())
+	fl.o = fl.p.Record.Begin(f.Listener, fl.st.Config.Version, f.Src, f.Start)
+	ev := fl.o.Event
+	ev.DestPort = int(f.Port)
+	if c := f.Connect; c != nil {
+		ev.Method, ev.Status = http.MethodConnect, http.StatusOK
+		ev.DestDomain = c.Outer.Name
+		if c.State == fl.st && c.Dest.IsValid() {
+			fl.dest = c.Dest // checked before the 200, under this same config
+		}
+		if c.Dest.IsValid() {
+			ev.DestIP = c.Dest.String()
+		}
+	} else if f.OrigDest.IsValid() {
+		ev.DestIP = f.OrigDest.Addr().String()
+	}
+	if hello != nil {
+		// Only strings of the hello stay referenced: a tunnel may outlive
+		// it by hours.
+		ech := hello.ECH
+		ev.SNI, ev.JA4, ev.ECH = hello.ServerName, hello.JA4, &ech
+	}
+	return err
+}
+
+// helloFailed records a hello that could not be read. It returns true only
+// for a CONNECT whose first bytes are not TLS under tls.non_tls = allow: the
+// CONNECT decision alone then stands.
+func (fl *flow) helloFailed(err error) bool {
+	if why := fl.f.Conn.ClosedBy(); why != "" {
+		// Closed while the hello was pending (the end of a shutdown's grace
+		// period): that is the outcome, not a bad hello.
+		fl.deny(rules.ReasonShutdown, 0, "closed: "+why)
+		return false
+	}
+	count := func(kind string) {
+		fl.p.Metrics.ClientHelloErrors.WithLabelValues(fl.f.Listener, kind).Inc()
+	}
+	switch {
+	case errors.Is(err, sni.ErrNotTLS):
+		count(metrics.HelloNotTLS)
+		if fl.f.Connect != nil && fl.st.Config.TLS.NonTLS != rules.Deny {
+			fl.hello = nil
+			return true
+		}
+		fl.deny(rules.ReasonNonTLS, 0, "")
+	case errors.Is(err, sni.ErrTimeout):
+		count(metrics.HelloTimeout)
+		fl.deny(rules.ReasonHelloTimeout, 0, err.Error())
+	case errors.Is(err, sni.ErrTooLarge):
+		count(metrics.HelloTooLarge)
+		fl.deny(rules.ReasonMalformedHello, sni.AlertDecodeError, err.Error())
+	case errors.Is(err, sni.ErrMalformed):
+		count(metrics.HelloMalformed)
+		fl.deny(rules.ReasonMalformedHello, sni.AlertDecodeError, err.Error())
+	default: // truncated, reset: the client went away mid-hello
+		count(metrics.HelloTruncated)
+		fl.deny(rules.ReasonMalformedHello, 0, err.Error())
+	}
+	return false
+}
+
+// decide decides every name under the configuration taken with the hello. A
+// CONNECT's outer decision is reused when it was made under the same one.
+func (fl *flow) decide() (rules.Decision, bool) {
+	f, cfg := fl.f, fl.st.Config
+	fl.names = rules.Names{Source: f.Src.Addr(), TLS: true, Port: f.Port}
+	if fl.hello != nil {
+		fl.names.Inner, fl.names.HasInner, fl.names.ECH = fl.hello.ServerName, fl.hello.HasSNI, fl.hello.ECH
+	}
+	if f.Connect == nil && fl.names.HasInner {
+		fl.o.Event.DestDomain, _, _ = hostname.Normalize(fl.names.Inner) // transparent: the SNI is the destination
+	}
+	var outer *rules.Outer
+	if c := f.Connect; c != nil {
+		fl.names.Target = c.Outer.Raw
+		if c.State != fl.st {
+			o := cfg.DecideOuter(f.Src.Addr(), c.Outer.Raw, f.Port) // the config changed since the 200
+			outer = &o
+		} else {
+			outer = &c.Outer
+		}
+	}
+	var d rules.Decision
+	switch {
+	case fl.hello == nil: // a non-TLS CONNECT under tls.non_tls = allow
+		d = outer.Decision
+	default:
+		d = cfg.DecideInner(outer, fl.names)
+	}
+	if d.Action == rules.Deny {
+		fl.o.Decide(d)
+		alert := sni.AlertAccessDenied
+		if d.Reason == rules.ReasonInvalidHost && fl.hello != nil {
+			// An SNI that is not a hostname makes the hello malformed (SPEC §8).
+			alert = sni.AlertDecodeError
+		}
+		fl.alert(alert)
+		return d, false
+	}
+	return d, true
+}
+
+// resolve finds and checks the address to dial: the SNI's on the transparent
+// listener, a CONNECT target's when the configuration changed since its 200.
+// A refused address is a deny; a name that does not resolve an allow that
+// failed.
+func (fl *flow) resolve(d rules.Decision) bool {
+	if fl.dest.IsValid() {
+		fl.o.Decide(d)
+		return true
+	}
+	target := fl.names.Target
+	if target == "" {
+		target = fl.names.Inner
+	}
+	name, ip, _ := hostname.Normalize(target)
+	fl.o.Event.DestDomain = name
+	dest, err := fl.st.Dialer.Resolve(context.Background(), name, ip)
+	if err != nil {
+		if errors.Is(err, upstream.ErrPrivate) {
+			fl.deny(rules.ReasonPrivateDestination, sni.AlertAccessDenied, err.Error())
+			return false
+		}
+		fl.o.Decide(d)
+		fl.o.Fail(rules.ReasonDNSError, err)
+		fl.p.Metrics.UpstreamErrors.WithLabelValues(metrics.UpstreamDNSError).Inc()
+		fl.alert(sni.AlertInternalError)
+		return false
+	}
+	fl.dest = dest
+	fl.o.Event.DestIP = dest.String()
+	fl.o.Decide(d)
+	return true
+}
+
+// dial connects to the checked address and replays what the client sent.
+func (fl *flow) dial() (*net.TCPConn, bool) {
+	t0 := time.Now()
+	server, err := fl.st.Dialer.Dial(context.Background(), fl.dest, fl.f.Port)
+	fl.p.Metrics.UpstreamDial.Observe(time.Since(t0).Seconds())
+	if err == nil {
+		server.SetWriteDeadline(time.Now().Add(fl.st.Config.Limits.IdleTimeout))
+		_, err = server.Write(fl.raw)
+		server.SetWriteDeadline(time.Time{})
+		if err != nil {
+			server.Close()
+		}
+	}
+	if err != nil {
+		reason := metrics.UpstreamDestinationUnavailable
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			reason = metrics.UpstreamTimeout
+		}
+		fl.p.Metrics.UpstreamErrors.WithLabelValues(reason).Inc()
+		fl.o.Fail(rules.ReasonUpstreamError, err)
+		fl.alert(sni.AlertInternalError)
+		return nil, false
+	}
+	return server, true
+}
+
+// start registers the decided names and hands both connections to the
+// tunnel, which ends the flow.
+func (fl *flow) start(server net.Conn) bool {
+	f, c := fl.f, fl.f.Conn
+	// From here a reload that denies these names closes the tunnel. One that
+	// landed since the hello is caught by deciding again.
+	c.SetCloser(func() { f.Client.Close(); server.Close() })
+	c.Decided(fl.names)
+	if cur := fl.p.Active.Load(); cur != fl.st && cur.Config.DecideAll(fl.names).Action == rules.Deny {
+		c.Close(string(rules.ReasonReload))
+	}
+	rawLen := int64(len(fl.raw))
+	fl.p.Record.Add(rawLen, 0)
+	fl.raw, fl.hello, fl.names = nil, nil, rules.Names{}
+	f.Client.SetWriteDeadline(time.Time{})
+	pipe := tunnel.Start(f.Client, server, tunnel.Options{Idle: fl.st.Config.Limits.IdleTimeout, Counter: fl.p.Record,
+		OnDone: func(res tunnel.Result) {
+			ev := fl.o.Event
+			ev.SourceBytes, ev.DestBytes = res.Upload+rawLen, res.Download
+			if why := c.ClosedBy(); why != "" {
+				fl.o.Cut(why)
+			} else if res.Err != nil {
+				ev.Error = res.Err.Error()
+			}
+			fl.finish()
+		}})
+	c.SetCloser(pipe.Close)
+	if c.ClosedBy() != "" {
+		pipe.Close() // closed before the pipe was its closer
+	}
+	return true
+}
