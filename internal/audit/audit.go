@@ -46,12 +46,18 @@ const (
 	ActionDeny  = "deny"
 )
 
-// Listener values of Event.Listener.
+// Listener names: the values of Event.Listener (egress.listener, SPEC §6) and
+// of the "listener" label of every metric (package metrics uses these). This is
+// their one definition: the names are part of the event contract, and audit
+// imports no other egress package, so every package can import it.
 const (
 	ListenerProxy            = "proxy"
 	ListenerTransparentHTTPS = "transparent_https"
 	ListenerTransparentHTTP  = "transparent_http"
 )
+
+// Listeners is every listener name, in a stable order.
+var Listeners = []string{ListenerProxy, ListenerTransparentHTTPS, ListenerTransparentHTTP}
 
 // ECSVersion is the ECS version the events declare in "ecs.version".
 const ECSVersion = "8.11.0"
