@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egress-proxy/egress/internal/audit"
 	"github.com/egress-proxy/egress/internal/metrics"
 )
 
@@ -51,9 +52,9 @@ func startServer(t *testing.T, pprof bool) *server {
 	t.Helper()
 	reg := metrics.NewRegistry()
 	m := metrics.New(reg)
-	m.InitDecisions(metrics.Listeners, []string{"ministry"}, []metrics.RuleLabel{{Segment: "ministry", Rule: "no-social-media", Action: metrics.ActionDeny}})
+	m.InitDecisions(audit.Listeners, []string{"ministry"}, []metrics.RuleLabel{{Segment: "ministry", Rule: "no-social-media", Action: metrics.ActionDeny}})
 	m.ConfigLoaded(true, "abc123", time.Now())
-	m.Decision(metrics.ListenerProxy, "ministry", metrics.ActionDeny, metrics.ReasonRule, "no-social-media")
+	m.Decision(audit.ListenerProxy, "ministry", metrics.ActionDeny, metrics.ReasonRule, "no-social-media")
 
 	s := &server{
 		state: &fakeState{},

@@ -1,8 +1,11 @@
 // Package audit owns the SIEM events of egress: the Event model (one event per
-// decision, SPEC §6), its two wire encodings (ECS JSON lines and ArcSight CEF), the
-// decoding of ECS lines back into events (for `egress replay`), and the sinks that
-// ship them (stdout, an appended file reopened for logrotate, syslog over UDP, TCP
-// and TLS) behind a bounded, non-blocking queue.
+// decision, SPEC §6) and the listener names it carries (also the metrics'
+// listener label), its two wire encodings (ECS JSON lines and ArcSight CEF) with
+// the one list of ECS fields (ECSFields) the encoder and both decoders are tested
+// against, the decoding of ECS lines back into events (for `egress replay`), the
+// log.output syntax (ParseOutput, also the config loader's check), and the sinks
+// that ship them (stdout, an appended file reopened for logrotate, syslog over
+// UDP, TCP and TLS) behind a bounded, non-blocking queue.
 //
 // Traffic never waits for the SIEM: Logger.Log encodes the event on the caller's
 // goroutine into a pooled buffer and hands it to a bounded queue; when the queue is
@@ -46,12 +49,18 @@ const (
 	ActionDeny  = "deny"
 )
 
-// Listener values of Event.Listener.
+// Listener names: the values of Event.Listener (egress.listener, SPEC §6) and
+// of the "listener" label of every metric (package metrics uses these). This is
+// their one definition: the names are part of the event contract, and audit
+// imports no other egress package, so every package can import it.
 const (
 	ListenerProxy            = "proxy"
 	ListenerTransparentHTTPS = "transparent_https"
 	ListenerTransparentHTTP  = "transparent_http"
 )
+
+// Listeners is every listener name, in a stable order.
+var Listeners = []string{ListenerProxy, ListenerTransparentHTTPS, ListenerTransparentHTTP}
 
 // ECSVersion is the ECS version the events declare in "ecs.version".
 const ECSVersion = "8.11.0"

@@ -246,3 +246,34 @@ func TestEventTypeNoError(t *testing.T) {
 		t.Fatalf("got %s", line)
 	}
 }
+
+// TestECSFieldListMatchesFixture: the ECS fields of ECSFields (not under
+// egress.*, not legacy names) are exactly the fields of
+// testdata/ecs-8.11-fields.txt, with ECS's array-ness and a JSON type that
+// carries ECS's type.
+func TestECSFieldListMatchesFixture(t *testing.T) {
+	spec := loadECSSpec(t)
+	jsonOf := map[string]string{"keyword": JSONString, "wildcard": JSONString, "match_only_text": JSONString,
+		"text": JSONString, "ip": JSONString, "date": JSONString, "long": JSONInteger, "boolean": JSONBoolean}
+	listed := map[string]bool{}
+	for _, f := range ECSFields {
+		if f.Legacy || strings.HasPrefix(f.Name, "egress.") {
+			continue
+		}
+		listed[f.Name] = true
+		s, ok := spec.fields[f.Name]
+		switch {
+		case !ok:
+			t.Errorf("%s: in ECSFields, not in testdata/ecs-8.11-fields.txt", f.Name)
+		case s.array != f.Array:
+			t.Errorf("%s: array %v in ECSFields, %v in ECS", f.Name, f.Array, s.array)
+		case jsonOf[s.typ] != f.JSON:
+			t.Errorf("%s: JSON %s in ECSFields; ECS type %s is a JSON %s", f.Name, f.JSON, s.typ, jsonOf[s.typ])
+		}
+	}
+	for name := range spec.fields {
+		if !listed[name] {
+			t.Errorf("%s: in testdata/ecs-8.11-fields.txt, not in ECSFields", name)
+		}
+	}
+}

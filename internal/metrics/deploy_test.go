@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/egress-proxy/egress/internal/audit"
 )
 
 // The shipped dashboard and alert rules use these metrics: they must parse
@@ -29,7 +31,7 @@ func registeredNames(t *testing.T) map[string]bool {
 	m, reg := newTest(t)
 	m.ConfigLoaded(true, "v", time.Now())
 	m.SetBuildInfo("v", "c")
-	m.InitDecisions(Listeners, []string{"s"}, nil)
+	m.InitDecisions(audit.Listeners, []string{"s"}, nil)
 	names := map[string]bool{}
 	for name := range gather(t, reg) {
 		names[name] = true

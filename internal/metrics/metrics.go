@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/egress-proxy/egress/internal/audit"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -25,15 +26,12 @@ import (
 // Namespace prefixes every metric name.
 const Namespace = "egress"
 
-// Listener label values (egress.listener in events).
-const (
-	ListenerProxy            = "proxy"
-	ListenerTransparentHTTPS = "transparent_https"
-	ListenerTransparentHTTP  = "transparent_http"
-)
+// Listener label values are audit's listener names (audit.ListenerProxy etc.,
+// egress.listener in events): one set for events and metrics.
 
-// Listeners is every listener label value, in a stable order.
-var Listeners = []string{ListenerProxy, ListenerTransparentHTTPS, ListenerTransparentHTTP}
+// Listeners is audit.Listeners, every listener label value in a stable order.
+// It is an alias kept for internal/engine; new code uses audit.Listeners.
+var Listeners = audit.Listeners
 
 // Action label values.
 const (
@@ -92,7 +90,7 @@ var (
 	helloErrors    = []string{HelloMalformed, HelloTooLarge, HelloNotTLS, HelloTimeout, HelloTruncated}
 	upstreamErrors = []string{UpstreamDNSError, UpstreamDestinationUnavailable, UpstreamTimeout}
 	// helloListeners are the listeners that read a ClientHello.
-	helloListeners = []string{ListenerProxy, ListenerTransparentHTTPS}
+	helloListeners = []string{audit.ListenerProxy, audit.ListenerTransparentHTTPS}
 )
 
 // Histogram buckets, in seconds. A ClientHello usually completes within one
@@ -263,7 +261,7 @@ func New(reg prometheus.Registerer) *Metrics {
 
 // initFixed creates at 0 every series whose labels come from fixed sets.
 func (m *Metrics) initFixed() {
-	for _, l := range Listeners {
+	for _, l := range audit.Listeners {
 		m.ActiveConnections.WithLabelValues(l)
 		m.Panics.WithLabelValues(l)
 		m.UpstreamConnections.WithLabelValues(l)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egress-proxy/egress/internal/audit"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
@@ -20,7 +21,7 @@ func newTest(t testing.TB) (*Metrics, *prometheus.Registry) {
 
 func TestLint(t *testing.T) {
 	m, reg := newTest(t)
-	m.InitDecisions(Listeners, []string{"ministry"}, []RuleLabel{{"ministry", "no-social-media", ActionDeny}})
+	m.InitDecisions(audit.Listeners, []string{"ministry"}, []RuleLabel{{"ministry", "no-social-media", ActionDeny}})
 	m.ConfigLoaded(true, "abc123", time.Unix(1700000000, 0))
 	m.SetBuildInfo("v0.0.0-test", "deadbeef")
 	m.SetLimits(20000, 512)
@@ -111,13 +112,13 @@ func TestInitDecisions(t *testing.T) {
 		{"communications", "no-social-media", ActionDeny},
 		{"ministry", "no-social-media", ActionDeny},
 	}
-	m.InitDecisions(Listeners, segments, rules)
+	m.InitDecisions(audit.Listeners, segments, rules)
 
 	// 3 listeners × (2 segments × 2 default series + 3 rule series)
 	if n := testutil.CollectAndCount(m.Decisions); n != 3*(2*2+3) {
 		t.Fatalf("series = %d, want %d", n, 3*(2*2+3))
 	}
-	for _, l := range Listeners {
+	for _, l := range audit.Listeners {
 		for _, s := range segments {
 			for _, a := range []string{ActionAllow, ActionDeny} {
 				c, err := m.Decisions.GetMetricWithLabelValues(l, s, a, ReasonDefault, "")
@@ -142,10 +143,10 @@ egress_decisions_total{action="deny",listener="proxy",reason="invalid_host",rule
 egress_decisions_total{action="deny",listener="proxy",reason="rule",rule="no-social-media",segment="communications"} 0
 egress_decisions_total{action="deny",listener="proxy",reason="rule",rule="no-social-media",segment="ministry"} 0
 `
-	m.InitDecisions([]string{ListenerProxy}, segments, rules) // idempotent; other listeners' series stay
-	m.Decision(ListenerProxy, "ministry", ActionDeny, ReasonDefault, "")
-	m.Decision(ListenerProxy, "ministry", ActionDeny, "invalid_host", "")
-	m.Decision(ListenerProxy, "ministry", ActionDeny, "invalid_host", "")
+	m.InitDecisions([]string{audit.ListenerProxy}, segments, rules) // idempotent; other listeners' series stay
+	m.Decision(audit.ListenerProxy, "ministry", ActionDeny, ReasonDefault, "")
+	m.Decision(audit.ListenerProxy, "ministry", ActionDeny, "invalid_host", "")
+	m.Decision(audit.ListenerProxy, "ministry", ActionDeny, "invalid_host", "")
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(m.Decisions)
 	got, err := reg.Gather()
@@ -155,7 +156,7 @@ egress_decisions_total{action="deny",listener="proxy",reason="rule",rule="no-soc
 	var filtered []*dto.Metric
 	for _, mm := range got[0].GetMetric() {
 		for _, lp := range mm.GetLabel() {
-			if lp.GetName() == "listener" && lp.GetValue() == ListenerProxy {
+			if lp.GetName() == "listener" && lp.GetValue() == audit.ListenerProxy {
 				filtered = append(filtered, mm)
 			}
 		}
@@ -174,19 +175,19 @@ func compareFamilies(got []*dto.MetricFamily, want string) error {
 
 func TestInitDecisionsDropsRemoved(t *testing.T) {
 	m, _ := newTest(t)
-	m.InitDecisions(Listeners, []string{"a", "b"}, []RuleLabel{{"a", "r1", ActionDeny}, {"a", "r2", ActionAllow}})
-	m.Decision(ListenerProxy, "a", ActionDeny, ReasonRule, "r1") // cached
-	m.Decision(ListenerProxy, "b", ActionAllow, ReasonDefault, "")
+	m.InitDecisions(audit.Listeners, []string{"a", "b"}, []RuleLabel{{"a", "r1", ActionDeny}, {"a", "r2", ActionAllow}})
+	m.Decision(audit.ListenerProxy, "a", ActionDeny, ReasonRule, "r1") // cached
+	m.Decision(audit.ListenerProxy, "b", ActionAllow, ReasonDefault, "")
 
 	// Reload: segment b and rule r1 are gone.
-	m.InitDecisions(Listeners, []string{"a"}, []RuleLabel{{"a", "r2", ActionAllow}})
+	m.InitDecisions(audit.Listeners, []string{"a"}, []RuleLabel{{"a", "r2", ActionAllow}})
 	if n := testutil.CollectAndCount(m.Decisions); n != 3*(2+1) {
 		t.Fatalf("series after reload = %d, want %d", n, 3*(2+1))
 	}
 	// A late decision under the old config recreates its series and is
 	// counted (the stale cached counter must not swallow it).
-	m.Decision(ListenerProxy, "a", ActionDeny, ReasonRule, "r1")
-	c, err := m.Decisions.GetMetricWithLabelValues(ListenerProxy, "a", ActionDeny, ReasonRule, "r1")
+	m.Decision(audit.ListenerProxy, "a", ActionDeny, ReasonRule, "r1")
+	c, err := m.Decisions.GetMetricWithLabelValues(audit.ListenerProxy, "a", ActionDeny, ReasonRule, "r1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,18 +205,18 @@ func TestDecisionConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range each {
-				m.Decision(ListenerProxy, "s", ActionAllow, ReasonRule, fmt.Sprintf("r%d", (i+w)%3))
+				m.Decision(audit.ListenerProxy, "s", ActionAllow, ReasonRule, fmt.Sprintf("r%d", (i+w)%3))
 			}
 		}()
 	}
 	// Reloads racing with decisions (same rule set: nothing is deleted).
 	for range 5 {
-		m.InitDecisions(Listeners, []string{"s"}, []RuleLabel{{"s", "r0", ActionAllow}, {"s", "r1", ActionAllow}, {"s", "r2", ActionAllow}})
+		m.InitDecisions(audit.Listeners, []string{"s"}, []RuleLabel{{"s", "r0", ActionAllow}, {"s", "r1", ActionAllow}, {"s", "r2", ActionAllow}})
 	}
 	wg.Wait()
 	var total float64
 	for i := range 3 {
-		total += testutil.ToFloat64(m.Decisions.WithLabelValues(ListenerProxy, "s", ActionAllow, ReasonRule, fmt.Sprintf("r%d", i)))
+		total += testutil.ToFloat64(m.Decisions.WithLabelValues(audit.ListenerProxy, "s", ActionAllow, ReasonRule, fmt.Sprintf("r%d", i)))
 	}
 	if total != workers*each {
 		t.Errorf("counted %v decisions, want %d", total, workers*each)
@@ -259,11 +260,11 @@ func TestNewTwicePanics(t *testing.T) {
 
 func BenchmarkDecision(b *testing.B) {
 	m := New(prometheus.NewRegistry())
-	m.InitDecisions(Listeners, []string{"ministry"}, []RuleLabel{{"ministry", "no-social-media", ActionDeny}})
+	m.InitDecisions(audit.Listeners, []string{"ministry"}, []RuleLabel{{"ministry", "no-social-media", ActionDeny}})
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			m.Decision(ListenerProxy, "ministry", ActionDeny, ReasonRule, "no-social-media")
+			m.Decision(audit.ListenerProxy, "ministry", ActionDeny, ReasonRule, "no-social-media")
 		}
 	})
 }
@@ -273,7 +274,7 @@ func BenchmarkWithLabelValues(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			m.Decisions.WithLabelValues(ListenerProxy, "ministry", ActionDeny, ReasonRule, "no-social-media").Inc()
+			m.Decisions.WithLabelValues(audit.ListenerProxy, "ministry", ActionDeny, ReasonRule, "no-social-media").Inc()
 		}
 	})
 }

@@ -56,7 +56,9 @@ func obj(kids map[string]*field) *field { return &field{kind: kObject, kids: kid
 
 const maxInt = 1<<63 - 1
 
-// ecsSchema mirrors audit's ecsDoc.
+// ecsSchema is the fields of audit.ECSFields that ParseECS reads, with the
+// same types and bounds (TestFastParseFieldList checks it against the list),
+// and where each goes in the Event.
 var ecsSchema = obj(map[string]*field{
 	"@timestamp": str(func(e *audit.Event, s string) { e.Time, _ = time.Parse(time.RFC3339Nano, s) }),
 	"event": obj(map[string]*field{
@@ -72,48 +74,60 @@ var ecsSchema = obj(map[string]*field{
 	}),
 	"egress": obj(map[string]*field{
 		"config_version": str(func(e *audit.Event, s string) { e.ConfigVersion = s }),
-		"exception":      {kind: kException},
+		"exception":      {kind: kException, kids: exceptionSchema.kids},
 		"segment":        str(func(e *audit.Event, s string) { e.Segment = s }),
 		"listener":       str(func(e *audit.Event, s string) { e.Listener = s }),
-		"monitor":        {kind: kMonitor},
+		"monitor":        {kind: kMonitor, kids: monitorSchema.kids},
 		"tls": obj(map[string]*field{
-			"ja4": str(nil),
+			"ja4": str(func(e *audit.Event, s string) { e.JA4 = s }),
 			"ech": {kind: kBool},
 		}),
 	}),
 	"source": obj(map[string]*field{
 		"ip":    str(func(e *audit.Event, s string) { e.SourceIP = s }),
 		"port":  num(65535, func(e *audit.Event, n int64) { e.SourcePort = int(n) }),
-		"bytes": num(maxInt, nil),
+		"bytes": num(maxInt, func(e *audit.Event, n int64) { e.SourceBytes = n }),
 	}),
 	"destination": obj(map[string]*field{
 		"domain": str(func(e *audit.Event, s string) { e.DestDomain = s }),
 		"ip":     str(func(e *audit.Event, s string) { e.DestIP = s }),
 		"port":   num(65535, func(e *audit.Event, n int64) { e.DestPort = int(n) }),
-		"bytes":  num(maxInt, nil),
+		"bytes":  num(maxInt, func(e *audit.Event, n int64) { e.DestBytes = n }),
 	}),
 	"tls": obj(map[string]*field{
 		"client": obj(map[string]*field{
 			"server_name": str(func(e *audit.Event, s string) { e.SNI = s }),
-			"ja4":         str(nil),                    // egress 1.x name
-			"ech":         {kind: kBool, legacy: true}, // egress 1.x name
+			"ja4":         {kind: kString, legacy: true}, // egress 1.x name
+			"ech":         {kind: kBool, legacy: true},   // egress 1.x name
 		}),
 	}),
 	"http": obj(map[string]*field{
 		"request":  obj(map[string]*field{"method": str(func(e *audit.Event, s string) { e.Method = s })}),
-		"response": obj(map[string]*field{"status_code": num(999, nil)}),
+		"response": obj(map[string]*field{"status_code": num(999, func(e *audit.Event, n int64) { e.Status = int(n) })}),
 	}),
 	"url": obj(map[string]*field{
 		"domain": str(func(e *audit.Event, s string) { e.URLDomain = s }),
-		"path":   str(nil),
+		"path":   str(func(e *audit.Event, s string) { e.URLPath = s }),
 	}),
-	"error":    obj(map[string]*field{"message": str(nil)}),
+	"error":    obj(map[string]*field{"message": str(func(e *audit.Event, s string) { e.Error = s })}),
 	"observer": obj(map[string]*field{"product": str(nil)}),
 })
 
-// strs is the members of egress.exception and of egress.monitor's objects.
-var strs = obj(map[string]*field{
-	"owner": str(nil), "ticket": str(nil), "expires": str(nil), "rule": str(nil), "ruleset": str(nil), "action": str(nil)})
+// exceptionSchema is egress.exception's members; ev.Exception exists while
+// they are read.
+var exceptionSchema = obj(map[string]*field{
+	"owner":   str(func(e *audit.Event, s string) { e.Exception.Owner = s }),
+	"ticket":  str(func(e *audit.Event, s string) { e.Exception.Ticket = s }),
+	"expires": str(func(e *audit.Event, s string) { e.Exception.Expires = s }),
+})
+
+// monitorSchema is the members of egress.monitor's objects; they go to the
+// last element of ev.Monitor.
+var monitorSchema = obj(map[string]*field{
+	"rule":    str(func(e *audit.Event, s string) { e.Monitor[len(e.Monitor)-1].Rule = s }),
+	"ruleset": str(func(e *audit.Event, s string) { e.Monitor[len(e.Monitor)-1].Ruleset = s }),
+	"action":  str(func(e *audit.Event, s string) { e.Monitor[len(e.Monitor)-1].Action = s }),
+})
 
 // maxDepth bounds nesting; deeper lines go to ParseECS.
 const maxDepth = 64
@@ -123,8 +137,13 @@ type fastParser struct {
 	i      int
 	depth  int
 	egress bool // event.module or observer.product is "egress"
-	// legacyECH is tls.client.ech, the 1.x place of egress.tls.ech.
+	// legacyECH and legacyJA4 are tls.client.ech and .ja4, the 1.x places
+	// of egress.tls.*.
 	legacyECH *bool
+	legacyJA4 string
+	// sawException, sawMonitor: encoding/json merges a repeated member into
+	// what the first one decoded; such lines go to ParseECS.
+	sawException, sawMonitor bool
 }
 
 // document parses the whole line into ev; false means: use ParseECS.
@@ -142,6 +161,9 @@ func (p *fastParser) document(ev *audit.Event) (ok bool) {
 	p.ws()
 	if ev.ECH == nil {
 		ev.ECH = p.legacyECH
+	}
+	if ev.JA4 == "" {
+		ev.JA4 = p.legacyJA4
 	}
 	if p.i != len(p.s) || !p.egress || ev.Action == "" {
 		return false
@@ -265,7 +287,10 @@ func (p *fastParser) member(f *field, ev *audit.Event, path string) {
 				p.fail()
 			}
 		}
-		if f.str != nil {
+		switch {
+		case f.legacy:
+			p.legacyJA4 = s
+		case f.str != nil:
 			f.str(ev, s)
 		}
 	case kInt:
@@ -290,19 +315,33 @@ func (p *fastParser) member(f *field, ev *audit.Event, path string) {
 		} else {
 			ev.ECH = &b
 		}
-	case kException, kMonitor:
-		// Not read by replay: checked like ParseECS would, values dropped.
-		if f.kind == kException {
-			p.object(strs, ev, path)
-			return
+	case kException:
+		if p.sawException {
+			p.fail()
 		}
+		p.sawException = true
+		if p.peek() != '{' {
+			p.fail()
+		}
+		ev.Exception = &audit.Exception{}
+		p.object(f, ev, path)
+	case kMonitor:
+		if p.sawMonitor {
+			p.fail()
+		}
+		p.sawMonitor = true
 		p.expect('[')
+		ev.Monitor = []audit.MonitorHit{} // encoding/json: [] is an empty, non-nil slice
 		if p.peek() == ']' {
 			p.i++
 			return
 		}
 		for {
-			p.object(strs, ev, path)
+			if p.peek() != '{' {
+				p.fail()
+			}
+			ev.Monitor = append(ev.Monitor, audit.MonitorHit{})
+			p.object(f, ev, path)
 			switch p.peek() {
 			case ',':
 				p.i++

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/egress-proxy/egress/internal/audit"
 	"github.com/egress-proxy/egress/internal/hostname"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
@@ -433,24 +435,17 @@ func (c *Config) applySettings(root *rawRoot) hcl.Diagnostics {
 	return append(diags, ck.diags...)
 }
 
-// checkLogOutput validates a log.output value (SPEC §2 log block).
+// checkLogOutput validates a log.output value (SPEC §2 log block) with the
+// one validator egress run uses, audit.ParseOutput; the error is its problem
+// phrase.
 func checkLogOutput(s string) error {
-	switch {
-	case s == "stdout":
-		return nil
-	case strings.HasPrefix(s, "file:"):
-		if strings.TrimPrefix(s, "file:") == "" {
-			return fmt.Errorf("file: needs a path, e.g. \"file:/var/log/egress.log\"")
-		}
-		return nil
-	case strings.HasPrefix(s, "syslog+udp://"), strings.HasPrefix(s, "syslog+tcp://"), strings.HasPrefix(s, "syslog+tls://"):
-		addr := s[strings.Index(s, "://")+3:]
-		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
-			return fmt.Errorf("syslog needs host:port, e.g. \"syslog+tcp://siem.example.org:6514\"")
-		}
-		return nil
+	var oe *audit.OutputError
+	if err := audit.ParseOutput(s); errors.As(err, &oe) {
+		return errors.New(oe.Problem)
+	} else if err != nil {
+		return err
 	}
-	return fmt.Errorf("use stdout, file:PATH, syslog+udp://host:port, syslog+tcp://host:port or syslog+tls://host:port")
+	return nil
 }
 
 // parsePrefix accepts a CIDR or a single address (as /32 or /128).

@@ -115,6 +115,8 @@ func Run(ctx context.Context, o Options) error {
 				sink.reopen()
 				if c := s.reload("sighup"); c != nil {
 					w = newWatcher(c)
+				} else {
+					w.failed() // the poll does not retry what just failed
 				}
 			default:
 				log.Info("signal: shutting down", "signal", sig.String())

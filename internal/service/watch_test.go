@@ -3,6 +3,7 @@ package service
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,5 +52,68 @@ segment "s" {
 	os.WriteFile(filepath.Join(dir, "extra.hcl"), []byte("# new file\n"), 0o644)
 	if !w.changed() {
 		t.Fatal("a new .hcl file in the directory not seen")
+	}
+}
+
+// TestWatcherDoesNotRetryFailedContent: once a content failed to load (by
+// SIGHUP or by the poll), the poll does not report it again, even when the
+// files are touched or rewritten with the same bytes; a new content is
+// reported once, and the running configuration's content never.
+func TestWatcherDoesNotRetryFailedContent(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "egress.hcl")
+	good := "segment \"s\" {\n  sources = [\"10.0.0.0/8\"]\n  default = \"allow\"\n}\n"
+	write := func(s string, mtime time.Time) {
+		t.Helper()
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(tmp, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil { // a new inode: the stat always changes
+			t.Fatal(err)
+		}
+	}
+	t0 := time.Now().Add(-time.Hour)
+	write(good, t0)
+	cfg, diags := rules.Load(path, rules.Options{})
+	if diags.HasErrors() {
+		t.Fatal(rules.DiagnosticsError(diags))
+	}
+	w := newWatcher(cfg)
+
+	// SIGHUP: the reload of a broken file fails; the poll must not retry it.
+	bad := strings.Replace(good, `"allow"`, `"perhaps"`, 1)
+	write(bad, t0.Add(time.Second))
+	w.failed()
+	if w.changed() {
+		t.Fatal("the poll retries the content SIGHUP just failed to load")
+	}
+	write(bad, t0.Add(2*time.Second)) // same bytes, new inode and mtime
+	if w.changed() {
+		t.Fatal("the poll retries a failed content that was only rewritten")
+	}
+	write(good, t0.Add(3*time.Second)) // back to the running content: nothing to load
+	if w.changed() {
+		t.Fatal("the running configuration's content reported as a change")
+	}
+
+	// The poll: a new broken content is reported once, then not again.
+	bad2 := strings.Replace(good, `"allow"`, `"maybe"`, 1)
+	write(bad2, t0.Add(4*time.Second))
+	if !w.changed() {
+		t.Fatal("a new content not reported")
+	}
+	w.rebase() // the poll's reload failed
+	write(bad2, t0.Add(5*time.Second))
+	if w.changed() {
+		t.Fatal("the poll retries the content it failed to load")
+	}
+	fixed := strings.Replace(good, `"allow"`, `"deny"`, 1)
+	write(fixed, t0.Add(6*time.Second))
+	if !w.changed() {
+		t.Fatal("the fix not reported")
 	}
 }
