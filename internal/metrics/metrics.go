@@ -29,9 +29,6 @@ const Namespace = "egress"
 // Listener label values are audit's listener names (audit.ListenerProxy etc.,
 // egress.listener in events): one set for events and metrics.
 
-// Listeners is audit.Listeners, every listener label value in a stable order.
-// It is an alias kept for internal/engine; new code uses audit.Listeners.
-var Listeners = audit.Listeners
 
 // Action label values.
 const (

@@ -387,7 +387,7 @@ func initMetrics(m *metrics.Metrics, cfg *rules.Config) {
 			}
 		}
 	}
-	m.InitDecisions(metrics.Listeners, segs, rl)
+	m.InitDecisions(audit.Listeners, segs, rl)
 	m.SetConfigVersion(cfg.Version)
 	m.SetLimits(cfg.Limits.MaxConnections, cfg.Limits.PerSource)
 }
