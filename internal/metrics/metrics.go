@@ -29,7 +29,6 @@ const Namespace = "egress"
 // Listener label values are audit's listener names (audit.ListenerProxy etc.,
 // egress.listener in events): one set for events and metrics.
 
-
 // Action label values.
 const (
 	ActionAllow = "allow"
