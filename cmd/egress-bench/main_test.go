@@ -148,6 +148,17 @@ func TestReport(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, out)
 		}
 	}
+	// compare-builds.sh: direct and two builds.
+	builds, _ := readResults(strings.NewReader(strings.Join([]string{
+		`{"label":"direct","figure":"rate64","mode":"direct","ok":10,"rate_per_s":2000}`,
+		`{"label":"egress-old","figure":"rate64","mode":"connect","ok":10,"rate_per_s":1000}`,
+		`{"label":"egress-new","figure":"rate64","mode":"connect","ok":10,"rate_per_s":1500}`,
+	}, "\n")))
+	b.Reset()
+	writeReport(builds, &b)
+	if want := "| CONNECT new tunnels/s, c=64 (/s) | 2000 | 1000 (0.50×) | 1500 (0.75×) |"; !strings.Contains(b.String(), want) {
+		t.Errorf("builds report lacks %q:\n%s", want, b.String())
+	}
 }
 
 func TestMedian(t *testing.T) {

@@ -50,6 +50,34 @@ var reportRows = []reportRow{
 	{"absolute-URI GETs/s, c=8 keep-alive", FigHTTP, func(r *result) float64 { return r.Rate }, "", "/s"},
 }
 
+// labelsOf returns the columns of a report: compare.sh's four labels; when
+// other labels are present (compare-builds.sh: egress-old, egress-new), the
+// four that have results, then the others in the order they first appear.
+func labelsOf(results []result) []string {
+	known := map[string]bool{}
+	for _, c := range reportColumns {
+		known[c] = true
+	}
+	seen := map[string]bool{}
+	var extra []string
+	for _, r := range results {
+		if !known[r.Label] && !seen[r.Label] {
+			extra = append(extra, r.Label)
+		}
+		seen[r.Label] = true
+	}
+	if len(extra) == 0 {
+		return reportColumns
+	}
+	var cols []string
+	for _, c := range reportColumns {
+		if seen[c] {
+			cols = append(cols, c)
+		}
+	}
+	return append(cols, extra...)
+}
+
 // median of the non-zero values; 0 if none.
 func median(v []float64) float64 {
 	v = slices.DeleteFunc(slices.Clone(v), func(x float64) bool { return x == 0 })
@@ -97,15 +125,16 @@ func cell(results []result, label, figure string, value func(*result) float64) (
 // writeReport prints a Markdown table: medians over rounds, with the ratio
 // to direct where it means something, and the run's error counts.
 func writeReport(results []result, w io.Writer) {
-	fmt.Fprintf(w, "| figure | %s |\n", strings.Join(reportColumns, " | "))
-	fmt.Fprintf(w, "|---|%s\n", strings.Repeat("---|", len(reportColumns)))
+	columns := labelsOf(results)
+	fmt.Fprintf(w, "| figure | %s |\n", strings.Join(columns, " | "))
+	fmt.Fprintf(w, "|---|%s\n", strings.Repeat("---|", len(columns)))
 	for _, row := range reportRows {
 		var cells []string
 		base := 0.0
 		if row.base != "" {
 			base, _ = cell(results, "direct", row.base, row.value)
 		}
-		for _, col := range reportColumns {
+		for _, col := range columns {
 			v, n := cell(results, col, row.figure, row.value)
 			switch {
 			case n == 0 || v == 0:

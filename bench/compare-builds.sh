@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Compare two builds of egress on this machine, same run, same loads
+# (cmd/egress-bench), interleaved rounds: new CONNECT tunnels/s and proxy CPU
+# per tunnel (c=64), transparent connections/s, plain-HTTP requests/s, p99 at
+# c=8, and idle memory per tunnel (each build freshly started). Everything on
+# 127.0.0.1. Prints one table of medians, "direct" as the baseline.
+#
+#   bash bench/compare-builds.sh                      # HEAD~1 (BASE) against the working tree
+#   BASE=7e1aeda bash bench/compare-builds.sh         # another baseline commit
+#   OLD_BIN=/tmp/a NEW_BIN=/tmp/b bash bench/compare-builds.sh
+#   ROUNDS=1 DUR=5s IDLE_TUNNELS=1000 bash bench/compare-builds.sh   # quicker, noisier
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DUR=${DUR:-8s}
+IDLE_TUNNELS=${IDLE_TUNNELS:-2000}
+BASE=${BASE:-HEAD~1}
+NAME=bench.test
+OUT=${OUT:-$(mktemp -d /tmp/egress-builds.XXXXXX)}
+mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl
+: >"$RESULTS"
+ORIGIN_TLS=127.0.0.1:25443
+ORIGIN_HTTP=127.0.0.1:25080
+
+log() { echo "compare-builds: $*" >&2; }
+
+log "building ($OUT)"
+if [ -z "${OLD_BIN:-}" ]; then
+	rm -rf "$OUT/old-src" && mkdir -p "$OUT/old-src"
+	git archive "$BASE" | tar -x -C "$OUT/old-src"
+	(cd "$OUT/old-src" && go build -o "$OUT/egress-old" ./cmd/egress)
+	OLD_BIN=$OUT/egress-old
+fi
+if [ -z "${NEW_BIN:-}" ]; then
+	go build -o "$OUT/egress-new" ./cmd/egress
+	NEW_BIN=$OUT/egress-new
+fi
+go build -o "$OUT/egress-bench" ./cmd/egress-bench
+BENCH=$OUT/egress-bench
+
+PIDS=()
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	sleep 1
+	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+wait_port() {
+	local i
+	for i in $(seq 1 100); do
+		(exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	log "nothing listens on $1"; return 1
+}
+
+# config LABEL BASEPORT: an egress config on 127.0.0.1:BASEPORT+{0,1,2,3}.
+config() {
+	cat >"$OUT/$1.hcl" <<EOC
+proxy { listen = "127.0.0.1:$2" }
+transparent {
+  https_listen = "127.0.0.1:$(($2 + 1))"
+  http_listen  = "127.0.0.1:$(($2 + 2))"
+  https_port   = ${ORIGIN_TLS##*:}
+  http_port    = ${ORIGIN_HTTP##*:}
+}
+admin { listen = "127.0.0.1:$(($2 + 3))" }
+upstream {
+  hosts         = { "$NAME" = "127.0.0.1" }
+  allow_private = ["127.0.0.1/32"]
+}
+log { output = "file:$OUT/$1-events.log" }
+limits {
+  max_connections = 100000
+  per_source      = 100000
+}
+category "social" { domains = ["tiktok.com"] }
+segment "bench" {
+  sources = ["127.0.0.0/8"]
+  default = "allow"
+  rule "no-social" {
+    action     = "deny"
+    categories = ["social"]
+  }
+}
+EOC
+}
+config egress-old 26100
+config egress-new 26200
+
+declare -A PID
+start() { # LABEL BIN BASEPORT
+	"$2" run -config "$OUT/$1.hcl" >>"$OUT/$1.out" 2>&1 &
+	PID[$1]=$!; PIDS+=("$!")
+	wait_port "127.0.0.1:$3"; wait_port "127.0.0.1:$(($3 + 1))"
+}
+stop() {
+	kill "$1" 2>/dev/null || true
+	local i
+	for i in $(seq 1 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+	kill -9 "$1" 2>/dev/null || true
+}
+bench() { # LABEL FIGURE ARGS...
+	local label=$1 figure=$2; shift 2
+	"$BENCH" -json -label "$label" -figure "$figure" -name "$NAME" \
+		-origin-tls "$ORIGIN_TLS" -origin-http "$ORIGIN_HTTP" "$@" >>"$RESULTS" ||
+		log "run $label $figure failed"
+	sleep 1
+}
+
+log "idle: $IDLE_TUNNELS tunnels per build, each freshly started"
+start egress-old "$OLD_BIN" 26100
+bench egress-old idle -mode idle -via connect -proxy 127.0.0.1:26100 -pid "${PID[egress-old]}" -tunnels "$IDLE_TUNNELS" -c 32 -d 60s
+stop "${PID[egress-old]}"
+start egress-new "$NEW_BIN" 26200
+bench egress-new idle -mode idle -via connect -proxy 127.0.0.1:26200 -pid "${PID[egress-new]}" -tunnels "$IDLE_TUNNELS" -c 32 -d 60s
+stop "${PID[egress-new]}"
+
+start egress-old "$OLD_BIN" 26100
+start egress-new "$NEW_BIN" 26200
+for round in $(seq 1 "$ROUNDS"); do
+	log "round $round of $ROUNDS"
+	bench direct rate64 -mode direct -c 64 -d "$DUR"
+	for b in egress-old:26100 egress-new:26200; do
+		l=${b%:*}; p=${b#*:}
+		bench "$l" rate64 -mode connect -proxy "127.0.0.1:$p" -pid "${PID[$l]}" -c 64 -d "$DUR"
+		bench "$l" trate64 -mode transparent -proxy "127.0.0.1:$(($p + 1))" -pid "${PID[$l]}" -c 64 -d "$DUR"
+		bench "$l" p99c8 -mode connect -proxy "127.0.0.1:$p" -c 8 -d "$DUR"
+		bench "$l" http8 -mode http -proxy "127.0.0.1:$p" -pid "${PID[$l]}" -c 8 -d "$DUR"
+	done
+done
+
+echo
+echo "Machine: $(nproc) CPUs, Linux $(uname -r); old: $OLD_BIN ($BASE), new: $NEW_BIN"
+echo "Medians of $ROUNDS rounds of $DUR per rate/latency figure."
+echo
+"$BENCH" -report "$RESULTS"
+echo
+echo "Raw results and logs: $OUT"
