@@ -24,7 +24,8 @@ RESULTS=$OUT/results.jsonl
 ORIGIN_TLS=127.0.0.1:25443
 ORIGIN_HTTP=127.0.0.1:25080
 
-log() { echo "compare-builds: $*" >&2; }
+LOG_PREFIX=compare-builds
+. "$(dirname "$0")/lib.sh"
 
 log "building ($OUT)"
 if [ -z "${OLD_BIN:-}" ]; then
@@ -40,56 +41,11 @@ fi
 go build -o "$OUT/egress-bench" ./cmd/egress-bench
 BENCH=$OUT/egress-bench
 
-PIDS=()
-cleanup() {
-	local p
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	sleep 1
-	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-wait_port() {
-	local i
-	for i in $(seq 1 100); do
-		(exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null && return 0
-		sleep 0.1
-	done
-	log "nothing listens on $1"; return 1
-}
 
 # config LABEL BASEPORT: an egress config on 127.0.0.1:BASEPORT+{0,1,2,3}.
 config() {
-	cat >"$OUT/$1.hcl" <<EOC
-proxy { listen = "127.0.0.1:$2" }
-transparent {
-  https_listen = "127.0.0.1:$(($2 + 1))"
-  http_listen  = "127.0.0.1:$(($2 + 2))"
-  https_port   = ${ORIGIN_TLS##*:}
-  http_port    = ${ORIGIN_HTTP##*:}
-}
-admin { listen = "127.0.0.1:$(($2 + 3))" }
-upstream {
-  hosts         = { "$NAME" = "127.0.0.1" }
-  allow_private = ["127.0.0.1/32"]
-}
-log { output = "file:$OUT/$1-events.log" }
-limits {
-  max_connections = 100000
-  per_source      = 100000
-}
-category "social" { domains = ["tiktok.com"] }
-segment "bench" {
-  sources = ["127.0.0.0/8"]
-  default = "allow"
-  rule "no-social" {
-    action     = "deny"
-    categories = ["social"]
-  }
-}
-EOC
+	egress_config "$OUT/$1.hcl" "127.0.0.1:$2" "127.0.0.1:$(($2 + 1))" "127.0.0.1:$(($2 + 2))" "127.0.0.1:$(($2 + 3))" "$OUT/$1-events.log"
 }
 config egress-old 26100
 config egress-new 26200
@@ -99,12 +55,6 @@ start() { # LABEL BIN BASEPORT
 	"$2" run -config "$OUT/$1.hcl" >>"$OUT/$1.out" 2>&1 &
 	PID[$1]=$!; PIDS+=("$!")
 	wait_port "127.0.0.1:$3"; wait_port "127.0.0.1:$(($3 + 1))"
-}
-stop() {
-	kill "$1" 2>/dev/null || true
-	local i
-	for i in $(seq 1 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
-	kill -9 "$1" 2>/dev/null || true
 }
 bench() { # LABEL FIGURE ARGS...
 	local label=$1 figure=$2; shift 2

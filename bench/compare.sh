@@ -32,7 +32,8 @@ EGRESS_ADMIN=127.0.0.1:29090
 SQUID_PROXY=127.0.0.1:23129
 HAPROXY_HTTPS=127.0.0.1:28444
 
-log() { echo "compare: $*" >&2; }
+LOG_PREFIX=compare
+. "$(dirname "$0")/lib.sh"
 
 # --- packages ---------------------------------------------------------------
 install_peers() {
@@ -55,29 +56,7 @@ install_peers() {
 	[ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
 }
 
-# --- processes --------------------------------------------------------------
-PIDS=()
-cleanup() {
-	local p
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	sleep 1
-	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
-# Raise the descriptor limit (the idle test holds thousands of sockets); as
-# high as the hard limit allows.
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
-wait_port() { # addr
-	local i
-	for i in $(seq 1 100); do
-		(exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null && return 0
-		sleep 0.1
-	done
-	log "nothing listens on $1"; return 1
-}
 
 install_peers
 log "building egress and egress-bench"
@@ -94,37 +73,7 @@ build ./cmd/egress-bench "$OUT/egress-bench"
 BENCH=$OUT/egress-bench
 
 # --- egress -----------------------------------------------------------------
-cat >"$OUT/egress.hcl" <<EOF
-proxy { listen = "$EGRESS_PROXY" }
-transparent {
-  https_listen = "$EGRESS_HTTPS"
-  http_listen  = "$EGRESS_HTTP"
-  https_port   = ${ORIGIN_TLS##*:}
-  http_port    = ${ORIGIN_HTTP##*:}
-}
-admin {
-  listen = "$EGRESS_ADMIN"
-  pprof  = true
-}
-upstream {
-  hosts         = { "$NAME" = "127.0.0.1" }
-  allow_private = ["127.0.0.1/32"]
-}
-log { output = "file:$OUT/egress-events.log" }
-limits {
-  max_connections = 100000
-  per_source      = 100000
-}
-category "social" { domains = ["tiktok.com"] }
-segment "bench" {
-  sources = ["127.0.0.0/8"]
-  default = "allow"
-  rule "no-social" {
-    action     = "deny"
-    categories = ["social"]
-  }
-}
-EOF
+egress_config "$OUT/egress.hcl" "$EGRESS_PROXY" "$EGRESS_HTTPS" "$EGRESS_HTTP" "$EGRESS_ADMIN" "$OUT/egress-events.log" "pprof  = true"
 
 # --- squid: peek at step 1, terminate tiktok, splice everything else --------
 mkdir -p "$OUT/squid"
@@ -197,12 +146,6 @@ start_haproxy() {
 	haproxy -db -f "$OUT/haproxy.cfg" >>"$OUT/haproxy.log" 2>&1 &
 	HAPROXY_PID=$!; PIDS+=("$HAPROXY_PID")
 	wait_port "$HAPROXY_HTTPS"
-}
-stop() { # pid
-	kill "$1" 2>/dev/null || true
-	local i
-	for i in $(seq 1 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
-	kill -9 "$1" 2>/dev/null || true
 }
 
 # bench LABEL FIGURE ARGS...: one run, its JSON line appended to $RESULTS.
