@@ -33,7 +33,7 @@ SQUID_PROXY=127.0.0.1:23129
 HAPROXY_HTTPS=127.0.0.1:28444
 
 LOG_PREFIX=compare
-. "$(dirname "$0")/lib.sh"
+. bench/lib.sh # the working directory is the repository root (cd above)
 
 # --- packages ---------------------------------------------------------------
 install_peers() {
