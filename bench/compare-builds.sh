@@ -25,7 +25,7 @@ ORIGIN_TLS=127.0.0.1:25443
 ORIGIN_HTTP=127.0.0.1:25080
 
 LOG_PREFIX=compare-builds
-. "$(dirname "$0")/lib.sh"
+. bench/lib.sh # the working directory is the repository root (cd above)
 
 log "building ($OUT)"
 if [ -z "${OLD_BIN:-}" ]; then
