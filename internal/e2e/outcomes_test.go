@@ -131,8 +131,8 @@ segment "office" {
 	if _, err := rc.Write(hello("other.test")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond) // the tunnel is up
-	rewrite(t, p, cfg("other.test", "30s")) // and a hello_timeout the shutdown below ends first
+	time.Sleep(200 * time.Millisecond)          // the tunnel is up
+	rewrite(t, p, cfg("other.test", "30s"))     // and a hello_timeout the shutdown below ends first
 	waitCode(t, p, target, 403, 10*time.Second) // (its own connection: an event too, counted below)
 	drain(rc)
 

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egress-proxy/egress/internal/audit"
 	"github.com/egress-proxy/egress/internal/active"
+	"github.com/egress-proxy/egress/internal/audit"
 	"github.com/egress-proxy/egress/internal/conntrack"
 	"github.com/egress-proxy/egress/internal/metrics"
 	"github.com/egress-proxy/egress/internal/outcome"

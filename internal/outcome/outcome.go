@@ -20,6 +20,7 @@ import (
 	"github.com/egress-proxy/egress/internal/audit"
 	"github.com/egress-proxy/egress/internal/metrics"
 	"github.com/egress-proxy/egress/internal/rules"
+	"github.com/egress-proxy/egress/internal/tunnel"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -28,7 +29,10 @@ type Sink interface {
 	Log(e *audit.Event)
 }
 
-var _ Sink = (*audit.Logger)(nil)
+var (
+	_ Sink           = (*audit.Logger)(nil)
+	_ tunnel.Counter = (*Recorder)(nil)
+)
 
 // Recorder is shared by every listener.
 type Recorder struct {

@@ -101,6 +101,12 @@ func Run(ctx context.Context, o Options) error {
 		defer signal.Stop(ch)
 		sigs = ch
 	}
+	return s.run(ctx, cfg, sigs)
+}
+
+// run reloads on SIGHUP and on a change of the config's files until ctx ends
+// or a stop signal, then shuts down.
+func (s *server) run(ctx context.Context, cfg *rules.Config, sigs <-chan os.Signal) error {
 	w := newWatcher(cfg)
 	tick := time.NewTicker(cfg.Limits.ReloadInterval)
 	defer tick.Stop()
@@ -109,27 +115,26 @@ func Run(ctx context.Context, o Options) error {
 		case <-ctx.Done():
 			return s.shutdown()
 		case sig := <-sigs:
-			switch sig {
-			case syscall.SIGHUP:
-				log.Info("SIGHUP: reloading configuration and reopening the event log")
-				sink.reopen()
-				if c := s.reload("sighup"); c != nil {
-					w = newWatcher(c)
-				} else {
-					w.failed() // the poll does not retry what just failed
-				}
-			default:
-				log.Info("signal: shutting down", "signal", sig.String())
+			if sig != syscall.SIGHUP {
+				s.log.Info("signal: shutting down", "signal", sig.String())
 				return s.shutdown()
 			}
+			s.log.Info("SIGHUP: reloading configuration and reopening the event log")
+			s.sink.reopen()
+			if c := s.reload("sighup"); c != nil {
+				w = newWatcher(c)
+			} else {
+				w.failed() // the poll does not retry what just failed
+			}
 		case <-tick.C:
-			if w.changed() {
-				if c := s.reload("file change"); c != nil {
-					w = newWatcher(c)
-					tick.Reset(c.Limits.ReloadInterval)
-				} else {
-					w.rebase()
-				}
+			if !w.changed() {
+				continue
+			}
+			if c := s.reload("file change"); c != nil {
+				w = newWatcher(c)
+				tick.Reset(c.Limits.ReloadInterval)
+			} else {
+				w.rebase()
 			}
 		}
 	}
