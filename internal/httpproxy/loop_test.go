@@ -723,3 +723,43 @@ func TestLoopConnectShutdown(t *testing.T) {
 		method: "CONNECT", status: 200, err: "closed: shutdown"})
 	l.decided(map[string]float64{"proxy/lan/deny/shutdown/": 1})
 }
+
+// A reload that denies a plain-HTTP request's destination while the request
+// waits for its response head: the request is cut, and its one event says
+// so (a deny, config_reload), not that the destination failed.
+//
+// Known defect (found by this test): relay's error path does not look at
+// ClosedBy, so the event says destination_unavailable and the cut is counted
+// as an upstream error. The fix (checking ClosedBy before the 502) is in the
+// report of branch h/unit; remove the skip with it.
+func TestLoopPlainReloadCut(t *testing.T) {
+	if os.Getenv("EGRESS_KNOWN_DEFECTS") == "" {
+		t.Skip("known defect: a plain request cut while awaiting its response is logged as destination_unavailable (set EGRESS_KNOWN_DEFECTS=1 to run)")
+	}
+	l := newLoop(t, Explicit, "")
+	l.raw = make(chan *memConn, 1)
+	cl := l.connect(src)
+	cl.send(get("http://allowed.test/slow", ""))
+	var srv *memConn
+	select {
+	case srv = <-l.raw:
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing dialed")
+	}
+	srv.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := http.ReadRequest(bufio.NewReader(srv)); err != nil { // read, never answered
+		t.Fatal(err)
+	}
+	if n := l.publish("", `"other.test"`); n != 1 {
+		t.Fatalf("reload closed %d", n)
+	}
+	cl.closed()
+	e := l.one(l.done())
+	if e.Action != "deny" || e.Reason != "config_reload" || e.Error != "closed: config_reload" {
+		t.Errorf("event: action %q, reason %q, error %q; want deny, config_reload, closed: config_reload", e.Action, e.Reason, e.Error)
+	}
+	l.decided(map[string]float64{"proxy/lan/allow/rule/ok": 1})
+	if n := testutil.ToFloat64(l.m.UpstreamErrors.WithLabelValues(metrics.UpstreamDestinationUnavailable)); n != 0 {
+		t.Errorf("a cut counted as an upstream error (%v)", n)
+	}
+}
