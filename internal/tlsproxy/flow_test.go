@@ -825,3 +825,79 @@ func TestFlowConfigChangedSinceConnect(t *testing.T) {
 		sni: "allowed.test", ja4: true, ech: no, method: "CONNECT", status: 200})
 	h.oneDecision("proxy/lan/deny/default/")
 }
+
+// A shutdown that closes a running tunnel: its one event is the allow it
+// was, with error.message "closed: shutdown".
+func TestFlowShutdownRunningTunnel(t *testing.T) {
+	h := newHarness(t, "")
+	fl, srv := h.tunnel(false)
+	if n := h.track.CloseAll(); n != 1 {
+		t.Fatalf("CloseAll closed %d", n)
+	}
+	if b := fl.received(t); len(b) != 0 {
+		t.Fatalf("client got %q", b)
+	}
+	fl.wait(t)
+	srv.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(srv); err != nil {
+		t.Fatalf("origin not closed: %v", err)
+	}
+	h.check(h.event(), want{listener: audit.ListenerTransparentHTTPS, action: "allow", reason: "rule", rule: "ok", segment: "lan",
+		domain: "allowed.test", ip: "127.0.0.1", sni: "allowed.test", ja4: true, ech: no, err: "closed: shutdown"})
+	h.oneDecision("transparent_https/lan/allow/rule/ok")
+}
+
+// A reload that lands after the flow was decided but before its tunnel is
+// registered (here: during the dial, before the reload's enforcement could
+// see the flow's names) is caught by deciding again at registration: the
+// tunnel is closed at once and its event is a deny, config_reload.
+func TestFlowReloadDuringDial(t *testing.T) {
+	h := newHarness(t, "")
+	origins := make(chan *memConn, 1)
+	h.dial = func(addr netip.AddrPort) (net.Conn, error) {
+		// The flow's goroutine is here: publish a config that denies it.
+		if n := h.publish("", `"other.test"`); n != 0 {
+			t.Errorf("reload closed %d: the flow's names were registered before its tunnel", n)
+		}
+		near, far := memPair(net.TCPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:50000")), net.TCPAddrFromAddrPort(addr))
+		origins <- far
+		t.Cleanup(func() { near.Close(); far.Close() })
+		return near, nil
+	}
+	fl := h.transparent()
+	decidedUnder := h.store.Config().Version
+	hello := goHello(t, "allowed.test")
+	fl.send(hello)
+	// The origin reads what it is sent until the tunnel closes it.
+	var srv *memConn
+	select {
+	case srv = <-origins:
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing dialed")
+	}
+	type result struct {
+		b   []byte
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		srv.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b, err := io.ReadAll(srv)
+		got <- result{b, err}
+	}()
+	if b := fl.received(t); len(b) != 0 {
+		t.Fatalf("client got %q", b)
+	}
+	fl.wait(t)
+	if r := <-got; r.err != nil || len(r.b) != len(hello) {
+		t.Fatalf("origin got %d bytes, %v; want the replayed hello and then the close", len(r.b), r.err)
+	}
+	e := h.event()
+	if e.ConfigVersion != decidedUnder {
+		t.Errorf("config_version %q, want %q", e.ConfigVersion, decidedUnder)
+	}
+	e.ConfigVersion = h.store.Config().Version
+	h.check(e, want{listener: audit.ListenerTransparentHTTPS, action: "deny", reason: "config_reload", rule: "ok", segment: "lan",
+		domain: "allowed.test", ip: "127.0.0.1", sni: "allowed.test", ja4: true, ech: no, err: "closed: config_reload"})
+	h.oneDecision("transparent_https/lan/allow/rule/ok")
+}
