@@ -763,3 +763,49 @@ func TestLoopPlainReloadCut(t *testing.T) {
 		t.Errorf("a cut counted as an upstream error (%v)", n)
 	}
 }
+
+// A reload that denies a plain-HTTP request's destination while its
+// upstream connection is being dialed: the reload closes the client
+// connection, and the request must not reach the destination afterwards.
+//
+// Known defect (found by this test): the registry's closer closes the
+// client's origin only if it is already stored; one being dialed is stored
+// after, and the request is then written to it — the SIEM event says
+// config_reload while the origin got the request. Remove the skip with the
+// fix (see the report of branch h/unit).
+func TestLoopReloadDuringPlainDial(t *testing.T) {
+	if os.Getenv("EGRESS_KNOWN_DEFECTS") == "" {
+		t.Skip("known defect: a request whose dial spans a denying reload is still sent (set EGRESS_KNOWN_DEFECTS=1 to run)")
+	}
+	l := newLoop(t, Explicit, "")
+	l.raw = make(chan *memConn, 1)
+	st := l.store.Load()
+	dial := st.Dialer.DialConn
+	closed := make(chan int, 1)
+	st.Dialer.DialConn = func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+		closed <- l.publish("", `"other.test"`) // the reload lands during the dial
+		return dial(ctx, addr)
+	}
+	cl := l.connect(src)
+	cl.send(get("http://allowed.test/after-reload", ""))
+	var srv *memConn
+	select {
+	case srv = <-l.raw:
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing dialed")
+	}
+	if n := <-closed; n != 1 {
+		t.Fatalf("reload closed %d", n)
+	}
+	srv.SetDeadline(time.Now().Add(10 * time.Second))
+	if req, err := http.ReadRequest(bufio.NewReader(srv)); err == nil {
+		t.Errorf("the destination received %s %s after the reload that denies it", req.Method, req.URL)
+		go io.WriteString(srv, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	}
+	cl.closed()
+	e := l.one(l.done())
+	if e.Action != "deny" || e.Reason != "config_reload" {
+		t.Errorf("event: action %q, reason %q", e.Action, e.Reason)
+	}
+	l.decided(map[string]float64{"proxy/lan/allow/rule/ok": 1})
+}
