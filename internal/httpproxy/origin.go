@@ -51,7 +51,7 @@ const (
 // origin is one upstream connection owned by one client connection.
 type origin struct {
 	key   originKey
-	c     *net.TCPConn
+	c     net.Conn      // a *net.TCPConn unless Dialer.DialConn made it
 	rd    originReader  // c under deadlines and a header limit
 	br    *bufio.Reader // reads rd; owned by the client's goroutine
 	state atomic.Int32
@@ -63,7 +63,7 @@ type origin struct {
 // originReaders recycles the response readers of origins.
 var originReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 
-func newOrigin(key originKey, c *net.TCPConn, gauge prometheus.Gauge) *origin {
+func newOrigin(key originKey, c net.Conn, gauge prometheus.Gauge) *origin {
 	o := &origin{key: key, c: c, gauge: gauge}
 	o.rd.c = c
 	o.br = originReaders.Get().(*bufio.Reader)

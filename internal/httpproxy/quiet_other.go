@@ -6,4 +6,4 @@ import "net"
 
 // quietOpen cannot peek without waiting here: a kept connection is assumed
 // usable (a stale one is retried once for a request without a body).
-func quietOpen(c *net.TCPConn) bool { return true }
+func quietOpen(c net.Conn) bool { return true }

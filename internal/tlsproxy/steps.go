@@ -168,7 +168,7 @@ func (fl *flow) resolve(d rules.Decision) bool {
 }
 
 // dial connects to the checked address and replays what the client sent.
-func (fl *flow) dial() (*net.TCPConn, bool) {
+func (fl *flow) dial() (net.Conn, bool) {
 	t0 := time.Now()
 	server, err := fl.st.Dialer.Dial(context.Background(), fl.dest, fl.f.Port)
 	fl.p.Metrics.UpstreamDial.Observe(time.Since(t0).Seconds())

@@ -37,6 +37,9 @@ type Dialer struct {
 	AllowPrivate []netip.Prefix
 	Timeout      time.Duration
 	Resolver     Resolver // nil: net.DefaultResolver
+	// DialConn, when set, is how Dial connects (tests: in-memory
+	// connections, no sockets). nil: a TCP dial.
+	DialConn func(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
 }
 
 // Resolve returns the address to dial for a normalised name or an IP literal
@@ -208,8 +211,21 @@ func Refused(a netip.Addr) bool {
 }
 
 // Dial connects to addr:port within the timeout. The error wraps
-// ErrUnavailable.
-func (d *Dialer) Dial(ctx context.Context, addr netip.Addr, port uint16) (*net.TCPConn, error) {
+// ErrUnavailable. Without DialConn the connection is a *net.TCPConn (the
+// tunnel's kernel copy and parking need one).
+func (d *Dialer) Dial(ctx context.Context, addr netip.Addr, port uint16) (net.Conn, error) {
+	if d.DialConn != nil {
+		if d.Timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, d.Timeout)
+			defer cancel()
+		}
+		c, err := d.DialConn(ctx, netip.AddrPortFrom(addr, port))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		return c, nil
+	}
 	// No TCP keepalive: an idle tunnel ends at limits.idle_timeout, and the
 	// dial saves four setsockopt calls.
 	nd := net.Dialer{Timeout: d.Timeout, KeepAlive: -1}
