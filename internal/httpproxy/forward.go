@@ -191,6 +191,14 @@ func (cn *conn) relay(st *active.State, o *outcome.Outcome, req *http.Request, b
 	headBytes := int64(cn.headLen)
 	x := exchange{cn: cn, req: req, body: body, idle: lim.IdleTimeout}
 	resp, err := x.run(st, key)
+	if why := cn.t.ClosedBy(); err != nil && why != "" {
+		// Cut by a reload or a shutdown before the response: that is the
+		// outcome, not a failed destination; the client is gone.
+		o.Cut(why)
+		ev.SourceBytes, ev.Duration = headBytes+body.N(), time.Since(ev.Time)
+		o.Finish()
+		return false
+	}
 	if err != nil {
 		cn.s.Metrics.UpstreamErrors.WithLabelValues(upstreamReason(err)).Inc()
 		o.Fail(rules.ReasonUpstreamError, err)

@@ -733,9 +733,6 @@ func TestLoopConnectShutdown(t *testing.T) {
 // as an upstream error. The fix (checking ClosedBy before the 502) is in the
 // report of branch h/unit; remove the skip with it.
 func TestLoopPlainReloadCut(t *testing.T) {
-	if os.Getenv("EGRESS_KNOWN_DEFECTS") == "" {
-		t.Skip("known defect: a plain request cut while awaiting its response is logged as destination_unavailable (set EGRESS_KNOWN_DEFECTS=1 to run)")
-	}
 	l := newLoop(t, Explicit, "")
 	l.raw = make(chan *memConn, 1)
 	cl := l.connect(src)
@@ -774,9 +771,6 @@ func TestLoopPlainReloadCut(t *testing.T) {
 // config_reload while the origin got the request. Remove the skip with the
 // fix (see the report of branch h/unit).
 func TestLoopReloadDuringPlainDial(t *testing.T) {
-	if os.Getenv("EGRESS_KNOWN_DEFECTS") == "" {
-		t.Skip("known defect: a request whose dial spans a denying reload is still sent (set EGRESS_KNOWN_DEFECTS=1 to run)")
-	}
 	l := newLoop(t, Explicit, "")
 	l.raw = make(chan *memConn, 1)
 	st := l.store.Load()
@@ -871,9 +865,6 @@ func TestLoopShutdownClosesIdle(t *testing.T) {
 // between waits for idle_timeout (at most until the grace period's
 // CloseAll). Marking idle first and then checking Draining closes the gap.
 func TestLoopShutdownAsConnectionGoesIdle(t *testing.T) {
-	if os.Getenv("EGRESS_KNOWN_DEFECTS") == "" {
-		t.Skip("known defect: a shutdown racing a connection going idle waits idle_timeout (set EGRESS_KNOWN_DEFECTS=1 to run)")
-	}
 	l := newLoop(t, Explicit, `limits { idle_timeout = "60s" }`)
 	var entries atomic.Int32
 	idle := idleEntries(t, func() {

@@ -3,6 +3,7 @@ package httpproxy
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -204,6 +205,11 @@ func (cn *conn) originFor(st *active.State, key originKey) (o *origin, reused bo
 	}
 	o = newOrigin(key, c, m.UpstreamConnections.WithLabelValues(cn.s.listener()))
 	cn.up.Store(o)
+	// A close that ran during the dial did not see this origin: stored
+	// first, then checked, so one of the two always closes it.
+	if why := cn.t.ClosedBy(); why != "" {
+		return nil, false, errors.New("closed: " + why)
+	}
 	return o, false, nil
 }
 

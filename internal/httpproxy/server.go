@@ -247,14 +247,16 @@ func (cn *conn) loop() {
 		if cn.served == 0 {
 			wait = lim.HeaderTimeout
 		}
-		if cn.s.Track.Draining() {
-			return
-		}
 		cn.c.SetReadDeadline(time.Now().Add(wait))
 		if hook := testHookIdle.Load(); hook != nil {
 			(*hook)(cn)
 		}
+		// Idle first, then the drain check: a shutdown either sees this
+		// connection idle (CloseIdle closes it) or is seen here.
 		cn.t.SetIdle(true)
+		if cn.s.Track.Draining() {
+			return
+		}
 		_, err := cn.br.Peek(1)
 		cn.t.SetIdle(false)
 		if err != nil {
