@@ -59,6 +59,12 @@ func (cn *conn) connect(st *active.State, req *http.Request) {
 	}
 	cn.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if _, err := cn.c.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
+		// Allowed, but the client is gone before its 200: still a decision.
+		o := begin()
+		o.Decide(d)
+		o.Event.DestIP = dest.String()
+		o.Event.Error = "client gone before the 200: " + err.Error()
+		o.Finish()
 		return
 	}
 	cn.c.SetWriteDeadline(time.Time{})

@@ -167,12 +167,42 @@ func (fl *flow) resolve(d rules.Decision) bool {
 	return true
 }
 
+// register tells the registry which names the flow carries, before anything
+// is dialed: from here a reload that denies them closes the flow, and one
+// that landed since the hello is caught by deciding again. A flow closed now
+// (or during the dial) never sends its hello anywhere.
+func (fl *flow) register() bool {
+	f, c := fl.f, fl.f.Conn
+	c.SetCloser(func() { f.Client.Close() })
+	c.Decided(fl.names)
+	if cur := fl.p.Active.Load(); cur != fl.st && cur.Config.DecideAll(fl.names).Action == rules.Deny {
+		c.Close(string(rules.ReasonReload))
+	}
+	if why := c.ClosedBy(); why != "" {
+		fl.o.Cut(why)
+		return false
+	}
+	return true
+}
+
 // dial connects to the checked address and replays what the client sent.
 func (fl *flow) dial() (net.Conn, bool) {
+	if !fl.register() {
+		return nil, false
+	}
 	t0 := time.Now()
 	server, err := fl.st.Dialer.Dial(context.Background(), fl.dest, fl.f.Port)
 	fl.p.Metrics.UpstreamDial.Observe(time.Since(t0).Seconds())
 	if err == nil {
+		client := fl.f.Client
+		fl.f.Conn.SetCloser(func() { client.Close(); server.Close() })
+		if why := fl.f.Conn.ClosedBy(); why != "" {
+			// Closed by a reload or a shutdown while dialing: not a byte
+			// of the client's reaches the destination.
+			server.Close()
+			fl.o.Cut(why)
+			return nil, false
+		}
 		server.SetWriteDeadline(time.Now().Add(fl.st.Config.Limits.IdleTimeout))
 		_, err = server.Write(fl.raw)
 		server.SetWriteDeadline(time.Time{})
@@ -194,17 +224,9 @@ func (fl *flow) dial() (net.Conn, bool) {
 	return server, true
 }
 
-// start registers the decided names and hands both connections to the
-// tunnel, which ends the flow.
+// start hands both connections to the tunnel, which ends the flow.
 func (fl *flow) start(server net.Conn) bool {
 	f, c := fl.f, fl.f.Conn
-	// From here a reload that denies these names closes the tunnel. One that
-	// landed since the hello is caught by deciding again.
-	c.SetCloser(func() { f.Client.Close(); server.Close() })
-	c.Decided(fl.names)
-	if cur := fl.p.Active.Load(); cur != fl.st && cur.Config.DecideAll(fl.names).Action == rules.Deny {
-		c.Close(string(rules.ReasonReload))
-	}
 	rawLen := int64(len(fl.raw))
 	fl.p.Record.Add(rawLen, 0)
 	fl.raw, fl.hello, fl.names = nil, nil, rules.Names{}
