@@ -488,7 +488,8 @@ func (cn *conn) upgraded(x *exchange, resp *http.Response, oc *outcome.Outcome, 
 	// The origin leaves the client's hands: the tunnel owns both sockets now.
 	cn.up.Store(nil)
 	var res tunnel.Result
-	pipe := tunnel.Start(cn.c, o.c, tunnel.Options{Idle: x.idle, Counter: cn.s.Record, OnDone: func(r tunnel.Result) { res = r }})
+	pipe := tunnel.Start(cn.c, o.c, tunnel.Options{Idle: x.idle, Counter: cn.s.Record,
+		OnDone: func(r tunnel.Result) { res = r }, OnPanic: func(v any) { cn.s.Track.Panicked(cn.s.listener(), v) }})
 	cn.t.SetCloser(pipe.Close)
 	if cn.t.ClosedBy() != "" {
 		pipe.Close()

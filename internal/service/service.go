@@ -77,7 +77,7 @@ func Run(ctx context.Context, o Options) error {
 	m.ConfigLoaded(true, cfg.Version, time.Now())
 
 	s := &server{o: o, log: log, active: store, track: tracker, record: rec, metrics: m, sink: sink, path: cfg.Source,
-		tls: &tlsproxy.Proxy{Active: store, Record: rec, Metrics: m}}
+		tls: &tlsproxy.Proxy{Active: store, Record: rec, Metrics: m, Panicked: tracker.Panicked}}
 	s.ready.Store(false)
 	if err := s.listen(cfg); err != nil {
 		s.closeListeners()

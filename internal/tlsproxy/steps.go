@@ -231,7 +231,11 @@ func (fl *flow) start(server net.Conn) bool {
 	fl.p.Record.Add(rawLen, 0)
 	fl.raw, fl.hello, fl.names = nil, nil, rules.Names{}
 	f.Client.SetWriteDeadline(time.Time{})
-	pipe := tunnel.Start(f.Client, server, tunnel.Options{Idle: fl.st.Config.Limits.IdleTimeout, Counter: fl.p.Record,
+	var onPanic func(any)
+	if h := fl.p.Panicked; h != nil {
+		onPanic = func(v any) { h(f.Listener, v) }
+	}
+	pipe := tunnel.Start(f.Client, server, tunnel.Options{Idle: fl.st.Config.Limits.IdleTimeout, Counter: fl.p.Record, OnPanic: onPanic,
 		OnDone: func(res tunnel.Result) {
 			ev := fl.o.Event
 			ev.SourceBytes, ev.DestBytes = res.Upload+rawLen, res.Download

@@ -30,6 +30,9 @@ type Proxy struct {
 	Active  *active.Store
 	Record  *outcome.Recorder
 	Metrics *metrics.Metrics
+	// Panicked, if set, reports a panic recovered in a tunnel's goroutines
+	// (conntrack.Tracker.Panicked: logged with its stack, counted).
+	Panicked func(listener string, v any)
 }
 
 // Flow is a client connection whose next bytes should be a ClientHello: a

@@ -22,6 +22,7 @@ package tunnel
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -59,6 +60,7 @@ type Options struct {
 	ParkAfter time.Duration // park after this long quiet (0: DefaultParkAfter; < 0: never park)
 	Counter   Counter       // may be nil
 	OnDone    func(Result)  // called once, after both connections are closed
+	OnPanic   func(any)     // a panic in the tunnel's goroutines (a bug): recovered, reported here
 }
 
 type halfCloser interface{ CloseWrite() error }
@@ -173,8 +175,31 @@ func (p *Pipe) startLocked(d *direction) {
 }
 
 // Named functions so that stack dumps say which way a tunnel is busy.
-func copyUpload(p *Pipe, d *direction)   { p.run(d) }
-func copyDownload(p *Pipe, d *direction) { p.run(d) }
+func copyUpload(p *Pipe, d *direction) {
+	defer p.recoverCopy(d)
+	p.run(d)
+}
+
+func copyDownload(p *Pipe, d *direction) {
+	defer p.recoverCopy(d)
+	p.run(d)
+}
+
+// recoverCopy ends the tunnel, not the process, when its copy panics (a bug):
+// the panic goes to Options.OnPanic and the tunnel fails with it.
+func (p *Pipe) recoverCopy(d *direction) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	if h := p.opt.OnPanic; h != nil {
+		h(v)
+	}
+	p.fail(fmt.Errorf("tunnel: panic: %v", v))
+	p.mu.Lock()
+	p.stopLocked(d)
+	p.mu.Unlock()
+}
 
 func (p *Pipe) other(d *direction) *direction {
 	return p.dirs[1-d.index]
@@ -392,8 +417,13 @@ func (p *Pipe) finishLocked() {
 	if done := p.opt.OnDone; done != nil {
 		// Outside the lock: OnDone may take its time (write an event).
 		go func() {
+			defer close(p.doneCh)
+			defer func() {
+				if v := recover(); v != nil && p.opt.OnPanic != nil {
+					p.opt.OnPanic(v)
+				}
+			}()
 			done(res)
-			close(p.doneCh)
 		}()
 		return
 	}
