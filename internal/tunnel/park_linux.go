@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"fmt"
 	"net"
 	"sync"
 	"syscall"
@@ -135,8 +136,22 @@ func parkerLoop(k *parker) {
 			p := k.pipes[id]
 			k.mu.Unlock()
 			if p != nil && way >= 0 && way < len(p.dirs) {
-				p.unpark(way)
+				unparkGuarded(p, way)
 			}
 		}
 	}
+}
+
+// unparkGuarded wakes one direction; a panic in it (a bug) ends that tunnel,
+// reported to its OnPanic, and the parker goes on serving every other one.
+func unparkGuarded(p *Pipe, way int) {
+	defer func() {
+		if v := recover(); v != nil {
+			if h := p.opt.OnPanic; h != nil {
+				h(v)
+			}
+			go p.fail(fmt.Errorf("tunnel: panic: %v", v)) // not under this goroutine: p.mu may be held
+		}
+	}()
+	p.unpark(way)
 }
