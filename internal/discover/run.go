@@ -1,0 +1,225 @@
+package discover
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"container/heap"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/egress-proxy/egress/internal/audit"
+	"github.com/egress-proxy/egress/internal/replay"
+	"github.com/egress-proxy/egress/internal/rules"
+)
+
+// ErrRead: an input could not be read (I/O or gzip error). The report
+// returned with it covers what was read.
+var ErrRead = errors.New("discover: reading events")
+
+// Limits of the readers.
+const (
+	MaxLine      = 1 << 20 // longer lines are malformed
+	maxMalformed = 10      // malformed lines kept with their errors
+	batchEvents  = 256
+	batchQueue   = 2 // batches buffered per input
+)
+
+// Input is one event stream: JSON lines, gzip detected by its magic bytes.
+type Input struct {
+	Name string
+	R    io.Reader
+}
+
+// Run analyses the events of every input under cfg. Each input is read and
+// parsed by its own goroutine (with replay's decoder, so the same files
+// work); Run merges them by @timestamp, so several files (one per proxy
+// instance, or rotated ones) need not be concatenated or sorted first. Each
+// input is assumed to be roughly in time order, as egress writes it.
+// Malformed lines are counted, not fatal; the error (wrapping ErrRead) is for
+// an input that cannot be read, and comes with the report of the rest.
+func Run(cfg *rules.Config, inputs []Input, opt Options) (*Report, error) {
+	a, err := New(cfg, opt)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	readers := make([]*reader, len(inputs))
+	var wg sync.WaitGroup
+	h := &streams{}
+	for i, in := range inputs {
+		rd := &reader{input: in.Name, out: make(chan []*audit.Event, batchQueue)}
+		readers[i] = rd
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rd.run(in.R, done)
+		}()
+		st := &stream{ch: rd.out}
+		if st.advance() {
+			heap.Push(h, st)
+		}
+	}
+	for h.Len() > 0 {
+		st := (*h)[0]
+		a.Add(st.batch[st.pos])
+		if st.advance() {
+			heap.Fix(h, 0)
+		} else {
+			heap.Pop(h)
+		}
+	}
+	close(done)
+	wg.Wait()
+
+	rep := a.Report()
+	var errs []error
+	for _, rd := range readers {
+		rep.Inputs = append(rep.Inputs, rd.input)
+		rep.Lines += rd.lines
+		rep.Malformed += rd.bad
+		for _, m := range rd.badLines {
+			if len(rep.MalformedLines) < maxMalformed {
+				rep.MalformedLines = append(rep.MalformedLines, m)
+			}
+		}
+		if rd.err != nil {
+			errs = append(errs, fmt.Errorf("%w: %s: %w", ErrRead, rd.input, rd.err))
+		}
+	}
+	return rep, errors.Join(errs...)
+}
+
+// stream is the merge's view of one reader: the batch being consumed.
+type stream struct {
+	ch    <-chan []*audit.Event
+	batch []*audit.Event
+	pos   int
+}
+
+// advance moves to the next event, receiving the next batch when needed; false
+// at the end of the input.
+func (s *stream) advance() bool {
+	if s.batch != nil {
+		s.pos++
+		if s.pos < len(s.batch) {
+			return true
+		}
+	}
+	b, ok := <-s.ch
+	s.batch, s.pos = b, 0
+	return ok
+}
+
+// streams is a min-heap of streams by the time of their current event.
+type streams []*stream
+
+func (h streams) Len() int { return len(h) }
+func (h streams) Less(i, j int) bool {
+	return h[i].batch[h[i].pos].Time.Before(h[j].batch[h[j].pos].Time)
+}
+func (h streams) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *streams) Push(x any)   { *h = append(*h, x.(*stream)) }
+func (h *streams) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// reader owns one input: its goroutine reads and parses lines and sends
+// batches of events on out, which it closes at the end. Its counts are read
+// by Run after the goroutine has ended.
+type reader struct {
+	input    string
+	out      chan []*audit.Event
+	lines    int
+	bad      int
+	badLines []Malformed
+	err      error
+}
+
+func (rd *reader) malformed(line int, err error) {
+	rd.bad++
+	if len(rd.badLines) < maxMalformed {
+		rd.badLines = append(rd.badLines, Malformed{Input: rd.input, Line: line, Error: err.Error()})
+	}
+}
+
+func (rd *reader) run(r io.Reader, done <-chan struct{}) {
+	defer close(rd.out)
+	br := bufio.NewReaderSize(r, 256<<10)
+	var zr *gzip.Reader
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		var err error
+		if zr, err = gzip.NewReader(br); err != nil {
+			rd.err = fmt.Errorf("gzip: %w", err)
+			return
+		}
+		br = bufio.NewReaderSize(zr, 256<<10)
+	}
+	batch := make([]*audit.Event, 0, batchEvents)
+	send := func() bool {
+		if len(batch) == 0 {
+			return true
+		}
+		select {
+		case rd.out <- batch:
+			batch = make([]*audit.Event, 0, batchEvents)
+			return true
+		case <-done:
+			return false
+		}
+	}
+	line, long, inLong := 0, []byte(nil), false
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			if !inLong {
+				inLong, long = true, long[:0]
+			}
+			if len(long) <= MaxLine+2 {
+				long = append(long, chunk...)
+			}
+			continue
+		}
+		data := chunk
+		if inLong {
+			if len(long) <= MaxLine+2 {
+				long = append(long, chunk...)
+			}
+			data, inLong = long, false
+		}
+		if len(data) > 0 {
+			line++
+			data = bytes.TrimSpace(data)
+			switch {
+			case len(data) == 0:
+			case len(data) > MaxLine:
+				rd.lines++
+				rd.malformed(line, fmt.Errorf("line too long (over %d bytes)", MaxLine))
+			default:
+				rd.lines++
+				if ev, perr := replay.ParseEvent(data); perr != nil {
+					rd.malformed(line, perr)
+				} else {
+					batch = append(batch, ev)
+				}
+			}
+		}
+		if len(batch) == batchEvents && !send() {
+			return
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				rd.err = err
+			} else if zr != nil {
+				rd.err = zr.Close()
+			}
+			send()
+			return
+		}
+	}
+}
