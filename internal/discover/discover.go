@@ -119,11 +119,11 @@ func (o *Options) fill() {
 type Candidate struct {
 	Name          string  `json:"name"`
 	Score         float64 `json:"score"`
-	Sources       int     `json:"sources"`        // distinct sources that contacted it after a hit
-	Cooccurrences int     `json:"cooccurrences"`  // its events within a window after a hit
-	Sessions      int     `json:"sessions"`       // category sessions it appeared in
-	Consistency   float64 `json:"consistency"`    // Sessions / sessions of its Sources
-	Lift          float64 `json:"lift"`           // rate after hits / rate anywhere
+	Sources       int     `json:"sources"`         // distinct sources that contacted it after a hit
+	Cooccurrences int     `json:"cooccurrences"`   // its events within a window after a hit
+	Sessions      int     `json:"sessions"`        // category sessions it appeared in
+	Consistency   float64 `json:"consistency"`     // Sessions / sessions of its Sources
+	Lift          float64 `json:"lift"`            // rate after hits / rate anywhere
 	Events        int     `json:"events_anywhere"` // its events anywhere (an upper estimate)
 }
 
@@ -149,14 +149,14 @@ type Report struct {
 	MalformedLines []Malformed `json:"malformed_lines"`
 	Skipped        []Count     `json:"skipped"` // by reason
 
-	Hits           int `json:"hits"`            // events of a name in the category
-	HitSources     int `json:"hit_sources"`     // sources with at least one hit
-	Sessions       int `json:"sessions"`        // category sessions
-	Listed         int `json:"listed"`          // events of names in another list (not candidates)
-	Unlisted       int `json:"unlisted"`        // events of names in no list
-	InSessions     int `json:"in_sessions"`     // unlisted events within a window after a hit
+	Hits           int `json:"hits"`             // events of a name in the category
+	HitSources     int `json:"hit_sources"`      // sources with at least one hit
+	Sessions       int `json:"sessions"`         // category sessions
+	Listed         int `json:"listed"`           // events of names in another list (not candidates)
+	Unlisted       int `json:"unlisted"`         // events of names in no list
+	InSessions     int `json:"in_sessions"`      // unlisted events within a window after a hit
 	SourcesOverCap int `json:"sources_over_cap"` // events of sources beyond MaxSources
-	Pruned         int `json:"pruned"`          // candidate names dropped when a table was full
+	Pruned         int `json:"pruned"`           // candidate names dropped when a table was full
 
 	// Candidates are every name with at least MinSources sources and a
 	// positive score, best first (score, then sources, co-occurrences, name).
@@ -186,8 +186,8 @@ type Analyzer struct {
 	cms     *countMin
 
 	events, hits, sessions, listed, unlisted, inSessions, overCap, pruned int
-	skipped                                                              map[string]int
-	first, last                                                          time.Time
+	skipped                                                               map[string]int
+	first, last                                                           time.Time
 }
 
 type source struct {
