@@ -45,6 +45,11 @@ func Run(cfg *rules.Config, inputs []Input, opt Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	return a.run(inputs)
+}
+
+// run reads, merges and adds every input, and reports.
+func (a *Analyzer) run(inputs []Input) (*Report, error) {
 	done := make(chan struct{})
 	readers := make([]*reader, len(inputs))
 	var wg sync.WaitGroup
