@@ -64,13 +64,12 @@ func cmdDiscover(args []string, stdout, stderr io.Writer) int {
 			inputs = append(inputs, discover.Input{Name: "-", R: os.Stdin})
 			continue
 		}
-		f, err := os.Open(name)
-		if err != nil {
+		// Checked now, opened when the merge reaches the file's first event.
+		if _, err := os.Stat(name); err != nil {
 			fmt.Fprintf(stderr, "egress discover: %v\n", err)
 			return 2
 		}
-		defer f.Close()
-		inputs = append(inputs, discover.Input{Name: name, R: f})
+		inputs = append(inputs, discover.Input{Name: name, Open: func() (io.ReadCloser, error) { return os.Open(name) }})
 	}
 	rep, err := discover.Run(cfg, inputs, discover.Options{Category: *category, Window: *window, MinSources: *minSources})
 	if rep == nil {

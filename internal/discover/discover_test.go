@@ -5,12 +5,14 @@ import (
 	"compress/gzip"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -78,6 +80,54 @@ func TestMergeOrder(t *testing.T) {
 		if len(r.Candidates) < 2 || r.Candidates[0].Name != reps[0].Candidates[0].Name || r.Candidates[1].Name != reps[0].Candidates[1].Name {
 			t.Errorf("top two differ by file split")
 		}
+	}
+}
+
+// countingFile counts the inputs open at once.
+type countingFile struct {
+	io.Reader
+	open *atomic.Int32
+}
+
+func (f countingFile) Close() error { f.open.Add(-1); return nil }
+
+// TestRotatedFilesOpenLazily: rotated files (one after another in time) are
+// opened when the merge reaches them, not all at once, and give the same
+// ranking as one file.
+func TestRotatedFilesOpenLazily(t *testing.T) {
+	cfg := loadTestConfig(t)
+	events := generate(smallSpec)
+	enc, _ := audit.NewEncoder("ecs", "test")
+	const parts = 6
+	files := make([][]byte, parts)
+	for i, g := range events {
+		p := i * parts / len(events)
+		files[p] = append(enc.Encode(files[p], g.ev), '\n')
+	}
+	var open, most atomic.Int32
+	var in []Input
+	for i, f := range files {
+		in = append(in, Input{Name: fmt.Sprintf("events.jsonl.%d", i), Open: func() (io.ReadCloser, error) {
+			n := open.Add(1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			return countingFile{Reader: bytes.NewReader(f), open: &open}, nil
+		}})
+	}
+	slices.Reverse(in) // the order of the arguments does not matter
+	rep, err := Run(cfg, in, Options{Category: "tiktok"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := most.Load(); m > 2 || open.Load() != 0 {
+		t.Errorf("%d inputs open at once, %d left open", m, open.Load())
+	}
+	if rep.Events != len(events) || len(rep.Candidates) < 2 || !slices.Contains(planted, rep.Candidates[0].Name) || !slices.Contains(planted, rep.Candidates[1].Name) {
+		t.Errorf("events %d of %d, candidates %+v", rep.Events, len(events), rep.Candidates[:min(2, len(rep.Candidates))])
+	}
+	_, err = Run(cfg, []Input{{Name: "gone", Open: func() (io.ReadCloser, error) { return nil, os.ErrNotExist }}}, Options{Category: "tiktok"})
+	if !errors.Is(err, ErrRead) || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("open error: %v", err)
 	}
 }
 

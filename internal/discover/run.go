@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/egress-proxy/egress/internal/audit"
 	"github.com/egress-proxy/egress/internal/replay"
@@ -28,15 +30,26 @@ const (
 )
 
 // Input is one event stream: JSON lines, gzip detected by its magic bytes.
+// Either R is an open stream (read from the start of the merge), or Open
+// opens it: such an input is opened once to find its first @timestamp, and
+// again only when the merge reaches that time, so that rotated files that
+// follow one another in time are not all open (with their buffers and
+// goroutines) at once. The reader goroutine closes what Open returned.
 type Input struct {
 	Name string
 	R    io.Reader
+	Open func() (io.ReadCloser, error)
 }
+
+// probeLines is how many lines of an Open input are read for its first
+// @timestamp; an input without one in them is opened at the start.
+const probeLines = 1000
 
 // Run analyses the events of every input under cfg. Each input is read and
 // parsed by its own goroutine (with replay's decoder, so the same files
 // work); Run merges them by @timestamp, so several files (one per proxy
-// instance, or rotated ones) need not be concatenated or sorted first. Each
+// instance, or rotated ones) need not be concatenated or sorted first; an
+// Open input is opened only when the merge reaches its first event. Each
 // input is assumed to be roughly in time order, as egress writes it.
 // Malformed lines are counted, not fatal; the error (wrapping ErrRead) is for
 // an input that cannot be read, and comes with the report of the rest.
@@ -54,20 +67,42 @@ func (a *Analyzer) run(inputs []Input) (*Report, error) {
 	readers := make([]*reader, len(inputs))
 	var wg sync.WaitGroup
 	h := &streams{}
-	for i, in := range inputs {
+	start := func(i int) {
+		in := inputs[i]
 		rd := &reader{input: in.Name, out: make(chan []*audit.Event, batchQueue)}
 		readers[i] = rd
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rd.run(in.R, done)
+			rd.run(in, done)
 		}()
 		st := &stream{ch: rd.out}
 		if st.advance() {
 			heap.Push(h, st)
 		}
 	}
-	for h.Len() > 0 {
+	// Inputs not yet open, by their first @timestamp.
+	type later struct {
+		i     int
+		first time.Time
+	}
+	var pending []later
+	for i, in := range inputs {
+		if in.R != nil {
+			start(i)
+			continue
+		}
+		pending = append(pending, later{i: i, first: firstTime(in)})
+	}
+	slices.SortStableFunc(pending, func(x, y later) int { return x.first.Compare(y.first) })
+	for {
+		for len(pending) > 0 && (h.Len() == 0 || !pending[0].first.After((*h)[0].head().Time)) {
+			start(pending[0].i)
+			pending = pending[1:]
+		}
+		if h.Len() == 0 {
+			break
+		}
 		st := (*h)[0]
 		a.Add(st.batch[st.pos])
 		if st.advance() {
@@ -97,12 +132,53 @@ func (a *Analyzer) run(inputs []Input) (*Report, error) {
 	return rep, errors.Join(errs...)
 }
 
+// firstTime is the first @timestamp among the first probeLines lines of an
+// Open input; zero when there is none or it cannot be read (the reader then
+// reports the error).
+func firstTime(in Input) time.Time {
+	f, err := in.Open()
+	if err != nil {
+		return time.Time{}
+	}
+	defer f.Close()
+	br, _, err := lines(f)
+	if err != nil {
+		return time.Time{}
+	}
+	for range probeLines {
+		line, err := br.ReadSlice('\n')
+		if ev, perr := replay.ParseEvent(bytes.TrimSpace(line)); perr == nil && !ev.Time.IsZero() {
+			return ev.Time
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			break
+		}
+	}
+	return time.Time{}
+}
+
+// lines returns a buffered reader of r, decompressed when r starts with the
+// gzip magic bytes.
+func lines(r io.Reader) (*bufio.Reader, *gzip.Reader, error) {
+	br := bufio.NewReaderSize(r, 256<<10)
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, nil, fmt.Errorf("gzip: %w", err)
+		}
+		return bufio.NewReaderSize(zr, 256<<10), zr, nil
+	}
+	return br, nil, nil
+}
+
 // stream is the merge's view of one reader: the batch being consumed.
 type stream struct {
 	ch    <-chan []*audit.Event
 	batch []*audit.Event
 	pos   int
 }
+
+func (s *stream) head() *audit.Event { return s.batch[s.pos] }
 
 // advance moves to the next event, receiving the next batch when needed; false
 // at the end of the input.
@@ -123,7 +199,7 @@ type streams []*stream
 
 func (h streams) Len() int { return len(h) }
 func (h streams) Less(i, j int) bool {
-	return h[i].batch[h[i].pos].Time.Before(h[j].batch[h[j].pos].Time)
+	return h[i].head().Time.Before(h[j].head().Time)
 }
 func (h streams) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
 func (h *streams) Push(x any)   { *h = append(*h, x.(*stream)) }
@@ -153,17 +229,22 @@ func (rd *reader) malformed(line int, err error) {
 	}
 }
 
-func (rd *reader) run(r io.Reader, done <-chan struct{}) {
+func (rd *reader) run(in Input, done <-chan struct{}) {
 	defer close(rd.out)
-	br := bufio.NewReaderSize(r, 256<<10)
-	var zr *gzip.Reader
-	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		var err error
-		if zr, err = gzip.NewReader(br); err != nil {
-			rd.err = fmt.Errorf("gzip: %w", err)
+	r := in.R
+	if r == nil {
+		f, err := in.Open()
+		if err != nil {
+			rd.err = err
 			return
 		}
-		br = bufio.NewReaderSize(zr, 256<<10)
+		defer f.Close()
+		r = f
+	}
+	br, zr, err := lines(r)
+	if err != nil {
+		rd.err = err
+		return
 	}
 	batch := make([]*audit.Event, 0, batchEvents)
 	send := func() bool {
