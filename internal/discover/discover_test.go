@@ -293,12 +293,7 @@ func TestMeasure1M(t *testing.T) {
 	}()
 	var in []Input
 	for _, p := range paths {
-		f, err := os.Open(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		in = append(in, Input{Name: p, R: f})
+		in = append(in, Input{Name: p, Open: func() (io.ReadCloser, error) { return os.Open(p) }})
 	}
 	start := time.Now()
 	a, _ := New(cfg, Options{Category: "tiktok"})
