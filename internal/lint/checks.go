@@ -1,0 +1,439 @@
+package lint
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/egress-proxy/egress/internal/rules"
+)
+
+// checkRuleShapes: rules that can never match, and matchers written as an
+// empty list (which the rule treats as absent: it matches everything).
+func (l *linter) checkRuleShapes() {
+	l.rules(func(r *rules.RuleInfo) {
+		m := l.models[r]
+		if m.never != "" {
+			l.add(CheckUnreachable, Error, r.Range, "rule %q can never match: %s", r.Name, m.never)
+		}
+		for _, a := range []struct {
+			name  string
+			has   bool
+			empty bool
+		}{
+			{"domains", r.HasDomains, len(r.Domains) == 0},
+			{"categories", r.HasCategories, len(r.Categories) == 0},
+			{"cidrs", r.HasCIDRs, len(r.CIDRs) == 0},
+			{"ports", r.HasPorts, len(r.Ports) == 0},
+		} {
+			if a.has && a.empty {
+				l.add(CheckEmptyMatcher, Error, r.Attr[a.name], "rule %q: %s = [] is not a matcher; an empty list is the same as leaving it out, so this does not narrow what the rule matches (remove it, or list values)", r.Name, a.name)
+			}
+		}
+	})
+}
+
+// checkShadowed reports a rule that can never match because an earlier rule
+// in the same evaluation order matches everything it matches and decides
+// first. Within one ruleset (a policy, or a segment's own rules) that holds
+// wherever the ruleset is used. A policy's rule covered by a rule of another
+// ruleset is reported only when that holds in every segment using the policy
+// (an exception shadowing a ban in one segment is what exceptions are for).
+func (l *linter) checkShadowed() {
+	reported := map[*rules.RuleInfo]bool{}
+	sameSet := func(list []*rules.RuleInfo) {
+		for j, rj := range list {
+			mj := l.models[rj]
+			if mj.never != "" || mj.expired(l.now) {
+				continue
+			}
+			for _, ri := range list[:j] {
+				if mi := l.models[ri]; mi.decidesUntil(mj, l.now) && mj.subsetOf(mi) {
+					l.add(CheckShadowed, Error, rj.Range, "rule %q can never match: %s matches everything it matches and decides first (%s)",
+						rj.Name, ruleRef(ri), verdict(ri, rj))
+					reported[rj] = true
+					break
+				}
+			}
+		}
+	}
+	for _, p := range l.inv.Policies {
+		sameSet(p.Rules)
+	}
+	for _, s := range l.inv.Segments {
+		sameSet(s.Rules)
+	}
+	// Across rulesets, per segment.
+	type hit struct {
+		seg string
+		by  *rules.RuleInfo
+	}
+	shadowedIn := map[*rules.RuleInfo][]hit{}
+	usedIn := map[*rules.RuleInfo]int{}
+	for _, s := range l.inv.Segments {
+		order := l.inv.Order(s)
+		for j, rj := range order {
+			if rj.RulesetKind != "policy" {
+				continue
+			}
+			usedIn[rj]++
+			mj := l.models[rj]
+			if reported[rj] || mj.never != "" || mj.expired(l.now) {
+				continue
+			}
+			for _, ri := range order[:j] {
+				if mi := l.models[ri]; mi.decidesUntil(mj, l.now) && mj.subsetOf(mi) {
+					shadowedIn[rj] = append(shadowedIn[rj], hit{s.Name, ri})
+					break
+				}
+			}
+		}
+	}
+	l.rules(func(rj *rules.RuleInfo) {
+		hs := shadowedIn[rj]
+		if len(hs) == 0 || len(hs) != usedIn[rj] {
+			return
+		}
+		var where []string
+		for _, h := range hs {
+			where = append(where, fmt.Sprintf("in segment %q by %s", h.seg, ruleRef(h.by)))
+		}
+		l.add(CheckShadowed, Error, rj.Range, "rule %q can never match: in every segment that uses policy %q an earlier rule matches everything it matches and decides first (%s; %s)",
+			rj.Name, rj.Ruleset, strings.Join(where, "; "), verdict(hs[0].by, rj))
+	})
+}
+
+func verdict(by, r *rules.RuleInfo) string {
+	if r.Monitor {
+		return "a monitor rule that is never reached records nothing"
+	}
+	if by.Action == r.Action {
+		return "both " + r.Action.String() + ": the later rule is redundant"
+	}
+	return fmt.Sprintf("it %ss where this rule would %s", by.Action, r.Action)
+}
+
+// checkExceptions: an allow rule followed, in a segment's order, by a deny
+// rule that may match the same request is an exception to that ban. It must
+// document itself (owner, ticket, expires) and be no wider than the bans it
+// excepts: some request it allows must be denied by one of them, or the
+// exception allows more than was asked for.
+func (l *linter) checkExceptions() {
+	type exc struct {
+		bans []*model
+		seg  *rules.SegmentInfo
+	}
+	done := map[*rules.RuleInfo]bool{}
+	var wider []func()
+	meta := map[*rules.RuleInfo][]*model{}
+	var metaOrder []*rules.RuleInfo
+	for _, s := range l.inv.Segments {
+		order := l.inv.Order(s)
+		for i, re := range order {
+			me := l.models[re]
+			if re.Action != rules.Allow || re.Monitor || me.never != "" || me.expired(l.now) {
+				continue
+			}
+			var bans []*model
+			for _, rd := range order[i+1:] {
+				md := l.models[rd]
+				if rd.Action == rules.Deny && !rd.Monitor && !md.expired(l.now) && me.mayOverlap(md) {
+					bans = append(bans, md)
+				}
+			}
+			if len(bans) == 0 {
+				continue
+			}
+			if meta[re] == nil {
+				metaOrder = append(metaOrder, re)
+			}
+			meta[re] = append(meta[re], bans...)
+			if done[re] {
+				continue
+			}
+			if w := widerWitness(me, bans); w != "" {
+				done[re] = true
+				seg, re, bans := s, re, bans
+				wider = append(wider, func() {
+					l.add(CheckExceptionWider, Warning, re.Range, "allow rule %q is wider than the bans it excepts in segment %q (%s): it also allows %s, which none of them denies%s",
+						re.Name, seg.Name, banList(bans), w, defaultNote(seg))
+				})
+			}
+		}
+	}
+	for _, re := range metaOrder {
+		var missing []string
+		if re.Owner == "" {
+			missing = append(missing, "owner")
+		}
+		if re.Ticket == "" {
+			missing = append(missing, "ticket")
+		}
+		if re.ExpiresText == "" {
+			missing = append(missing, "expires")
+		}
+		if len(missing) > 0 {
+			l.add(CheckExceptionMetadata, Warning, re.Range, "allow rule %q is an exception to %s but has no %s",
+				re.Name, banList(meta[re]), strings.Join(missing, ", "))
+		}
+	}
+	for _, f := range wider {
+		f()
+	}
+}
+
+func defaultNote(s *rules.SegmentInfo) string {
+	if s.Default == rules.Deny {
+		return " (and the segment default denies it)"
+	}
+	return " (a ban added later on those names would be excepted too)"
+}
+
+func banList(bans []*model) string {
+	seen := map[*rules.RuleInfo]bool{}
+	var out []string
+	for _, b := range bans {
+		if seen[b.r] {
+			continue
+		}
+		seen[b.r] = true
+		out = append(out, fmt.Sprintf("%q", b.r.Name))
+	}
+	if len(out) > 4 {
+		out = append(out[:4], fmt.Sprintf("and %d more", len(out)-4))
+	}
+	return "ban " + strings.Join(out, ", ")
+}
+
+// widerWitness describes requests e matches that no ban matches, or "" when
+// none is certain. It looks for one kind (the destination, or the port) on
+// which every ban fails for some value e accepts: any request of e with that
+// value is then allowed by e and matched by no ban.
+func widerWitness(e *model, bans []*model) string {
+	if w := hostWitness(e, bans); w != "" {
+		return w
+	}
+	// Ports: a port e accepts that no ban names.
+	for _, b := range bans {
+		if b.ports == nil {
+			return ""
+		}
+	}
+	if e.ports == nil {
+		return "every port other than " + portList(bans)
+	}
+	var ps []int
+	for p := range e.ports {
+		in := false
+		for _, b := range bans {
+			in = in || b.ports[p]
+		}
+		if !in {
+			ps = append(ps, int(p))
+		}
+	}
+	if len(ps) == 0 {
+		return ""
+	}
+	sort.Ints(ps)
+	return fmt.Sprintf("port %v", ps)
+}
+
+func portList(bans []*model) string {
+	set := map[int]bool{}
+	for _, b := range bans {
+		for p := range b.ports {
+			set[int(p)] = true
+		}
+	}
+	var ps []int
+	for p := range set {
+		ps = append(ps, p)
+	}
+	sort.Ints(ps)
+	return fmt.Sprint(ps)
+}
+
+func hostWitness(e *model, bans []*model) string {
+	var names domains
+	var ips []netip.Prefix
+	for _, b := range bans {
+		switch {
+		case b.hasDom:
+			names = append(names, b.dom...)
+		case b.hasCIDR:
+			ips = append(ips, b.cidrs...)
+		default:
+			return "" // this ban matches every destination
+		}
+	}
+	switch {
+	case e.hasDom:
+		var first string
+		n, total := 0, 0
+		e.dom.each(func(s *domSet, p rules.DomainPattern) bool {
+			total++
+			w := ""
+			switch {
+			case p.Exact && !names.matchesName(p.Base):
+				w = p.Base
+			case p.Sub && !names.subAbove(p.Base, true):
+				w = "*." + p.Base
+			}
+			if w != "" {
+				n++
+				if first == "" {
+					first = fmt.Sprintf("%s (%s, %s:%d)", w, s.name, p.Range.Filename, p.Range.Start.Line)
+				}
+			}
+			return true
+		})
+		if n == 0 {
+			return ""
+		}
+		if total == 1 {
+			return first
+		}
+		return fmt.Sprintf("%d of its %d domain patterns, e.g. %s", n, total, first)
+	case e.hasCIDR:
+		for _, p := range e.cidrs {
+			if !prefixCovered(p, ips) {
+				return "addresses in " + p.String()
+			}
+		}
+		return ""
+	default:
+		return "every destination outside the bans (it has no domain or cidrs matcher)"
+	}
+}
+
+// checkAllowDenyOverlap: in one segment, a category used to allow and
+// another used to deny share names, and neither list contains the other
+// (allowing a sub-list of a banned list is the usual exception, and a list
+// that contains the other is reported by the exception checks).
+func (l *linter) checkAllowDenyOverlap() {
+	type pair struct{ allow, deny string }
+	seen := map[pair]bool{}
+	for _, s := range l.inv.Segments {
+		type use struct {
+			r   *rules.RuleInfo
+			ref rules.NameRef
+		}
+		var allows, denies []use
+		for _, r := range l.inv.Order(s) {
+			if r.Monitor || l.models[r].expired(l.now) {
+				continue
+			}
+			for _, c := range r.Categories {
+				if r.Action == rules.Allow {
+					allows = append(allows, use{r, c})
+				} else {
+					denies = append(denies, use{r, c})
+				}
+			}
+		}
+		for _, a := range allows {
+			for _, d := range denies {
+				k := pair{a.ref.Name, d.ref.Name}
+				if a.ref.Name == d.ref.Name || seen[k] {
+					continue
+				}
+				as, ds := domains{l.cats[a.ref.Name]}, domains{l.cats[d.ref.Name]}
+				if as[0] == nil || ds[0] == nil || !as.overlapsSet(ds) || as.subsetOf(ds) || ds.subsetOf(as) {
+					continue
+				}
+				seen[k] = true
+				var ex []string
+				n := 0
+				as.each(func(_ *domSet, p rules.DomainPattern) bool {
+					if ds.overlaps(p) {
+						n++
+						if len(ex) < 3 {
+							ex = append(ex, fmt.Sprintf("%s (%s:%d)", p, p.Range.Filename, p.Range.Start.Line))
+						}
+					}
+					return true
+				})
+				l.add(CheckAllowDenyOverlap, Warning, a.ref.Range, "category %q is allowed by rule %q and category %q denied by rule %q in segment %q, and %d of its patterns are in both, e.g. %s; which wins depends on rule order",
+					a.ref.Name, a.r.Name, d.ref.Name, d.r.Name, s.Name, n, strings.Join(ex, ", "))
+			}
+		}
+	}
+}
+
+// checkUnused: categories no rule names, policies no segment lists.
+func (l *linter) checkUnused() {
+	usedCat := map[string]bool{}
+	l.rules(func(r *rules.RuleInfo) {
+		for _, c := range r.Categories {
+			usedCat[c.Name] = true
+		}
+	})
+	for _, c := range l.inv.Categories {
+		if !usedCat[c.Name] {
+			l.add(CheckUnusedCategory, Warning, c.Range, "category %q is defined but no rule uses it", c.Name)
+		}
+	}
+	usedPol := map[string]bool{}
+	for _, s := range l.inv.Segments {
+		for _, p := range s.Policies {
+			usedPol[p.Name] = true
+		}
+	}
+	for _, p := range l.inv.Policies {
+		if !usedPol[p.Name] {
+			l.add(CheckUnusedPolicy, Warning, p.Range, "policy %q is defined but no segment lists it in policies", p.Name)
+		}
+	}
+}
+
+// checkExpiry: expired rules (they no longer match) and rules that expire
+// within ExpirySoon.
+func (l *linter) checkExpiry() {
+	l.rules(func(r *rules.RuleInfo) {
+		if r.Expires.IsZero() {
+			return
+		}
+		at := r.Attr["expires"]
+		switch left := r.Expires.Sub(l.now); {
+		case left <= 0:
+			l.add(CheckExpired, Error, at, "rule %q expired on %s and no longer matches (owner %q, ticket %q); renew or remove it", r.Name, r.ExpiresText, r.Owner, r.Ticket)
+		case left <= ExpirySoon:
+			l.add(CheckExpiresSoon, Warning, at, "rule %q expires on %s, in %d days (owner %q, ticket %q)", r.Name, r.ExpiresText, int(left.Hours()/24)+1, r.Owner, r.Ticket)
+		}
+	})
+}
+
+// checkSegments: two segments whose sources overlap, where neither's
+// sources contain the other's. Nesting (a team inside a department) is what
+// longest-prefix match is for; a partial overlap splits addresses between
+// them in a way nobody wrote down.
+func (l *linter) checkSegments() {
+	segs := l.inv.Segments
+	prefixes := func(s *rules.SegmentInfo) []netip.Prefix {
+		var out []netip.Prefix
+		for _, src := range s.Sources {
+			out = append(out, src.Prefix)
+		}
+		return out
+	}
+	for j := range segs {
+		bj := prefixes(segs[j])
+		for i := range segs[:j] {
+			bi := prefixes(segs[i])
+			_, q, ok := prefixesOverlap(bi, bj)
+			if !ok || prefixesCovered(bi, bj) || prefixesCovered(bj, bi) {
+				continue
+			}
+			at := segs[j].Range
+			for _, src := range segs[j].Sources {
+				if src.Prefix == q {
+					at = src.Range
+				}
+			}
+			l.add(CheckSegmentOverlap, Warning, at, "the sources of segment %q overlap those of segment %q (%s) but neither segment contains the other; nest one inside the other or split the ranges",
+				segs[j].Name, segs[i].Name, q)
+		}
+	}
+}
