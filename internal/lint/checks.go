@@ -111,7 +111,8 @@ func verdict(by, r *rules.RuleInfo) string {
 	if by.Action == r.Action {
 		return "both " + r.Action.String() + ": the later rule is redundant"
 	}
-	return fmt.Sprintf("it %ss where this rule would %s", by.Action, r.Action)
+	verb := map[rules.Action]string{rules.Allow: "allows", rules.Deny: "denies"}
+	return fmt.Sprintf("it %s where this rule would %s", verb[by.Action], r.Action)
 }
 
 // checkExceptions: an allow rule followed, in a segment's order, by a deny
