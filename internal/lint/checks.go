@@ -261,6 +261,8 @@ func hostWitness(e *model, bans []*model) string {
 	var ips []netip.Prefix
 	for _, b := range bans {
 		switch {
+		case b.hasDom && b.dom.dynamic():
+			return "" // the ban's names are not all known
 		case b.hasDom:
 			names = append(names, b.dom...)
 		case b.hasCIDR:
@@ -341,7 +343,7 @@ func (l *linter) checkAllowDenyOverlap() {
 					continue
 				}
 				as, ds := domains{l.cats[a.ref.Name]}, domains{l.cats[d.ref.Name]}
-				if as[0] == nil || ds[0] == nil || !as.overlapsSet(ds) || as.subsetOf(ds) || ds.subsetOf(as) {
+				if as[0] == nil || ds[0] == nil || as.dynamic() || ds.dynamic() || !as.overlapsSet(ds) || as.subsetOf(ds) || ds.subsetOf(as) {
 					continue
 				}
 				seen[k] = true

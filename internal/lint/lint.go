@@ -90,7 +90,7 @@ func Run(inv *rules.Inventory, opt Options) []Finding {
 	}
 	l := &linter{inv: inv, now: now().UTC(), models: map[*rules.RuleInfo]*model{}, cats: map[string]*domSet{}}
 	for _, c := range inv.Categories {
-		l.cats[c.Name] = newDomSet("category "+c.Name, c.Patterns)
+		l.cats[c.Name] = newDomSet("category "+c.Name, c.Patterns, c.Dynamic)
 	}
 	l.rules(func(r *rules.RuleInfo) { l.models[r] = l.model(r) })
 
@@ -172,7 +172,7 @@ type model struct {
 func (l *linter) model(r *rules.RuleInfo) *model {
 	m := &model{r: r, cidrs: r.CIDRs}
 	if len(r.Domains) > 0 {
-		m.dom = append(m.dom, newDomSet("inline domains", r.Domains))
+		m.dom = append(m.dom, newDomSet("inline domains", r.Domains, false))
 	}
 	for _, c := range r.Categories {
 		if s := l.cats[c.Name]; s != nil {

@@ -24,10 +24,13 @@ type domSet struct {
 	pats  []rules.DomainPattern
 	kinds map[string]uint8
 	under map[string]bool // every strict parent suffix of a base: "there is something below"
+	// dynamic: more names arrive at run time (a category with feeds); pats
+	// is a lower bound, so nothing may be concluded from what it lacks.
+	dynamic bool
 }
 
-func newDomSet(name string, pats []rules.DomainPattern) *domSet {
-	s := &domSet{name: name, pats: pats, kinds: make(map[string]uint8, len(pats)), under: map[string]bool{}}
+func newDomSet(name string, pats []rules.DomainPattern, dynamic bool) *domSet {
+	s := &domSet{name: name, pats: pats, dynamic: dynamic, kinds: make(map[string]uint8, len(pats)), under: map[string]bool{}}
 	for _, p := range pats {
 		var k uint8
 		if p.Exact {
@@ -129,17 +132,31 @@ func (d domains) each(f func(set *domSet, p rules.DomainPattern) bool) {
 	}
 }
 
+// dynamic: some set of the union grows at run time.
+func (d domains) dynamic() bool {
+	for _, s := range d {
+		if s.dynamic {
+			return true
+		}
+	}
+	return false
+}
+
 func (d domains) empty() bool {
 	for _, s := range d {
-		if len(s.pats) > 0 {
+		if len(s.pats) > 0 || s.dynamic {
 			return false
 		}
 	}
 	return true
 }
 
-// subsetOf: is every name d matches matched by o?
+// subsetOf: is every name d matches matched by o? Never certain when d
+// grows at run time; o's known part is enough to cover.
 func (d domains) subsetOf(o domains) bool {
+	if d.dynamic() {
+		return false
+	}
 	ok := true
 	d.each(func(_ *domSet, p rules.DomainPattern) bool {
 		ok = o.covers(p)
@@ -148,8 +165,12 @@ func (d domains) subsetOf(o domains) bool {
 	return ok
 }
 
-// overlapsSet: some name matched by both?
+// overlapsSet: some name matched by both? (may: true when either grows at
+// run time)
 func (d domains) overlapsSet(o domains) bool {
+	if d.dynamic() || o.dynamic() {
+		return true
+	}
 	hit := false
 	d.each(func(_ *domSet, p rules.DomainPattern) bool {
 		hit = o.overlaps(p)

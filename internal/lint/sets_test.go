@@ -20,7 +20,7 @@ func set(ps ...string) domains {
 	for _, p := range ps {
 		out = append(out, pat(p))
 	}
-	return domains{newDomSet("t", out)}
+	return domains{newDomSet("t", out, false)}
 }
 
 func TestDomainAlgebra(t *testing.T) {
@@ -55,7 +55,7 @@ func TestDomainAlgebra(t *testing.T) {
 		t.Error("subsetOf")
 	}
 	// A name only exact in the covering set: its subdomains are not covered.
-	exactOnly := domains{newDomSet("t", []rules.DomainPattern{{Base: "example.com", Exact: true}})}
+	exactOnly := domains{newDomSet("t", []rules.DomainPattern{{Base: "example.com", Exact: true}}, false)}
 	if exactOnly.covers(pat("example.com")) || !exactOnly.covers(rules.DomainPattern{Base: "example.com", Exact: true}) {
 		t.Error("exact-only set")
 	}

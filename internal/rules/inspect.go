@@ -59,6 +59,10 @@ type CategoryInfo struct {
 	Range    hcl.Range // the block's label line
 	Patterns []DomainPattern
 	Files    []string // list files, resolved
+	// Dynamic: the category also takes names at run time (a feeds
+	// attribute), so Patterns is only the part known from the config and
+	// its files; a reviewer must not conclude what it does not contain.
+	Dynamic bool
 }
 
 // RuleInfo is a rule's matchers and metadata as written.
@@ -173,6 +177,7 @@ func Inspect(p string, opt Options) (*Inventory, hcl.Diagnostics) {
 	inv := &Inventory{Config: cfg, HCLFiles: names}
 	for _, rc := range root.Categories {
 		ci := &CategoryInfo{Name: rc.Name, Range: rc.DefRange}
+		ci.Dynamic = attrRange(rc.Body, "feeds", hcl.Range{}).Filename != ""
 		for i, d := range rc.Domains {
 			if pt, err := parsePattern(d); err == nil {
 				ci.Patterns = append(ci.Patterns, domainPattern(pt, *elemRange(rc.Body, "domains", i, rc.DefRange)))
