@@ -121,10 +121,6 @@ func verdict(by, r *rules.RuleInfo) string {
 // excepts: some request it allows must be denied by one of them, or the
 // exception allows more than was asked for.
 func (l *linter) checkExceptions() {
-	type exc struct {
-		bans []*model
-		seg  *rules.SegmentInfo
-	}
 	done := map[*rules.RuleInfo]bool{}
 	var wider []func()
 	meta := map[*rules.RuleInfo][]*model{}
