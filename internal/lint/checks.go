@@ -116,7 +116,9 @@ func verdict(by, r *rules.RuleInfo) string {
 }
 
 // checkExceptions: an allow rule followed, in a segment's order, by a deny
-// rule that may match the same request is an exception to that ban. It must
+// rule that may match the same request is an exception to that ban. A deny
+// without any matcher is not a ban but the segment's real default (a final
+// "deny everything else"): the allow rules before it are an allow-list. It must
 // document itself (owner, ticket, expires) and be no wider than the bans it
 // excepts: some request it allows must be denied by one of them, or the
 // exception allows more than was asked for.
@@ -135,7 +137,7 @@ func (l *linter) checkExceptions() {
 			var bans []*model
 			for _, rd := range order[i+1:] {
 				md := l.models[rd]
-				if rd.Action == rules.Deny && !rd.Monitor && !md.expired(l.now) && me.mayOverlap(md) {
+				if rd.Action == rules.Deny && !rd.Monitor && !md.expired(l.now) && !md.catchAll() && me.mayOverlap(md) {
 					bans = append(bans, md)
 				}
 			}

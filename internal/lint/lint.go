@@ -196,6 +196,11 @@ func (l *linter) model(r *rules.RuleInfo) *model {
 	return m
 }
 
+// catchAll: no matcher at all, the rule matches every request.
+func (m *model) catchAll() bool {
+	return !m.hasDom && !m.hasCIDR && m.ports == nil
+}
+
 func (m *model) expired(now time.Time) bool {
 	return !m.r.Expires.IsZero() && !now.Before(m.r.Expires)
 }

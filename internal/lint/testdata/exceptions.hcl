@@ -84,3 +84,16 @@ segment "half-documented" {
     categories = ["social"]
   }
 }
+
+segment "allowlist-final-deny" { # near miss: a final deny-everything is the default, not a ban
+  sources = ["10.6.0.0/16"]
+  default = "allow"
+  rule "updates" {
+    action  = "allow"
+    domains = ["deb.debian.org"]
+    ports   = [80, 443]
+  }
+  rule "everything-else" {
+    action = "deny"
+  }
+}
