@@ -7,6 +7,7 @@ import (
 
 	"github.com/egress-proxy/egress/internal/lint"
 	"github.com/egress-proxy/egress/internal/rules"
+	"github.com/hashicorp/hcl/v2"
 )
 
 // cmdLint: egress lint PATH [-json]. Exit 0 clean (every finding waived), 1
@@ -24,6 +25,9 @@ func cmdLint(args []string, stdout, stderr io.Writer) int {
 	if diags.HasErrors() {
 		rules.WriteDiagnostics(stderr, diags)
 		fmt.Fprintf(stderr, "%s: the configuration is not valid; fix the errors above (egress validate) before linting\n", path)
+		if *asJSON {
+			writeLintConfigError(stdout, path, diags)
+		}
 		return 2
 	}
 	findings := lint.Run(inv, lint.Options{})
@@ -58,4 +62,36 @@ func cmdLint(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// writeLintConfigError: with -json, a config that does not load is still one
+// JSON document, so a CI bot can show the diagnostics where they are.
+func writeLintConfigError(w io.Writer, path string, diags hcl.Diagnostics) {
+	type diag struct {
+		Severity string `json:"severity"`
+		Summary  string `json:"summary"`
+		Detail   string `json:"detail,omitempty"`
+		File     string `json:"file,omitempty"`
+		Line     int    `json:"line,omitempty"`
+		Column   int    `json:"column,omitempty"`
+	}
+	doc := struct {
+		Path        string `json:"path"`
+		Clean       bool   `json:"clean"`
+		ConfigError bool   `json:"config_error"`
+		Diagnostics []diag `json:"diagnostics"`
+	}{Path: path, ConfigError: true}
+	for _, d := range diags {
+		x := diag{Severity: "error", Summary: d.Summary, Detail: d.Detail}
+		if d.Severity == hcl.DiagWarning {
+			x.Severity = "warning"
+		}
+		if d.Subject != nil {
+			x.File, x.Line, x.Column = d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column
+		}
+		doc.Diagnostics = append(doc.Diagnostics, x)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(doc)
 }
