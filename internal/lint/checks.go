@@ -44,18 +44,13 @@ func (l *linter) checkShadowed() {
 	reported := map[*rules.RuleInfo]bool{}
 	sameSet := func(list []*rules.RuleInfo) {
 		for j, rj := range list {
-			mj := l.models[rj]
-			if mj.never != "" || mj.expired(l.now) {
+			by := l.coveredBy(list[:j], rj)
+			if by == nil {
 				continue
 			}
-			for _, ri := range list[:j] {
-				if mi := l.models[ri]; mi.decidesUntil(mj, l.now) && mj.subsetOf(mi) {
-					l.add(CheckShadowed, Error, rj.Range, "rule %q can never match: %s matches everything it matches and decides first (%s)",
-						rj.Name, ruleRef(ri), verdict(ri, rj))
-					reported[rj] = true
-					break
-				}
-			}
+			l.add(CheckShadowed, Error, rj.Range, "rule %q can never match: %s decides first (%s)",
+				rj.Name, coverText(by), verdictAll(by, rj))
+			reported[rj] = true
 		}
 	}
 	for _, p := range l.inv.Policies {
@@ -67,7 +62,7 @@ func (l *linter) checkShadowed() {
 	// Across rulesets, per segment.
 	type hit struct {
 		seg string
-		by  *rules.RuleInfo
+		by  []*rules.RuleInfo
 	}
 	shadowedIn := map[*rules.RuleInfo][]hit{}
 	usedIn := map[*rules.RuleInfo]int{}
@@ -78,15 +73,11 @@ func (l *linter) checkShadowed() {
 				continue
 			}
 			usedIn[rj]++
-			mj := l.models[rj]
-			if reported[rj] || mj.never != "" || mj.expired(l.now) {
+			if reported[rj] {
 				continue
 			}
-			for _, ri := range order[:j] {
-				if mi := l.models[ri]; mi.decidesUntil(mj, l.now) && mj.subsetOf(mi) {
-					shadowedIn[rj] = append(shadowedIn[rj], hit{s.Name, ri})
-					break
-				}
+			if by := l.coveredBy(order[:j], rj); by != nil {
+				shadowedIn[rj] = append(shadowedIn[rj], hit{s.Name, by})
 			}
 		}
 	}
@@ -97,11 +88,118 @@ func (l *linter) checkShadowed() {
 		}
 		var where []string
 		for _, h := range hs {
-			where = append(where, fmt.Sprintf("in segment %q by %s", h.seg, ruleRef(h.by)))
+			var refs []string
+			for _, r := range h.by {
+				refs = append(refs, ruleRef(r))
+			}
+			where = append(where, fmt.Sprintf("in segment %q by %s", h.seg, strings.Join(refs, " and ")))
 		}
-		l.add(CheckShadowed, Error, rj.Range, "rule %q can never match: in every segment that uses policy %q an earlier rule matches everything it matches and decides first (%s; %s)",
-			rj.Name, rj.Ruleset, strings.Join(where, "; "), verdict(hs[0].by, rj))
+		l.add(CheckShadowed, Error, rj.Range, "rule %q can never match: in every segment that uses policy %q earlier rules match everything it matches and decide first (%s; %s)",
+			rj.Name, rj.Ruleset, strings.Join(where, "; "), verdictAll(hs[0].by, rj))
 	})
+}
+
+// coveredBy returns earlier rules that together match every request rj
+// matches and decide (for as long as rj lives), or nil. One rule that covers
+// rj on its own is preferred. Otherwise a union is accepted only when it is
+// certain: the rules taken together must each be implied by rj on every
+// matcher kind but one (domains, or cidrs), and on that kind their union
+// must cover rj's values. Any request rj matches then has its name (or
+// address) in one of them, and that one matches it on the other kinds too.
+func (l *linter) coveredBy(earlier []*rules.RuleInfo, rj *rules.RuleInfo) []*rules.RuleInfo {
+	mj := l.models[rj]
+	if mj.never != "" || mj.expired(l.now) {
+		return nil
+	}
+	var live []*model
+	for _, ri := range earlier {
+		if mi := l.models[ri]; mi.decidesUntil(mj, l.now) {
+			if mj.subsetOf(mi) {
+				return []*rules.RuleInfo{ri}
+			}
+			live = append(live, mi)
+		}
+	}
+	if !mj.hasDom && !mj.hasCIDR {
+		return nil
+	}
+	var by []*rules.RuleInfo
+	var dom domains
+	var cidrs []netip.Prefix
+	for _, mi := range live {
+		// mi must be implied by mj on ports, and constrain the host only
+		// on the kind mj uses.
+		if mi.ports != nil && !portsWithin(mj.ports, mi.ports) {
+			continue
+		}
+		switch {
+		case mj.hasDom && mi.hasDom && !mi.hasCIDR:
+			dom = append(dom, mi.dom...)
+		case mj.hasCIDR && mi.hasCIDR && !mi.hasDom:
+			cidrs = append(cidrs, mi.cidrs...)
+		default:
+			continue
+		}
+		by = append(by, mi.r)
+	}
+	if len(by) < 2 {
+		return nil
+	}
+	if mj.hasDom && !mj.dom.subsetOf(dom) || mj.hasCIDR && !prefixesCovered(mj.cidrs, cidrs) {
+		return nil
+	}
+	// Keep only the rules that contribute, for the message.
+	var used []*rules.RuleInfo
+	for _, ri := range by {
+		mi := l.models[ri]
+		if mj.hasDom && mj.dom.overlapsSet(mi.dom) || mj.hasCIDR && anyOverlap(mj.cidrs, mi.cidrs) {
+			used = append(used, ri)
+		}
+	}
+	return used
+}
+
+func portsWithin(ps, of map[uint16]bool) bool {
+	if ps == nil {
+		return false
+	}
+	for p := range ps {
+		if !of[p] {
+			return false
+		}
+	}
+	return true
+}
+
+func anyOverlap(a, b []netip.Prefix) bool {
+	_, _, ok := prefixesOverlap(a, b)
+	return ok
+}
+
+func coverText(by []*rules.RuleInfo) string {
+	if len(by) == 1 {
+		return ruleRef(by[0]) + " matches everything it matches and"
+	}
+	var refs []string
+	for _, r := range by {
+		refs = append(refs, ruleRef(r))
+	}
+	return "together, " + strings.Join(refs, ", ") + " match everything it matches and each"
+}
+
+func verdictAll(by []*rules.RuleInfo, r *rules.RuleInfo) string {
+	if len(by) == 1 {
+		return verdict(by[0], r)
+	}
+	if r.Monitor {
+		return "a monitor rule that is never reached records nothing"
+	}
+	for _, b := range by {
+		if b.Action != r.Action {
+			return "they decide before it; not all of them " + r.Action.String()
+		}
+	}
+	return "all " + r.Action.String() + ": the later rule is redundant"
 }
 
 func verdict(by, r *rules.RuleInfo) string {

@@ -94,6 +94,47 @@ segment "own" {
     action = "allow"
     cidrs  = ["198.51.100.0/23"]
   }
+  rule "u1" {
+    action  = "deny"
+    domains = ["u1.example"]
+  }
+  rule "u2" { # WANT: exception-metadata, exception-wider
+    action  = "allow"
+    domains = ["u2.example"]
+    ports   = [80, 443]
+  }
+  rule "u1-and-www-u2" { # WANT: shadowed
+    action  = "deny"
+    domains = ["u1.example", "www.u2.example"]
+    ports   = [443]
+  }
+  rule "u1-and-u2-8080" { # near miss: u2 does not match port 8080
+    action  = "deny"
+    domains = ["u1.example", "u2.example"]
+    ports   = [8080]
+  }
+  rule "u1-and-u3" { # near miss: nothing covers u3.example
+    action  = "deny"
+    domains = ["u1.example", "u3.example"]
+  }
+  rule "net-a" {
+    action = "deny"
+    cidrs  = ["203.0.113.0/25"]
+  }
+  rule "net-b" {
+    action = "deny"
+    cidrs  = ["203.0.113.128/25"]
+    ports  = [443]
+  }
+  rule "net-ab-443" { # WANT: shadowed
+    action = "allow"
+    cidrs  = ["203.0.113.0/24"]
+    ports  = [443]
+  }
+  rule "net-ab-any-port" { # near miss: net-b only on 443
+    action = "allow"
+    cidrs  = ["203.0.113.0/24"]
+  }
 }
 
 segment "catch-all" {
