@@ -205,7 +205,7 @@ func (m *model) expired(now time.Time) bool {
 	return !m.r.Expires.IsZero() && !now.Before(m.r.Expires)
 }
 
-// decidesAlways: when this rule matches, it decides, for as long as other
+// decidesUntil: when this rule matches, it decides, for as long as other
 // lives: not a monitor rule, and it does not expire before other does.
 func (m *model) decidesUntil(other *model, now time.Time) bool {
 	if m.r.Monitor || m.never != "" || m.expired(now) {

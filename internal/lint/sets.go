@@ -121,7 +121,7 @@ func (d domains) overlaps(p rules.DomainPattern) bool {
 	return false
 }
 
-// patterns lists every pattern of the union.
+// each calls f with every pattern of the union until f returns false.
 func (d domains) each(f func(set *domSet, p rules.DomainPattern) bool) {
 	for _, s := range d {
 		for _, p := range s.pats {
