@@ -505,24 +505,35 @@ func (l *linter) checkExpiry() {
 }
 
 // checkSegments: two segments whose sources overlap, where neither's
-// sources contain the other's. Nesting (a team inside a department) is what
+// sources contain the other's (within one address family). Nesting (a team inside a department) is what
 // longest-prefix match is for; a partial overlap splits addresses between
 // them in a way nobody wrote down.
 func (l *linter) checkSegments() {
 	segs := l.inv.Segments
-	prefixes := func(s *rules.SegmentInfo) []netip.Prefix {
+	prefixes := func(s *rules.SegmentInfo, v4 bool) []netip.Prefix {
 		var out []netip.Prefix
 		for _, src := range s.Sources {
-			out = append(out, src.Prefix)
+			if src.Prefix.Addr().Is4() == v4 {
+				out = append(out, src.Prefix)
+			}
 		}
 		return out
 	}
+	// Per address family: IPv4 and IPv6 never overlap, and a team nested in
+	// a department's IPv4 range with an IPv6 range of its own is nested.
+	partial := func(a, b *rules.SegmentInfo) (netip.Prefix, bool) {
+		for _, v4 := range []bool{true, false} {
+			pa, pb := prefixes(a, v4), prefixes(b, v4)
+			if _, q, ok := prefixesOverlap(pa, pb); ok && !prefixesCovered(pa, pb) && !prefixesCovered(pb, pa) {
+				return q, true
+			}
+		}
+		return netip.Prefix{}, false
+	}
 	for j := range segs {
-		bj := prefixes(segs[j])
 		for i := range segs[:j] {
-			bi := prefixes(segs[i])
-			_, q, ok := prefixesOverlap(bi, bj)
-			if !ok || prefixesCovered(bi, bj) || prefixesCovered(bj, bi) {
+			q, ok := partial(segs[i], segs[j])
+			if !ok {
 				continue
 			}
 			at := segs[j].Range

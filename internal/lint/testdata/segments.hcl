@@ -22,3 +22,15 @@ segment "v6-team" { # near miss: nested in whole
   sources = ["fd00:1:0:5::/64"]
   default = "allow"
 }
+segment "v4-nested-v6-own" { # near miss: nested in dept for IPv4, its own IPv6 range
+  sources = ["10.0.7.0/24", "fd00:99::/48"]
+  default = "allow"
+}
+segment "both-ways" { # each partly inside the other: reported on the later one
+  sources = ["10.2.0.0/16", "10.3.1.0/24"]
+  default = "allow"
+}
+segment "other-way" {
+  sources = ["10.2.1.0/24", "10.3.0.0/16"] # WANT: segment-overlap
+  default = "allow"
+}
