@@ -38,6 +38,9 @@ type waiver struct {
 	used          bool
 }
 
+// readWaivers reads the waivers of the given HCL files from the operating
+// system (an Inventory loaded from an fs.FS, such as the embedded default,
+// has no waivers).
 func readWaivers(files []string) ([]*waiver, []Finding) {
 	var ws []*waiver
 	var bad []Finding
