@@ -246,7 +246,7 @@ func (l *linter) checkExceptions() {
 				metaOrder = append(metaOrder, re)
 			}
 			meta[re] = append(meta[re], bans...)
-			if done[re] {
+			if done[re] || len(re.Other) > 0 { // matchers lint does not model may make it narrower
 				continue
 			}
 			if w := widerWitness(me, bans); w != "" {

@@ -49,3 +49,33 @@ func TestDynamicCategories(t *testing.T) {
 		t.Errorf("static control: %v", got)
 	}
 }
+
+// A rule with a matcher lint does not model (say groups, added later) may
+// match less than it seems: it never covers a later rule, and is never
+// proven wider than its bans.
+func TestUnmodelledMatchers(t *testing.T) {
+	at := func(line int) hcl.Range {
+		return hcl.Range{Filename: "x.hcl", Start: hcl.Pos{Line: line, Column: 1}}
+	}
+	mk := func(name string, line int, a rules.Action, other []string, doms ...string) *rules.RuleInfo {
+		r := &rules.RuleInfo{Name: name, Ruleset: "s", RulesetKind: "segment", Range: at(line), Action: a,
+			Owner: "o", Ticket: "t", ExpiresText: "2030-01-01", Other: other}
+		for _, d := range doms {
+			r.Domains = append(r.Domains, pat(d))
+		}
+		return r
+	}
+	for _, other := range [][]string{{"groups"}, nil} {
+		inv := &rules.Inventory{Segments: []*rules.SegmentInfo{{Name: "s", Range: at(10), Default: rules.Allow, Rules: []*rules.RuleInfo{
+			mk("for-some-groups", 11, rules.Allow, other, "example.com", "example.org"),
+			mk("ban", 12, rules.Deny, nil, "www.example.com"),
+		}}}}
+		got := Run(inv, Options{Now: func() time.Time { return testNow }})
+		if other != nil && len(got) != 0 {
+			t.Errorf("with %v: %v", other, got)
+		}
+		if other == nil && (len(got) != 2 || got[0].Check != CheckExceptionWider || got[1].Check != CheckShadowed) {
+			t.Errorf("control: %v", got)
+		}
+	}
+}

@@ -206,9 +206,11 @@ func (m *model) expired(now time.Time) bool {
 }
 
 // decidesUntil: when this rule matches, it decides, for as long as other
-// lives: not a monitor rule, and it does not expire before other does.
+// lives: not a monitor rule, and it does not expire before other does. A
+// rule with matchers lint does not model (RuleInfo.Other) may match less
+// than its modelled matchers say, so it is never counted on to cover.
 func (m *model) decidesUntil(other *model, now time.Time) bool {
-	if m.r.Monitor || m.never != "" || m.expired(now) {
+	if m.r.Monitor || m.never != "" || m.expired(now) || len(m.r.Other) > 0 {
 		return false
 	}
 	if m.r.Expires.IsZero() {

@@ -2,12 +2,14 @@ package rules
 
 import (
 	"net/netip"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
 )
 
 // Read-only inventory of a configuration for static review (egress lint).
@@ -88,6 +90,12 @@ type RuleInfo struct {
 
 	Owner, Ticket, ExpiresText string
 	Expires                    time.Time // zero: never
+
+	// Other lists attributes this description does not model (matchers
+	// added later, such as users or groups). They can only narrow what the
+	// rule matches, so a reviewer must not count on the rule matching
+	// everything its modelled matchers allow.
+	Other []string
 }
 
 // PolicyInfo is a policy and its rules in order.
@@ -247,6 +255,10 @@ func listPatterns(filename, data string) []DomainPattern {
 	return out
 }
 
+// modelled are the rule attributes RuleInfo describes, matchers or not.
+var modelled = map[string]bool{"action": true, "monitor": true, "description": true, "domains": true,
+	"categories": true, "cidrs": true, "ports": true, "owner": true, "ticket": true, "expires": true}
+
 func ruleInfo(rr *rawRule, ruleset, kind string) *RuleInfo {
 	ri := &RuleInfo{Name: rr.Name, Ruleset: ruleset, RulesetKind: kind, Range: rr.DefRange,
 		Attr: map[string]hcl.Range{}}
@@ -258,6 +270,14 @@ func ruleInfo(rr *rawRule, ruleset, kind string) *RuleInfo {
 		if r := attrRange(rr.Body, name, hcl.Range{}); r.Filename != "" {
 			ri.Attr[name] = *r
 		}
+	}
+	if b, ok := rr.Body.(*hclsyntax.Body); ok {
+		for name := range b.Attributes {
+			if !modelled[name] {
+				ri.Other = append(ri.Other, name)
+			}
+		}
+		sort.Strings(ri.Other)
 	}
 	_, ri.HasDomains = ri.Attr["domains"]
 	_, ri.HasCategories = ri.Attr["categories"]
