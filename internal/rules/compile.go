@@ -140,6 +140,7 @@ func (c *compiler) compileCategories(cats []*rawCategory) {
 			pats, ld = parseList(full, string(data), pats)
 			c.diags = append(c.diags, ld...)
 		}
+		pats = c.compileFeeds(cat, pats)
 		for _, p := range pats {
 			c.index.add(p.base, id, p.kinds)
 		}
