@@ -107,10 +107,24 @@ func (c *compiler) compileFeeds(cat *rawCategory, pats []pattern) []pattern {
 			continue
 		}
 		names[f.Name] = true
+		if other := c.feedCache(f.CacheFile); other != "" {
+			c.errorf(rng, "Duplicate feed", "Feed %q has the URL and cache_dir of feed %q; list the URL once, in one category.", f.Name, other)
+			continue
+		}
 		pats = c.readFeedCache(f, rng, pats)
 		c.cfg.Feeds = append(c.cfg.Feeds, f)
 	}
 	return pats
+}
+
+// feedCache returns the name of the feed already using cache file p, or "".
+func (c *compiler) feedCache(p string) string {
+	for _, f := range c.cfg.Feeds {
+		if f.CacheFile == p {
+			return f.Name
+		}
+	}
+	return ""
 }
 
 // feedSpec fills f from the attributes of its object.

@@ -128,6 +128,12 @@ category "y" { feeds = [{ url = "https://a.example/2", refresh = "1h", name = "n
 	if _, diags := Load(path, Options{}); !strings.Contains(DiagnosticsError(diags).Error(), "Duplicate feed name") {
 		t.Error("duplicate feed names accepted")
 	}
+	_, path = writeConfig(t, `
+category "x" { feeds = [{ url = "https://a.example/1", refresh = "1h" }] }
+category "y" { feeds = [{ url = "https://a.example/1", refresh = "2h" }] }`)
+	if _, diags := Load(path, Options{}); !strings.Contains(DiagnosticsError(diags).Error(), "Duplicate feed") {
+		t.Error("one URL in two categories accepted")
+	}
 }
 
 // TestFeedCorruptCacheIsAnError: a cached copy that does not parse fails the
