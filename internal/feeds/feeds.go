@@ -196,7 +196,7 @@ func (f *Fetcher) Update(ctx context.Context, s *Spec) Outcome {
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return fail("fetch: %v", err)
+		return fail("fetch: %w", redactErr(err))
 	}
 	defer resp.Body.Close()
 	switch {
@@ -282,7 +282,7 @@ func (f *Fetcher) verify(ctx context.Context, client *http.Client, s *Spec, body
 	req.Header.Set("User-Agent", "egress-feed/1")
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("fetch: %v", err)
+		return fmt.Errorf("fetch: %w", redactErr(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -357,7 +357,7 @@ func (f *Fetcher) client(s *Spec) (*http.Client, error) {
 			return fmt.Errorf("more than %d redirects", maxRedirects)
 		}
 		if req.URL.Scheme != "https" {
-			return fmt.Errorf("redirect to %s: only https", req.URL.Redacted())
+			return fmt.Errorf("redirect to %s: only https", Redact(req.URL.Redacted()))
 		}
 		return nil
 	}}, nil
@@ -384,6 +384,24 @@ func dialChecked(ctx context.Context, d *upstream.Dialer, addr string) (net.Conn
 		return nil, err
 	}
 	return d.Dial(ctx, a, uint16(port))
+}
+
+// Redact drops the query and fragment of a feed URL, for logs, messages and
+// metrics: a query may carry an access token.
+func Redact(u string) string {
+	if i := strings.IndexAny(u, "?#"); i >= 0 {
+		return u[:i]
+	}
+	return u
+}
+
+// redactErr removes the URL's query from a client error.
+func redactErr(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		ue.URL = Redact(ue.URL)
+	}
+	return err
 }
 
 // CheckURL validates a feed URL: https, a host, no user info.

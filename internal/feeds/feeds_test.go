@@ -243,9 +243,13 @@ func TestSHA256Pin(t *testing.T) {
 func TestPrivateDestinationRefused(t *testing.T) {
 	fs := newFeedServer(t, "a.example\n")
 	s, f := newSpec(t, fs), fetcher(false)
+	s.URL += "?token=secret"
 	o := f.Update(context.Background(), s)
-	if o.Result != Failure || !errors.Is(o.Err, upstream.ErrPrivate) && !strings.Contains(o.Err.Error(), "prohibited") {
+	if o.Result != Failure || !errors.Is(o.Err, upstream.ErrPrivate) || !strings.Contains(o.Err.Error(), "prohibited") {
 		t.Fatalf("refused destination: %+v", o)
+	}
+	if strings.Contains(o.Err.Error(), "secret") {
+		t.Fatalf("the error shows the URL's query: %v", o.Err)
 	}
 	if n := fs.requests.Load(); n != 0 {
 		t.Fatalf("the feed server saw %d requests", n)

@@ -134,7 +134,7 @@ func (c *compiler) feedSpec(f *Feed, attrs map[string]string, nums map[string]*b
 		return errors.New("url is required: the https address of the list")
 	}
 	if err := feeds.CheckURL(f.URL); err != nil {
-		return fmt.Errorf("url = %q: %v", f.URL, err)
+		return fmt.Errorf("url = %q: %v", feeds.Redact(f.URL), err)
 	}
 	f.Name = attrs["name"]
 	if f.Name != "" && (len(f.Name) > 64 || strings.ContainsAny(f.Name, " \t\n\"\\")) {
@@ -226,7 +226,7 @@ func (c *compiler) readFeedCache(f *Feed, rng *hcl.Range, pats []pattern) []patt
 	if err != nil {
 		c.diags = append(c.diags, warningAt(rng, "Feed without a cached copy",
 			"Feed %q (%s) has no last good copy at %s yet: category %q holds none of its names until the first successful fetch.",
-			f.Name, f.URL, f.CacheFile, f.Category))
+			f.Name, feeds.Redact(f.URL), f.CacheFile, f.Category))
 		fmt.Fprintf(c.hash, "feed\x00%s\x00none\x00", f.Name)
 		return pats
 	}

@@ -122,7 +122,7 @@ func (l *feedLoops) loop(ctx context.Context, s *feeds.Spec) {
 		switch {
 		case o.Result == feeds.Failure:
 			l.log.Warn("feed update failed; the last good list stays in force", "feed", s.Name, "category", s.Category,
-				"url", redact(s.URL), "err", o.Err.Error())
+				"url", feeds.Redact(s.URL), "err", o.Err.Error())
 			next = min(next, feedRetry)
 		case o.Changed:
 			l.log.Info("feed updated", "feed", s.Name, "category", s.Category, "entries", o.Entries)
@@ -138,14 +138,4 @@ func (l *feedLoops) loop(ctx context.Context, s *feeds.Spec) {
 		}
 		timer.Reset(next)
 	}
-}
-
-// redact drops the query of a URL for logs (it may carry a token).
-func redact(u string) string {
-	for i := 0; i < len(u); i++ {
-		if u[i] == '?' || u[i] == '#' {
-			return u[:i]
-		}
-	}
-	return u
 }
