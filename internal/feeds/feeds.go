@@ -104,6 +104,7 @@ type Meta struct {
 	Checked      time.Time `json:"checked"` // last success or not_modified
 	Changed      time.Time `json:"changed"` // last time a new copy was written
 	Entries      int       `json:"entries"`
+	SHA256       string    `json:"sha256,omitempty"` // of the cached copy
 }
 
 // ReadMeta reads the meta file of s (zero Meta and an error if absent).
@@ -169,11 +170,17 @@ func (f *Fetcher) Update(ctx context.Context, s *Spec) Outcome {
 		return Outcome{Result: Failure, Err: fmt.Errorf(format, args...)}
 	}
 
-	old, oldErr := os.ReadFile(s.CacheFile)
-	haveCache := oldErr == nil
+	_, statErr := os.Stat(s.CacheFile)
+	haveCache := statErr == nil
 	meta, metaErr := ReadMeta(s)
 	if metaErr != nil || meta.URL != s.URL {
 		meta = Meta{URL: s.URL}
+	}
+	// The cached copy is read only when its meta lacks what the guards need
+	// (a cache written by hand, or a lost meta file).
+	oldCopy := func() []byte {
+		b, _ := os.ReadFile(s.CacheFile)
+		return b
 	}
 	client, err := f.client(s)
 	if err != nil {
@@ -203,7 +210,7 @@ func (f *Fetcher) Update(ctx context.Context, s *Spec) Outcome {
 	case resp.StatusCode == http.StatusNotModified && haveCache:
 		meta.Checked = now()
 		if meta.Entries == 0 {
-			meta.Entries, _ = f.Count(s.CacheFile, old)
+			meta.Entries, _ = f.Count(s.CacheFile, oldCopy())
 		}
 		_ = writeMeta(s, meta) // the copy is unchanged; a lost meta only costs a full fetch
 		return Outcome{Result: NotModified, Entries: meta.Entries, Checked: meta.Checked}
@@ -217,7 +224,12 @@ func (f *Fetcher) Update(ctx context.Context, s *Spec) Outcome {
 	if resp.ContentLength > max {
 		return fail("fetch: body of %d bytes is larger than max_bytes %d", resp.ContentLength, max)
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
+	var buf bytes.Buffer
+	if resp.ContentLength > 0 {
+		buf.Grow(int(resp.ContentLength) + 1) // <= max, checked above
+	}
+	_, err = buf.ReadFrom(io.LimitReader(resp.Body, max+1))
+	body := buf.Bytes()
 	if err != nil {
 		return fail("fetch: reading body: %v", err)
 	}
@@ -246,19 +258,25 @@ func (f *Fetcher) Update(ctx context.Context, s *Spec) Outcome {
 	if haveCache {
 		prev = meta.Entries
 		if prev == 0 {
-			prev, _ = f.Count(s.CacheFile, old)
+			prev, _ = f.Count(s.CacheFile, oldCopy())
 		}
 	}
 	if prev > 0 && s.MaxShrink < 1 && float64(n) < float64(prev)*(1-s.MaxShrink) {
 		return fail("shrink guard: %d entries, the last good list has %d (max_shrink %g)", n, prev, s.MaxShrink)
 	}
-	changed := !haveCache || !bytes.Equal(old, body)
+	sum := sha256.Sum256(body)
+	digest := hex.EncodeToString(sum[:])
+	changed := !haveCache || meta.SHA256 != digest
+	if haveCache && meta.SHA256 == "" {
+		changed = !bytes.Equal(oldCopy(), body)
+	}
 	if changed {
 		if err := writeAtomic(s.CacheFile, body); err != nil {
 			return fail("cache: %v", err)
 		}
 		meta.Changed = now()
 	}
+	meta.SHA256 = digest
 	meta.ETag = resp.Header.Get("ETag")
 	meta.LastModified = resp.Header.Get("Last-Modified")
 	meta.Checked = now()

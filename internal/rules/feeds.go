@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/hex"
@@ -241,6 +242,9 @@ func (c *compiler) readFeedCache(f *Feed, rng *hcl.Range, pats []pattern) []patt
 }
 
 func distinctPatterns(pats []pattern) int {
+	if len(pats) < 2 {
+		return len(pats)
+	}
 	seen := make(map[pattern]struct{}, len(pats))
 	for _, p := range pats {
 		seen[p] = struct{}{}
@@ -252,7 +256,8 @@ func distinctPatterns(pats []pattern) int {
 // list file) and returns its number of distinct names; a line that does not
 // parse is an error.
 func CountList(name string, data []byte) (int, error) {
-	pats, diags := parseList(name, string(data), nil)
+	// One pattern per line is the common case: size the slice once.
+	pats, diags := parseList(name, string(data), make([]pattern, 0, bytes.Count(data, []byte{'\n'})+1))
 	if diags.HasErrors() {
 		for _, d := range diags {
 			if d.Severity == hcl.DiagError {
