@@ -170,17 +170,21 @@ func (f *Fetcher) Update(ctx context.Context, s *Spec) Outcome {
 		return Outcome{Result: Failure, Err: fmt.Errorf(format, args...)}
 	}
 
-	_, statErr := os.Stat(s.CacheFile)
-	haveCache := statErr == nil
+	old, oldErr := os.ReadFile(s.CacheFile)
+	haveCache := oldErr == nil
 	meta, metaErr := ReadMeta(s)
 	if metaErr != nil || meta.URL != s.URL {
 		meta = Meta{URL: s.URL}
 	}
-	// The cached copy is read only when its meta lacks what the guards need
-	// (a cache written by hand, or a lost meta file).
-	oldCopy := func() []byte {
-		b, _ := os.ReadFile(s.CacheFile)
-		return b
+	if haveCache {
+		// The meta describes the cached copy only if it was written with
+		// it: a copy replaced by hand is counted again.
+		sum := sha256.Sum256(old)
+		if meta.SHA256 != hex.EncodeToString(sum[:]) {
+			meta.Entries, _ = f.Count(s.CacheFile, old)
+			meta.SHA256 = hex.EncodeToString(sum[:])
+			meta.ETag, meta.LastModified = "", "" // validators of another copy
+		}
 	}
 	client, err := f.client(s)
 	if err != nil {
@@ -209,9 +213,6 @@ func (f *Fetcher) Update(ctx context.Context, s *Spec) Outcome {
 	switch {
 	case resp.StatusCode == http.StatusNotModified && haveCache:
 		meta.Checked = now()
-		if meta.Entries == 0 {
-			meta.Entries, _ = f.Count(s.CacheFile, oldCopy())
-		}
 		_ = writeMeta(s, meta) // the copy is unchanged; a lost meta only costs a full fetch
 		return Outcome{Result: NotModified, Entries: meta.Entries, Checked: meta.Checked}
 	case resp.StatusCode != http.StatusOK:
@@ -257,9 +258,6 @@ func (f *Fetcher) Update(ctx context.Context, s *Spec) Outcome {
 	prev := 0
 	if haveCache {
 		prev = meta.Entries
-		if prev == 0 {
-			prev, _ = f.Count(s.CacheFile, oldCopy())
-		}
 	}
 	if prev > 0 && s.MaxShrink < 1 && float64(n) < float64(prev)*(1-s.MaxShrink) {
 		return fail("shrink guard: %d entries, the last good list has %d (max_shrink %g)", n, prev, s.MaxShrink)
@@ -267,9 +265,6 @@ func (f *Fetcher) Update(ctx context.Context, s *Spec) Outcome {
 	sum := sha256.Sum256(body)
 	digest := hex.EncodeToString(sum[:])
 	changed := !haveCache || meta.SHA256 != digest
-	if haveCache && meta.SHA256 == "" {
-		changed = !bytes.Equal(oldCopy(), body)
-	}
 	if changed {
 		if err := writeAtomic(s.CacheFile, body); err != nil {
 			return fail("cache: %v", err)

@@ -297,3 +297,28 @@ func FuzzDecodeSignature(f *testing.F) {
 		}
 	})
 }
+
+// TestCacheReplacedByHand: an operator who replaces the cached copy (to get
+// past the shrink guard) is judged against that copy, not the old meta, and
+// its validators are not sent for it.
+func TestCacheReplacedByHand(t *testing.T) {
+	fs := newFeedServer(t, "a.example\nb.example\nc.example\nd.example\n")
+	s, f := newSpec(t, fs), fetcher(true)
+	if o := f.Update(context.Background(), s); o.Result != Success {
+		t.Fatalf("seed: %+v", o)
+	}
+	fs.set("a.example\n", "", 0)
+	if o := f.Update(context.Background(), s); o.Result != Failure {
+		t.Fatalf("shrink: %+v", o)
+	}
+	if err := os.WriteFile(s.CacheFile, []byte("a.example\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o := f.Update(context.Background(), s)
+	if o.Result != Success || o.Changed || o.Entries != 1 {
+		t.Fatalf("after the hand copy: %+v", o)
+	}
+	if m, _ := ReadMeta(s); m.Entries != 1 {
+		t.Fatalf("meta %+v", m)
+	}
+}
