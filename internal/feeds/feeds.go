@@ -136,9 +136,11 @@ func CacheAge(s *Spec) (t time.Time, ok bool) {
 type Outcome struct {
 	Result  string // Success, NotModified or Failure
 	Entries int    // distinct names of the copy now cached (0 if none)
-	Changed bool   // Success wrote a copy that differs from the previous one
-	Err     error  // why a Failure failed
-	Checked time.Time
+	// Previous is the distinct names of the copy cached before a Success.
+	Previous int
+	Changed  bool  // Success wrote a copy that differs from the previous one
+	Err      error // why a Failure failed
+	Checked  time.Time
 }
 
 // Fetcher runs updates.
@@ -276,10 +278,11 @@ func (f *Fetcher) Update(ctx context.Context, s *Spec) Outcome {
 	meta.LastModified = resp.Header.Get("Last-Modified")
 	meta.Checked = now()
 	meta.Entries = n
-	if err := writeMeta(s, meta); err != nil && changed {
-		return Outcome{Result: Success, Entries: n, Changed: changed, Checked: meta.Checked, Err: fmt.Errorf("cache meta: %v", err)}
+	out := Outcome{Result: Success, Entries: n, Previous: prev, Changed: changed, Checked: meta.Checked}
+	if err := writeMeta(s, meta); err != nil {
+		out.Err = fmt.Errorf("cache meta: %v", err)
 	}
-	return Outcome{Result: Success, Entries: n, Changed: changed, Checked: meta.Checked}
+	return out
 }
 
 // verify fetches the detached signature and checks it over body.

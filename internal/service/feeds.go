@@ -125,7 +125,7 @@ func (l *feedLoops) loop(ctx context.Context, s *feeds.Spec) {
 				"url", feeds.Redact(s.URL), "err", o.Err.Error())
 			next = min(next, feedRetry)
 		case o.Changed:
-			l.log.Info("feed updated", "feed", s.Name, "category", s.Category, "entries", o.Entries)
+			l.log.Info("feed updated", "feed", s.Name, "category", s.Category, "entries", o.Entries, "previous", o.Previous)
 			select {
 			case l.changed <- struct{}{}:
 			default: // a reload is already pending; it will read this copy too

@@ -130,15 +130,15 @@ func (s *server) run(ctx context.Context, cfg *rules.Config, sigs <-chan os.Sign
 				w.failed() // the poll does not retry what just failed
 			}
 		case <-s.feeds.changed:
-			// A feed wrote a new last good copy: the same path as a file
-			// change (the cache file is one of the config's files).
-			if !w.changed() {
-				continue
-			}
+			// A feed wrote a new last good copy (the cache file is one of the
+			// config's files): reload as for a file change. Unconditionally:
+			// a copy written while another reload was loading may already be
+			// in the watcher's baseline without being in the config.
+			w.changed()
 			if c := s.reload("feed update"); c != nil {
 				w = newWatcher(c)
 			} else {
-				w.rebase()
+				w.failed()
 			}
 		case <-tick.C:
 			if !w.changed() {
