@@ -208,6 +208,9 @@ func (c *compiler) compileRules(raws []*rawRule, ruleset, kind string) []*Rule {
 				continue
 			}
 			r.domainSets = append(r.domainSets, id)
+			if r.Action == Allow {
+				c.warnUnsignedFeed(rr, i, cn)
+			}
 		}
 		if len(rr.Categories) > 0 {
 			r.hasDomains = true

@@ -118,6 +118,21 @@ func (c *compiler) compileFeeds(cat *rawCategory, pats []pattern) []pattern {
 	return pats
 }
 
+// warnUnsignedFeed warns when an allow rule uses a category fed by a feed
+// that is neither signed nor pinned: whoever can change that file (its
+// publisher, or anyone who holds its server's certificate) decides what the
+// rule lets through.
+func (c *compiler) warnUnsignedFeed(rr *rawRule, i int, category string) {
+	for _, f := range c.cfg.Feeds {
+		if f.Category == category && f.PublicKey == nil && f.SHA256 == nil {
+			c.diags = append(c.diags, warningAt(elemRange(rr.Body, "categories", i, rr.DefRange), "Allow rule fed by an unsigned feed",
+				"Rule %q allows category %q, which feed %q (%s) fills without public_key or sha256: whoever can change that list decides what this rule allows. Sign the feed, or use feeds in deny rules only.",
+				rr.Name, category, f.Name, feeds.Redact(f.URL)))
+			return
+		}
+	}
+}
+
 // feedCache returns the name of the feed already using cache file p, or "".
 func (c *compiler) feedCache(p string) string {
 	for _, f := range c.cfg.Feeds {

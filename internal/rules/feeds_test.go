@@ -159,3 +159,34 @@ func TestCountList(t *testing.T) {
 		t.Fatal("bad line accepted")
 	}
 }
+
+func TestAllowRuleWithUnsignedFeedWarns(t *testing.T) {
+	_, path := writeConfig(t, `
+category "ok"  { feeds = [{ url = "https://a.example/1", refresh = "1h", cache_dir = "c", sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" }] }
+category "raw" { feeds = [{ url = "https://a.example/2?t=secret", refresh = "1h", cache_dir = "c" }] }
+segment "s" {
+  sources = ["10.0.0.0/8"]
+  default = "deny"
+  rule "a" {
+    action     = "allow"
+    categories = ["ok", "raw"]
+  }
+  rule "d" {
+    action     = "deny"
+    categories = ["raw"]
+  }
+}`)
+	cfg, diags := Load(path, Options{})
+	if diags.HasErrors() {
+		t.Fatal(DiagnosticsError(diags))
+	}
+	var got []string
+	for _, w := range cfg.Warnings {
+		if w.Summary == "Allow rule fed by an unsigned feed" {
+			got = append(got, FormatDiagnostic(w))
+		}
+	}
+	if len(got) != 1 || !strings.Contains(got[0], "c.hcl:9:25") || !strings.Contains(got[0], `"raw/1"`) || strings.Contains(got[0], "secret") {
+		t.Fatalf("warnings %q", got)
+	}
+}
