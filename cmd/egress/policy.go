@@ -98,6 +98,7 @@ func printSummary(w io.Writer, cfg *rules.Config) {
 		}
 		fmt.Fprintf(w, "  segment %-20q %d rules, default %s, sources %s\n", s.Name, len(s.Rules()), s.Default, strings.Join(srcs, " "))
 	}
+	printFeeds(w, "  feed ", cfg)
 	fmt.Fprintf(w, "  tests:       %d\n", len(cfg.Tests))
 }
 
@@ -159,6 +160,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "monitor: %s rule %q of %s %q would %s\n", m.Pos, m.Name, m.RulesetKind, m.Ruleset, m.Action)
 	}
 	fmt.Fprintf(stdout, "config_version: %s\n", cfg.Version)
+	printFeeds(stdout, "feed: ", cfg)
 	fmt.Fprintln(stdout, "trace:")
 	for _, line := range traceLines(cfg, names, d) {
 		fmt.Fprintf(stdout, "  %s\n", line)
@@ -231,6 +233,7 @@ func cmdTest(args []string, stdout, stderr io.Writer) int {
 		rules.WriteDiagnostics(stderr, diags)
 		return 2
 	}
+	printFeeds(stdout, "feed ", cfg)
 	start := time.Now()
 	pass, fail := 0, 0
 	for _, r := range cfg.RunTests() {

@@ -125,6 +125,9 @@ type Metrics struct {
 	BuildInfo             *prometheus.GaugeVec   // egress_build_info{version,commit,goversion}
 	Panics                *prometheus.CounterVec // egress_panics_total{listener}
 	UpstreamConnections   *prometheus.GaugeVec   // egress_upstream_connections{listener}
+	FeedUpdates           *prometheus.CounterVec // egress_feed_updates_total{feed,result}
+	FeedLastSuccess       *prometheus.GaugeVec   // egress_feed_last_success_timestamp_seconds{feed}
+	FeedEntries           *prometheus.GaugeVec   // egress_feed_entries{feed}
 
 	// decisionCache maps a label tuple to its counter. It is replaced (never
 	// cleared in place) whenever InitDecisions deletes series, so a counter
@@ -133,6 +136,7 @@ type Metrics struct {
 
 	mu          sync.Mutex // serialises InitDecisions and SetConfigVersion
 	initialised decisionSets
+	feedNames   []string // feeds with series, for SetFeeds
 }
 
 type decisionKey struct{ listener, segment, action, reason, rule string }
@@ -240,6 +244,18 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: Namespace, Name: "upstream_connections",
 			Help: "Upstream connections held for plain-HTTP forwarding (in use or idle); each belongs to one client connection.",
 		}, []string{"listener"}),
+		FeedUpdates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "feed_updates_total",
+			Help: "Update attempts of a live list feed, by result (success, not_modified, failure); a failure keeps the last good list.",
+		}, []string{"feed", "result"}),
+		FeedLastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "feed_last_success_timestamp_seconds",
+			Help: "When a feed's list was last confirmed current (a success or not_modified fetch); from the cache at start-up, 0 if never.",
+		}, []string{"feed"}),
+		FeedEntries: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "feed_entries",
+			Help: "Distinct names of a feed's list in the configuration in force.",
+		}, []string{"feed"}),
 	}
 	m.decisionCache.Store(new(sync.Map))
 	reg.MustRegister(
@@ -250,6 +266,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.TunnelsClosedOnReload, m.ShutdownForced,
 		m.LimitsMaxConnections, m.LimitsPerSource, m.BuildInfo,
 		m.Panics, m.UpstreamConnections,
+		m.FeedUpdates, m.FeedLastSuccess, m.FeedEntries,
 	)
 	m.initFixed()
 	return m
@@ -388,4 +405,54 @@ func (m *Metrics) SetBuildInfo(version, commit string) {
 func (m *Metrics) SetLimits(maxConnections, perSource int) {
 	m.LimitsMaxConnections.Set(float64(maxConnections))
 	m.LimitsPerSource.Set(float64(perSource))
+}
+
+// FeedResults are the values of egress_feed_updates_total's result label.
+var FeedResults = []string{"success", "not_modified", "failure"}
+
+// FeedState is a feed of the configuration in force, for SetFeeds.
+type FeedState struct {
+	Name        string
+	Entries     int
+	LastSuccess time.Time // zero: never
+}
+
+// SetFeeds makes feeds the feed series: every result of each at 0 (kept
+// across reloads), entries and last success set, and the series of feeds no
+// longer configured deleted. The label set is bounded by the configuration.
+func (m *Metrics) SetFeeds(feeds []FeedState) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	keep := map[string]bool{}
+	for _, f := range feeds {
+		keep[f.Name] = true
+		for _, r := range FeedResults {
+			m.FeedUpdates.WithLabelValues(f.Name, r)
+		}
+		m.FeedEntries.WithLabelValues(f.Name).Set(float64(f.Entries))
+		g := m.FeedLastSuccess.WithLabelValues(f.Name)
+		if !f.LastSuccess.IsZero() {
+			g.Set(float64(f.LastSuccess.UnixNano()) / 1e9)
+		}
+	}
+	for _, name := range m.feedNames {
+		if !keep[name] {
+			m.FeedUpdates.DeletePartialMatch(prometheus.Labels{"feed": name})
+			m.FeedEntries.DeleteLabelValues(name)
+			m.FeedLastSuccess.DeleteLabelValues(name)
+		}
+	}
+	m.feedNames = m.feedNames[:0]
+	for name := range keep {
+		m.feedNames = append(m.feedNames, name)
+	}
+}
+
+// FeedUpdated counts one update attempt of feed; a success or not_modified
+// also sets its last-success time.
+func (m *Metrics) FeedUpdated(feed, result string, at time.Time) {
+	m.FeedUpdates.WithLabelValues(feed, result).Inc()
+	if result != "failure" {
+		m.FeedLastSuccess.WithLabelValues(feed).Set(float64(at.UnixNano()) / 1e9)
+	}
 }

@@ -278,3 +278,31 @@ func BenchmarkWithLabelValues(b *testing.B) {
 		}
 	})
 }
+
+func TestFeeds(t *testing.T) {
+	m, reg := newTest(t)
+	at := time.Unix(1700000000, 0)
+	m.SetFeeds([]FeedState{{Name: "intel/1", Entries: 3, LastSuccess: at}, {Name: "gone", Entries: 1}})
+	m.FeedUpdated("intel/1", "failure", at.Add(time.Hour))
+	m.FeedUpdated("intel/1", "not_modified", at.Add(2*time.Hour))
+	m.SetFeeds([]FeedState{{Name: "intel/1", Entries: 4}})
+	fams := gather(t, reg)
+	if n := len(fams["egress_feed_updates_total"].GetMetric()); n != 3 {
+		t.Fatalf("updates series %d, want 3 (one feed, three results)", n)
+	}
+	for _, mt := range fams["egress_feed_updates_total"].GetMetric() {
+		want := 0.0
+		if r := mt.GetLabel()[1].GetValue(); r == "failure" || r == "not_modified" {
+			want = 1
+		}
+		if mt.GetCounter().GetValue() != want {
+			t.Errorf("%v = %v", mt.GetLabel(), mt.GetCounter().GetValue())
+		}
+	}
+	if v := fams["egress_feed_entries"].GetMetric(); len(v) != 1 || v[0].GetGauge().GetValue() != 4 {
+		t.Errorf("entries %v", v)
+	}
+	if v := fams["egress_feed_last_success_timestamp_seconds"].GetMetric(); len(v) != 1 || v[0].GetGauge().GetValue() != float64(at.Add(2*time.Hour).Unix()) {
+		t.Errorf("last success %v", v)
+	}
+}

@@ -140,6 +140,7 @@ func (c *compiler) compileCategories(cats []*rawCategory) {
 			pats, ld = parseList(full, string(data), pats)
 			c.diags = append(c.diags, ld...)
 		}
+		pats = c.compileFeeds(cat, pats)
 		for _, p := range pats {
 			c.index.add(p.base, id, p.kinds)
 		}
@@ -207,6 +208,9 @@ func (c *compiler) compileRules(raws []*rawRule, ruleset, kind string) []*Rule {
 				continue
 			}
 			r.domainSets = append(r.domainSets, id)
+			if r.Action == Allow {
+				c.warnUnsignedFeed(rr, i, cn)
+			}
 		}
 		if len(rr.Categories) > 0 {
 			r.hasDomains = true

@@ -93,12 +93,14 @@ type rawLimits struct {
 }
 
 type rawCategory struct {
-	Name        string    `hcl:"name,label"`
-	Description *string   `hcl:"description,optional"`
-	Domains     []string  `hcl:"domains,optional"`
-	Files       []string  `hcl:"files,optional"`
-	Body        hcl.Body  `hcl:",body"`
-	DefRange    hcl.Range `hcl:",def_range"`
+	Name        string   `hcl:"name,label"`
+	Description *string  `hcl:"description,optional"`
+	Domains     []string `hcl:"domains,optional"`
+	Files       []string `hcl:"files,optional"`
+	// Feeds is a list of objects, read by compileFeeds.
+	Feeds    hcl.Expression `hcl:"feeds,optional"`
+	Body     hcl.Body       `hcl:",body"`
+	DefRange hcl.Range      `hcl:",def_range"`
 }
 
 type rawPolicy struct {

@@ -34,7 +34,9 @@ type Config struct {
 
 	Policy     *Policy
 	Categories []*Category
-	Tests      []*Test
+	// Feeds are the live list feeds of every category, in order (SPEC §10.3).
+	Feeds []*Feed
+	Tests []*Test
 
 	// Version is a short hash of every byte read (HCL and list files): the
 	// egress.config_version of events and metrics.

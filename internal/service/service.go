@@ -90,6 +90,9 @@ func Run(ctx context.Context, o Options) error {
 		go admin.Serve(adminCtx, s.adminLn, h)
 	}
 	s.serve()
+	s.feeds = newFeedLoops(store, m, log)
+	s.feeds.sync(cfg)
+	defer s.feeds.stop()
 	s.ready.Store(true)
 	log.Info("egress serving", "version", o.Version, "config", cfg.Source, "config_version", cfg.Version,
 		"proxy", addrOf(s.proxyLn), "transparent_https", addrOf(s.tlsLn), "transparent_http", addrOf(s.httpLn), "admin", addrOf(s.adminLn))
@@ -126,6 +129,17 @@ func (s *server) run(ctx context.Context, cfg *rules.Config, sigs <-chan os.Sign
 			} else {
 				w.failed() // the poll does not retry what just failed
 			}
+		case <-s.feeds.changed:
+			// A feed wrote a new last good copy (the cache file is one of the
+			// config's files): reload as for a file change. Unconditionally:
+			// a copy written while another reload was loading may already be
+			// in the watcher's baseline without being in the config.
+			w.changed()
+			if c := s.reload("feed update"); c != nil {
+				w = newWatcher(c)
+			} else {
+				w.failed()
+			}
 		case <-tick.C:
 			if !w.changed() {
 				continue
@@ -149,6 +163,7 @@ type server struct {
 	tls     *tlsproxy.Proxy    // TLS flows: CONNECT tunnels, transparent TLS
 	metrics *metrics.Metrics
 	sink    *switchSink
+	feeds   *feedLoops // one refresh loop per live list feed
 	path    string
 
 	proxyLn, tlsLn, httpLn, adminLn net.Listener
@@ -277,6 +292,7 @@ func (s *server) reload(why string) *rules.Config {
 	}
 	s.active.Publish(cfg)
 	initMetrics(s.metrics, cfg)
+	s.feeds.sync(cfg)
 	closed := s.track.Reloaded(cfg)
 	s.metrics.ConfigLoaded(true, cfg.Version, time.Now())
 	s.log.Info("configuration reloaded", "trigger", why, "config_version", cfg.Version, "previous", old.Version, "tunnels_closed", closed)
@@ -295,6 +311,7 @@ func (s *server) warnStatic(old, cfg *rules.Config) {
 // closed and counted.
 func (s *server) shutdown() error {
 	s.stopping.Store(true)
+	s.feeds.stop()
 	grace := s.active.Config().Limits.ShutdownGrace
 	s.closeListeners()
 	s.track.CloseIdle()
