@@ -32,6 +32,7 @@ func registeredNames(t *testing.T) map[string]bool {
 	m.ConfigLoaded(true, "v", time.Now())
 	m.SetBuildInfo("v", "c")
 	m.InitDecisions(audit.Listeners, []string{"s"}, nil)
+	m.SetFeeds([]FeedState{{Name: "f", Entries: 1, LastSuccess: time.Now()}}) // per-feed series exist once a feed is configured
 	names := map[string]bool{}
 	for name := range gather(t, reg) {
 		names[name] = true
