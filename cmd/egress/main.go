@@ -26,6 +26,8 @@ Usage:
                                                                   explain one decision
   egress test     PATH                                            run the config's test blocks
   egress replay   -config PATH EVENTS.jsonl                       what a new config changes in recorded events
+  egress report   -config PATH [-events FILE]... [-format html|json|md] [-o FILE]
+                                                                  attestation: what is denied, exceptions, tests, hits
   egress version                                                  version, commit, Go version
 
 PATH is one .hcl file or a directory of them. See docs/configuration.md.
@@ -51,6 +53,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdTest(args[1:], stdout, stderr)
 	case "replay":
 		return cmdReplay(args[1:], stdout, stderr)
+	case "report":
+		return cmdReport(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "egress %s\ncommit: %s\ngo: %s\n", version, buildCommit(), runtime.Version())
 		return 0

@@ -1,0 +1,266 @@
+// Package report owns `egress report`: an attestation of a configuration for
+// auditors. Build turns a loaded rules.Config into a Report (what is denied in
+// each segment, by which rule and list, every exception with its owner,
+// ticket and expiry, the test block results); Events adds what recorded ECS
+// events show (hits per rule and exception, unique sources, a daily series,
+// what monitor rules would have blocked); WriteHTML, WriteJSON and
+// WriteMarkdown render it.
+//
+// Events are streamed: nothing is kept per event, only counts per
+// (rule, ruleset, action) key, per day and a bounded set of source addresses
+// (see the limits in events.go), so memory does not grow with the number of
+// events.
+package report
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/egress-proxy/egress/internal/rules"
+)
+
+// Report is an attestation of one configuration, optionally with events.
+type Report struct {
+	Generated     time.Time `json:"generated"`
+	Config        string    `json:"config"`
+	ConfigVersion string    `json:"config_version"`
+	// Commit is `git rev-parse HEAD` in the config's folder ("" outside a
+	// git tree); Dirty says whether a config file differs from it.
+	Commit     string       `json:"commit,omitempty"`
+	Dirty      bool         `json:"dirty,omitempty"`
+	Categories []Category   `json:"categories"`
+	Segments   []Segment    `json:"segments"`
+	Exceptions []Exception  `json:"exceptions"`
+	Tests      []TestResult `json:"tests"`
+	TestsFail  int          `json:"tests_failed"`
+	Events     *Events      `json:"events,omitempty"`
+}
+
+// Category is a named domain list.
+type Category struct {
+	Name        string   `json:"name"`
+	Description string   `json:"description,omitempty"`
+	Entries     int      `json:"entries"`
+	Sources     []string `json:"sources,omitempty"` // list files, feed URLs, "inline domains"
+}
+
+// Segment is one network segment and its rules in evaluation order.
+type Segment struct {
+	Name    string   `json:"name"`
+	Default string   `json:"default"`
+	Sources []string `json:"sources"`
+	Rules   []Rule   `json:"rules"`
+}
+
+// Rule is one rule as a segment evaluates it.
+type Rule struct {
+	Name          string   `json:"name"`
+	Ruleset       string   `json:"ruleset"`
+	RulesetKind   string   `json:"ruleset_kind"`
+	Action        string   `json:"action"`
+	Monitor       bool     `json:"monitor,omitempty"`
+	Description   string   `json:"description,omitempty"`
+	Categories    []string `json:"categories,omitempty"`
+	InlineDomains bool     `json:"inline_domains,omitempty"`
+	CIDRs         []string `json:"cidrs,omitempty"`
+	Ports         []int    `json:"ports,omitempty"`
+	Exception     bool     `json:"exception,omitempty"`
+	Expired       bool     `json:"expired,omitempty"`
+	Pos           string   `json:"pos"`
+}
+
+// Matches is the rule's matchers in words ("categories social, video; port 443").
+func (r Rule) Matches() string {
+	var parts []string
+	if len(r.Categories) > 0 {
+		parts = append(parts, "categories "+strings.Join(r.Categories, ", "))
+	}
+	if r.InlineDomains {
+		parts = append(parts, "own domain list")
+	}
+	if len(r.CIDRs) > 0 {
+		parts = append(parts, "networks "+strings.Join(r.CIDRs, ", "))
+	}
+	if len(r.Ports) > 0 {
+		ps := make([]string, len(r.Ports))
+		for i, p := range r.Ports {
+			ps[i] = strconv.Itoa(p)
+		}
+		parts = append(parts, "ports "+strings.Join(ps, ", "))
+	}
+	if len(parts) == 0 {
+		return "everything"
+	}
+	return strings.Join(parts, "; ")
+}
+
+// Exception is a rule that documents an exception (owner, ticket or expires).
+type Exception struct {
+	Rule        string   `json:"rule"`
+	Ruleset     string   `json:"ruleset"`
+	RulesetKind string   `json:"ruleset_kind"`
+	Action      string   `json:"action"`
+	Matches     string   `json:"matches"`
+	Segments    []string `json:"segments"`
+	Owner       string   `json:"owner"`
+	Ticket      string   `json:"ticket"`
+	Expires     string   `json:"expires"`
+	// DaysLeft is whole days until the exception stops matching (negative:
+	// expired that many days ago); nil without expires.
+	DaysLeft *int     `json:"days_left,omitempty"`
+	Expired  bool     `json:"expired"`
+	Missing  []string `json:"missing,omitempty"` // owner, ticket, expires not given
+	Pos      string   `json:"pos"`
+}
+
+// TestResult is one test block's outcome.
+type TestResult struct {
+	Name     string `json:"name"`
+	Pass     bool   `json:"pass"`
+	Why      string `json:"why,omitempty"`
+	Decision string `json:"decision"`
+	Pos      string `json:"pos"`
+}
+
+// Options tune Build.
+type Options struct {
+	// Now is the report's clock (days left, expiry); zero means time.Now.
+	Now time.Time
+	// NoGit skips the git lookup.
+	NoGit bool
+}
+
+// Build describes cfg. The tests run on cfg's own clock (rules.Options.Now).
+func Build(cfg *rules.Config, opt Options) *Report {
+	now := opt.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	now = now.UTC()
+	r := &Report{Generated: now, Config: cfg.Source, ConfigVersion: cfg.Version,
+		Categories: []Category{}, Segments: []Segment{}, Exceptions: []Exception{}, Tests: []TestResult{}}
+	if !opt.NoGit {
+		r.Commit, r.Dirty = gitCommit(cfg.Source, cfg.Files)
+	}
+	srcs := cfg.AttestCategorySources()
+	for _, c := range cfg.Categories {
+		r.Categories = append(r.Categories, Category{Name: c.Name, Description: c.Description, Entries: c.Domains, Sources: srcs[c.Name]})
+	}
+	exc := map[*rules.Rule]int{} // rule -> index in r.Exceptions
+	for _, s := range cfg.Policy.Segments() {
+		seg := Segment{Name: s.Name, Default: s.Default.String(), Rules: []Rule{}}
+		for _, p := range s.Sources {
+			seg.Sources = append(seg.Sources, p.String())
+		}
+		for _, cr := range s.Rules() {
+			rr := Rule{Name: cr.Name, Ruleset: cr.Ruleset, RulesetKind: cr.RulesetKind, Action: cr.Action.String(),
+				Monitor: cr.Monitor, Description: cr.Description, Exception: cr.HasException(), Pos: cr.Pos,
+				Expired: !cr.Expires.IsZero() && !now.Before(cr.Expires)}
+			rr.Categories, rr.InlineDomains = cfg.AttestCategories(cr)
+			for _, p := range cr.AttestCIDRs() {
+				rr.CIDRs = append(rr.CIDRs, p.String())
+			}
+			for _, p := range cr.AttestPorts() {
+				rr.Ports = append(rr.Ports, int(p))
+			}
+			seg.Rules = append(seg.Rules, rr)
+			if !cr.HasException() {
+				continue
+			}
+			if i, ok := exc[cr]; ok {
+				r.Exceptions[i].Segments = append(r.Exceptions[i].Segments, s.Name)
+				continue
+			}
+			e := Exception{Rule: cr.Name, Ruleset: cr.Ruleset, RulesetKind: cr.RulesetKind, Action: rr.Action,
+				Matches: rr.Matches(), Segments: []string{s.Name}, Owner: cr.Owner, Ticket: cr.Ticket,
+				Expires: cr.ExpiresText, Expired: rr.Expired, Pos: cr.Pos}
+			if !cr.Expires.IsZero() {
+				d := daysUntil(now, cr.Expires)
+				e.DaysLeft = &d
+			}
+			for _, m := range []struct{ name, v string }{{"owner", cr.Owner}, {"ticket", cr.Ticket}, {"expires", cr.ExpiresText}} {
+				if m.v == "" {
+					e.Missing = append(e.Missing, m.name)
+				}
+			}
+			exc[cr] = len(r.Exceptions)
+			r.Exceptions = append(r.Exceptions, e)
+		}
+		r.Segments = append(r.Segments, seg)
+	}
+	// Soonest expiry first; exceptions without expires last.
+	slices.SortStableFunc(r.Exceptions, func(a, b Exception) int {
+		switch {
+		case a.DaysLeft == nil && b.DaysLeft == nil:
+			return 0
+		case a.DaysLeft == nil:
+			return 1
+		case b.DaysLeft == nil:
+			return -1
+		}
+		return *a.DaysLeft - *b.DaysLeft
+	})
+	for _, t := range cfg.RunTests() {
+		d := t.Decision
+		dec := d.Action.String() + " (" + string(d.Reason)
+		if d.Rule != nil {
+			dec += ", rule " + d.Rule.Name
+		}
+		dec += ")"
+		r.Tests = append(r.Tests, TestResult{Name: t.Test.Name, Pass: t.Pass, Why: t.Why, Decision: dec, Pos: t.Test.Pos})
+		if !t.Pass {
+			r.TestsFail++
+		}
+	}
+	return r
+}
+
+// daysUntil is the whole days from now until t, rounded down (toward the
+// past): an exception expiring in 36 hours has 1 day left, one that expired
+// 1 hour ago has -1.
+func daysUntil(now, t time.Time) int {
+	d := t.Sub(now)
+	days := int(d / (24 * time.Hour))
+	if d < 0 && d%(24*time.Hour) != 0 {
+		days--
+	}
+	return days
+}
+
+// gitCommit returns HEAD of the git tree holding the config, and whether any
+// of files differs from it. Not in a git tree, no git, or any error: "".
+func gitCommit(source string, files []string) (string, bool) {
+	if source == "" || strings.HasPrefix(source, "<") {
+		return "", false
+	}
+	abs, err := filepath.Abs(source)
+	if err != nil {
+		return "", false
+	}
+	dir := abs
+	if fi, err := os.Stat(abs); err != nil || !fi.IsDir() {
+		dir = filepath.Dir(abs)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "git", "-C", dir, "rev-parse", "HEAD")
+	out, err := cmd.Output()
+	if err != nil {
+		return "", false
+	}
+	head := strings.TrimSpace(string(out))
+	args := []string{"-C", dir, "status", "--porcelain", "--"}
+	for _, f := range files {
+		if a, err := filepath.Abs(f); err == nil {
+			args = append(args, a)
+		}
+	}
+	st, err := exec.CommandContext(ctx, "git", args...).Output()
+	return head, err == nil && len(strings.TrimSpace(string(st))) > 0
+}
