@@ -148,7 +148,14 @@ func Build(cfg *rules.Config, opt Options) *Report {
 	if !opt.NoGit {
 		r.Commit, r.Dirty = gitCommit(cfg.Source, cfg.Files)
 	}
+	rel := relativizer(cfg.Source)
 	srcs := cfg.AttestCategorySources()
+	for name, list := range srcs {
+		for i := range list {
+			list[i] = rel(list[i])
+		}
+		srcs[name] = list
+	}
 	for _, c := range cfg.Categories {
 		r.Categories = append(r.Categories, Category{Name: c.Name, Description: c.Description, Entries: c.Domains, Sources: srcs[c.Name]})
 	}
@@ -160,7 +167,7 @@ func Build(cfg *rules.Config, opt Options) *Report {
 		}
 		for _, cr := range s.Rules() {
 			rr := Rule{Name: cr.Name, Ruleset: cr.Ruleset, RulesetKind: cr.RulesetKind, Action: cr.Action.String(),
-				Monitor: cr.Monitor, Description: cr.Description, Exception: cr.HasException(), Pos: cr.Pos,
+				Monitor: cr.Monitor, Description: cr.Description, Exception: cr.HasException(), Pos: rel(cr.Pos),
 				Expired: !cr.Expires.IsZero() && !now.Before(cr.Expires)}
 			rr.Categories, rr.InlineDomains = cfg.AttestCategories(cr)
 			for _, p := range cr.AttestCIDRs() {
@@ -179,7 +186,7 @@ func Build(cfg *rules.Config, opt Options) *Report {
 			}
 			e := Exception{Rule: cr.Name, Ruleset: cr.Ruleset, RulesetKind: cr.RulesetKind, Action: rr.Action,
 				Matches: rr.Matches(), Segments: []string{s.Name}, Owner: cr.Owner, Ticket: cr.Ticket,
-				Expires: cr.ExpiresText, Expired: rr.Expired, Pos: cr.Pos}
+				Expires: cr.ExpiresText, Expired: rr.Expired, Pos: rr.Pos}
 			if !cr.Expires.IsZero() {
 				d := daysUntil(now, cr.Expires)
 				e.DaysLeft = &d
@@ -213,12 +220,28 @@ func Build(cfg *rules.Config, opt Options) *Report {
 			dec += ", rule " + d.Rule.Name
 		}
 		dec += ")"
-		r.Tests = append(r.Tests, TestResult{Name: t.Test.Name, Pass: t.Pass, Why: t.Why, Decision: dec, Pos: t.Test.Pos})
+		r.Tests = append(r.Tests, TestResult{Name: t.Test.Name, Pass: t.Pass, Why: t.Why, Decision: dec, Pos: rel(t.Test.Pos)})
 		if !t.Pass {
 			r.TestsFail++
 		}
 	}
 	return r
+}
+
+// relativizer returns a function that shortens paths under the config's
+// folder to paths relative to it (positions and list files read better).
+func relativizer(source string) func(string) string {
+	dir := source
+	if fi, err := os.Stat(source); err != nil || !fi.IsDir() {
+		dir = filepath.Dir(source)
+	}
+	prefix := filepath.Clean(dir) + string(filepath.Separator)
+	return func(p string) string {
+		if prefix == "."+string(filepath.Separator) || strings.HasPrefix(source, "<") {
+			return p
+		}
+		return strings.TrimPrefix(p, prefix)
+	}
 }
 
 // daysUntil is the whole days from now until t, rounded down (toward the
