@@ -213,11 +213,11 @@ func TestGitCommit(t *testing.T) {
 // Day0 is the first day of the generated events.
 var Day0 = time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 
-// GenEvents writes n ECS events spread over 10 days, as egress writes them:
-// per 10 events, 4 denied by no-social (from 100 sources), 2 allowed by the
+// GenEvents writes n ECS events from spread sources over 10 days, as egress writes them:
+// per 10 events, 4 denied by no-social (from 40 of every 100 sources), 2 allowed by the
 // press-social exception (10 sources), 1 allowed by the default with the
 // ai-rollout monitor hit, 3 allowed by the default.
-func GenEvents(tb testing.TB, w io.Writer, n int) {
+func GenEvents(tb testing.TB, w io.Writer, n, spread int) {
 	tb.Helper()
 	enc, err := audit.NewEncoder("ecs", "gen")
 	if err != nil {
@@ -228,7 +228,7 @@ func GenEvents(tb testing.TB, w io.Writer, n int) {
 	var b []byte
 	for i := range n {
 		ev := &audit.Event{Time: Day0.Add(time.Duration(i%10) * 24 * time.Hour).Add(time.Duration(i) * time.Millisecond),
-			ID: audit.NewID(), Listener: "proxy", SourceIP: fmt.Sprintf("10.20.9.%d", i%100), DestDomain: "www.example.com",
+			ID: audit.NewID(), Listener: "proxy", SourceIP: fmt.Sprintf("10.%d.%d.%d", 20+i%spread>>16, i%spread>>8&255, i%spread&255), DestDomain: "www.example.com",
 			DestPort: 443, SNI: "www.example.com", ECH: &no, Action: "allow", Reason: "default", Segment: "ministry",
 			JA4: "t13d1516h2_8daaf6152771_e5627efa2ab1", SourceBytes: 1234, DestBytes: 56789, Duration: time.Second}
 		switch i % 10 {
@@ -274,11 +274,11 @@ func find(rows []Hits, label, action string) Hits {
 
 func TestEvents(t *testing.T) {
 	var plain bytes.Buffer
-	GenEvents(t, &plain, 1000)
+	GenEvents(t, &plain, 1000, 100)
 	plain.WriteString("not json\n\n{\"a\":1}\n")
 	var z bytes.Buffer
 	zw := gzip.NewWriter(&z)
-	GenEvents(t, zw, 1000)
+	GenEvents(t, zw, 1000, 100)
 	zw.Close()
 	r := aggregate(t, time.Time{}, time.Time{}, plain.Bytes(), z.Bytes())
 	ev := r.Events
@@ -355,7 +355,7 @@ func TestBounds(t *testing.T) {
 
 func TestRenderers(t *testing.T) {
 	var in bytes.Buffer
-	GenEvents(t, &in, 100)
+	GenEvents(t, &in, 100, 100)
 	r := aggregate(t, time.Time{}, time.Time{}, in.Bytes())
 	r.Segments[0].Rules[1].Description = `<script>alert("x")</script>`
 

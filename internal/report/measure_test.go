@@ -1,0 +1,55 @@
+package report
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestMeasure1M (EGRESS_REPORT_MEASURE=1) runs the real `egress report` (and,
+// for reference, `egress replay`) over 1,000,000 generated ECS events from
+// 100,000 sources and prints wall time and peak RSS of each process.
+//
+//	EGRESS_REPORT_MEASURE=1 go test ./internal/report -run TestMeasure1M -v -count=1
+func TestMeasure1M(t *testing.T) {
+	if os.Getenv("EGRESS_REPORT_MEASURE") == "" {
+		t.Skip("set EGRESS_REPORT_MEASURE=1 to measure report over 1M events")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "egress")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/egress-proxy/egress/cmd/egress").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	cfg := WriteConfig(t, dir, "")
+	events := filepath.Join(dir, "events.jsonl")
+	f, err := os.Create(events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	GenEvents(t, f, 1_000_000, 100_000)
+	f.Close()
+	fi, _ := os.Stat(events)
+	t.Logf("events file: %d bytes", fi.Size())
+	for _, args := range [][]string{
+		{"report", "-config", cfg, "-events", events, "-o", filepath.Join(dir, "r.html")},
+		{"report", "-config", cfg, "-events", events, "-format", "json", "-o", filepath.Join(dir, "r.json")},
+		{"replay", "-config", cfg, events},
+	} {
+		cmd := exec.Command(bin, args...)
+		start := time.Now()
+		out, err := cmd.CombinedOutput()
+		el := time.Since(start)
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+		t.Logf("%-60s wall %v, user %v, peak RSS %.1f MiB", fmt.Sprint(args[0], " ", args[len(args)-2:]), el.Round(time.Millisecond),
+			time.Duration(ru.Utime.Nano()).Round(time.Millisecond), float64(ru.Maxrss)/1024)
+	}
+	html, _ := os.Stat(filepath.Join(dir, "r.html"))
+	t.Logf("report.html: %d bytes", html.Size())
+}
