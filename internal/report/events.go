@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/egress-proxy/egress/internal/audit"
@@ -30,7 +32,18 @@ const (
 	MaxDays = 366
 	// MaxLine is the longest event line, in bytes; longer lines are malformed.
 	MaxLine = 1 << 20
+	// MaxName is the longest rule, ruleset, action or reason kept from an
+	// event, in bytes (longer ones are cut), so that rows stay small.
+	MaxName = 256
 )
+
+// clip cuts s to MaxName bytes.
+func clip(s string) string {
+	if len(s) > MaxName {
+		s = s[:MaxName]
+	}
+	return s
+}
 
 // Events is what recorded events show about the configuration.
 type Events struct {
@@ -94,8 +107,8 @@ type key struct {
 
 type agg struct {
 	hits, wouldBlock int
-	sources          map[string]struct{}
-	days             map[int]int // Unix day -> events
+	sources          map[netip.Addr]struct{} // zone-less addresses
+	days             map[int]int             // Unix day -> events
 }
 
 // Aggregator accumulates events; Add them, then Finish. Not safe for
@@ -124,15 +137,17 @@ func (a *Aggregator) row(k key) *agg {
 				return g
 			}
 		}
-		g = &agg{sources: map[string]struct{}{}, days: map[int]int{}}
+		g = &agg{sources: map[netip.Addr]struct{}{}, days: map[int]int{}}
+		// A clipped name must not keep its event's long string alive.
+		k.rule, k.ruleset, k.action, k.reason = strings.Clone(k.rule), strings.Clone(k.ruleset), strings.Clone(k.action), strings.Clone(k.reason)
 		a.rows[k] = g
 	}
 	return g
 }
 
-func (a *Aggregator) count(g *agg, src string, day int, dated bool) {
+func (a *Aggregator) count(g *agg, src netip.Addr, day int, dated bool) {
 	g.hits++
-	if src != "" {
+	if src.IsValid() {
 		if _, ok := g.sources[src]; !ok {
 			if a.sources < MaxSources {
 				g.sources[src] = struct{}{}
@@ -175,14 +190,17 @@ func (a *Aggregator) Add(ev *audit.Event) {
 		day = unixDay(t)
 		a.maxDay = max(a.maxDay, day)
 	}
-	k := key{rule: ev.Rule, ruleset: ev.Ruleset, action: ev.Action}
+	// An unparsable source.ip counts as no source (hits, not sources).
+	src, _ := netip.ParseAddr(ev.SourceIP)
+	src = src.WithZone("").Unmap()
+	k := key{rule: clip(ev.Rule), ruleset: clip(ev.Ruleset), action: clip(ev.Action)}
 	if ev.Rule == "" {
-		k.ruleset, k.reason = "", ev.Reason
+		k.ruleset, k.reason = "", clip(ev.Reason)
 	}
-	a.count(a.row(k), ev.SourceIP, day, dated)
+	a.count(a.row(k), src, day, dated)
 	for _, m := range ev.Monitor {
-		g := a.row(key{monitor: true, rule: m.Rule, ruleset: m.Ruleset, action: m.Action})
-		a.count(g, ev.SourceIP, day, dated)
+		g := a.row(key{monitor: true, rule: clip(m.Rule), ruleset: clip(m.Ruleset), action: clip(m.Action)})
+		a.count(g, src, day, dated)
 		if m.Action == audit.ActionDeny && ev.Action == audit.ActionAllow {
 			g.wouldBlock++
 		}

@@ -406,3 +406,53 @@ func execGit(dir string, args ...string) *exec.Cmd {
 	cmd.Env = append(os.Environ(), "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_SYSTEM=/dev/null")
 	return cmd
 }
+
+// TestLongNames: names from events are cut, so 4,096 rows of megabyte
+// names cannot take gigabytes.
+func TestLongNames(t *testing.T) {
+	a := NewAggregator(time.Time{}, time.Time{})
+	long := strings.Repeat("x", 1<<20)
+	a.Add(&audit.Event{Action: "deny", Rule: long, Ruleset: long, SourceIP: "fe80::1%" + long})
+	a.Add(&audit.Event{Action: "deny", Rule: long, Ruleset: long, SourceIP: "fe80::1%eth0"})
+	r := &Report{}
+	a.Finish(r)
+	if len(r.Events.Rules) != 1 || len(r.Events.Rules[0].Rule) != MaxName || r.Events.Rules[0].Hits != 2 || r.Events.Rules[0].Sources != 1 {
+		t.Errorf("rows %+v", r.Events.Rules)
+	}
+}
+
+// FuzzAggregate: any input is read without a panic; every non-blank line is
+// an event, malformed, and the counts add up.
+func FuzzAggregate(f *testing.F) {
+	var b bytes.Buffer
+	GenEvents(f, &b, 20, 5)
+	f.Add(b.Bytes())
+	f.Add([]byte("not json\n\n{}\n"))
+	f.Add([]byte(`{"@timestamp":"1969-12-31T23:59:59Z","event":{"module":"egress","action":"deny"},"source":{"ip":"::ffff:10.0.0.1"}}` + "\n"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		a := NewAggregator(time.Time{}, time.Time{})
+		if err := a.Read("fuzz", bytes.NewReader(in)); err != nil {
+			return // a gzip header with a broken stream
+		}
+		r := &Report{}
+		a.Finish(r)
+		e := r.Events
+		if e.Events+e.Malformed+e.OutOfWindow != e.Lines {
+			t.Fatalf("lines %d != events %d + malformed %d + out %d", e.Lines, e.Events, e.Malformed, e.OutOfWindow)
+		}
+		total := 0
+		for _, h := range e.Rules {
+			total += h.Hits
+			if len(h.Daily) != len(e.Days) || h.Sources > h.Hits {
+				t.Fatalf("row %+v with %d days", h, len(e.Days))
+			}
+		}
+		if total != e.Events {
+			t.Fatalf("rows count %d of %d events", total, e.Events)
+		}
+		var out bytes.Buffer
+		if err := (&Report{Events: e}).WriteHTML(&out); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
