@@ -152,6 +152,21 @@ func TestReportInChromium(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(reportConfig), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The config is committed in a git tree: the report names the commit and
+	// when each rule was committed.
+	for _, args := range [][]string{{"init", "-q"}, {"add", "policy.hcl"},
+		{"-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "policy"}} {
+		cmd := exec.Command("git", append([]string{"-C", dir}, args...)...)
+		cmd.Env = append(os.Environ(), "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_SYSTEM=/dev/null")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	head, err := exec.Command("git", "-C", dir, "rev-parse", "HEAD").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	today := time.Now().UTC().Format(time.DateOnly)
 	events := filepath.Join(dir, "events.jsonl")
 	reportEvents(t, events)
 	art := reportArtifacts(t)
@@ -172,10 +187,11 @@ func TestReportInChromium(t *testing.T) {
 	text := strings.Join(strings.Fields(tagRE.ReplaceAllString(styleRE.ReplaceAllString(dom, ""), " ")), " ")
 	for _, want := range []string{
 		"egress policy attestation",
+		"Commit " + strings.TrimSpace(string(head)) + " Since",
 		"Segment “press”",
-		"no-social (policy baseline) deny categories social", // what is denied, by which rule and list
-		"social 3 inline domains",                            // list size and source
-		"press-social (segment press) allow categories social press press@ministry.example SEC-2023-114 2099-12-31", // exception row
+		"no-social (policy baseline) deny categories social social (3) " + today + " policy.hcl:12:3", // what is denied, by which rule and list
+		"social 3 inline domains", // list size and source
+		"press-social (segment press) allow categories social press press@ministry.example SEC-2023-114 " + today + " 2099-12-31", // exception row
 		"days left",
 		"ai-rollout (policy baseline) deny",
 		"ministry: tiktok denied PASS",

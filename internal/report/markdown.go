@@ -57,7 +57,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	p("\n## What is denied, per segment\n")
 	for _, s := range r.Segments {
 		p("\n### Segment %q\n\nSources %s. Default: **%s**.\n\n", s.Name, strings.Join(s.Sources, ", "), s.Default)
-		p("| # | Rule | Action | Matches | Lists | Where |\n| ---: | --- | --- | --- | --- | --- |\n")
+		p("| # | Rule | Action | Matches | Lists | Since | Where |\n| ---: | --- | --- | --- | --- | --- | --- |\n")
 		for i, ru := range s.Rules {
 			act := ru.Action
 			if ru.Monitor {
@@ -69,17 +69,17 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			if ru.Expired {
 				act += " **expired**"
 			}
-			p("| %d | %s (%s %s) | %s | %s | %s | `%s` |\n", i+1, md(ru.Name), ru.RulesetKind, md(ru.Ruleset), act, md(ru.Matches()), md(r.Sizes(ru.Categories)), md(ru.Pos))
+			p("| %d | %s (%s %s) | %s | %s | %s | %s | `%s` |\n", i+1, md(ru.Name), ru.RulesetKind, md(ru.Ruleset), act, md(ru.Matches()), md(r.Sizes(ru.Categories)), orDash(ru.Since), md(ru.Pos))
 		}
 	}
 	p("\n## Lists\n\n| Category | Entries | Sources |\n| --- | ---: | --- |\n")
 	for _, c := range r.Categories {
 		p("| %s | %d | %s |\n", md(c.Name), c.Entries, md(strings.Join(c.Sources, ", ")))
 	}
-	p("\n## Exceptions\n\n| Rule | Action | Matches | Segments | Owner | Ticket | Expires | Days left |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	p("\n## Exceptions\n\n| Rule | Action | Matches | Segments | Owner | Ticket | Since | Expires | Days left |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, e := range r.Exceptions {
-		p("| %s (%s %s) | %s | %s | %s | %s | %s | %s | %s |\n", md(e.Rule), e.RulesetKind, md(e.Ruleset), e.Action, md(e.Matches),
-			md(strings.Join(e.Segments, ", ")), md(orDash(e.Owner)), md(orDash(e.Ticket)), md(orDash(e.Expires)), days(e.DaysLeft))
+		p("| %s (%s %s) | %s | %s | %s | %s | %s | %s | %s | %s |\n", md(e.Rule), e.RulesetKind, md(e.Ruleset), e.Action, md(e.Matches),
+			md(strings.Join(e.Segments, ", ")), md(orDash(e.Owner)), md(orDash(e.Ticket)), orDash(e.Since), md(orDash(e.Expires)), days(e.DaysLeft))
 	}
 	p("\n## Test blocks\n\n| Test | Result | Decision | Where |\n| --- | --- | --- | --- |\n")
 	for _, t := range r.Tests {

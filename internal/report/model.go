@@ -72,7 +72,10 @@ type Rule struct {
 	Ports         []int    `json:"ports,omitempty"`
 	Exception     bool     `json:"exception,omitempty"`
 	Expired       bool     `json:"expired,omitempty"`
-	Pos           string   `json:"pos"`
+	// Since is when the rule's header line was last committed
+	// (YYYY-MM-DD, git blame), "uncommitted", or "" outside a git tree.
+	Since string `json:"since,omitempty"`
+	Pos   string `json:"pos"`
 }
 
 // Matches is the rule's matchers in words ("categories social, video; port 443").
@@ -116,6 +119,7 @@ type Exception struct {
 	DaysLeft *int     `json:"days_left,omitempty"`
 	Expired  bool     `json:"expired"`
 	Missing  []string `json:"missing,omitempty"` // owner, ticket, expires not given
+	Since    string   `json:"since,omitempty"`   // as Rule.Since
 	Pos      string   `json:"pos"`
 }
 
@@ -145,8 +149,14 @@ func Build(cfg *rules.Config, opt Options) *Report {
 	now = now.UTC()
 	r := &Report{Generated: now, Config: cfg.Source, ConfigVersion: cfg.Version,
 		Categories: []Category{}, Segments: []Segment{}, Exceptions: []Exception{}, Tests: []TestResult{}}
+	since := func(string) string { return "" }
 	if !opt.NoGit {
 		r.Commit, r.Dirty = gitCommit(cfg.Source, cfg.Files)
+		if r.Commit != "" {
+			b := newBlamer()
+			defer b.cancel()
+			since = b.since
+		}
 	}
 	rel := relativizer(cfg.Source)
 	srcs := cfg.AttestCategorySources()
@@ -169,6 +179,7 @@ func Build(cfg *rules.Config, opt Options) *Report {
 			rr := Rule{Name: cr.Name, Ruleset: cr.Ruleset, RulesetKind: cr.RulesetKind, Action: cr.Action.String(),
 				Monitor: cr.Monitor, Description: cr.Description, Exception: cr.HasException(), Pos: rel(cr.Pos),
 				Expired: !cr.Expires.IsZero() && !now.Before(cr.Expires)}
+			rr.Since = since(cr.Pos)
 			rr.Categories, rr.InlineDomains = cfg.AttestCategories(cr)
 			for _, p := range cr.AttestCIDRs() {
 				rr.CIDRs = append(rr.CIDRs, p.String())
@@ -186,7 +197,7 @@ func Build(cfg *rules.Config, opt Options) *Report {
 			}
 			e := Exception{Rule: cr.Name, Ruleset: cr.Ruleset, RulesetKind: cr.RulesetKind, Action: rr.Action,
 				Matches: rr.Matches(), Segments: []string{s.Name}, Owner: cr.Owner, Ticket: cr.Ticket,
-				Expires: cr.ExpiresText, Expired: rr.Expired, Pos: rr.Pos}
+				Expires: cr.ExpiresText, Expired: rr.Expired, Since: rr.Since, Pos: rr.Pos}
 			if !cr.Expires.IsZero() {
 				d := daysUntil(now, cr.Expires)
 				e.DaysLeft = &d
@@ -226,6 +237,68 @@ func Build(cfg *rules.Config, opt Options) *Report {
 		}
 	}
 	return r
+}
+
+// MaxBlames bounds the git blame calls of one report.
+const MaxBlames = 2000
+
+// blamer finds when a rule's header line was committed, one `git blame` per
+// distinct file:line, within an overall deadline.
+type blamer struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	cache  map[string]string
+}
+
+func newBlamer() *blamer {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	return &blamer{ctx: ctx, cancel: cancel, cache: map[string]string{}}
+}
+
+// since takes a "file:line:col" position.
+func (b *blamer) since(pos string) string {
+	if v, ok := b.cache[pos]; ok {
+		return v
+	}
+	if len(b.cache) >= MaxBlames || b.ctx.Err() != nil {
+		return ""
+	}
+	b.cache[pos] = ""
+	i := strings.LastIndexByte(pos, ':')
+	if i < 0 {
+		return ""
+	}
+	j := strings.LastIndexByte(pos[:i], ':')
+	if j < 0 {
+		return ""
+	}
+	file, line := pos[:j], pos[j+1:i]
+	if _, err := strconv.Atoi(line); err != nil {
+		return ""
+	}
+	abs, err := filepath.Abs(file)
+	if err != nil {
+		return ""
+	}
+	out, err := exec.CommandContext(b.ctx, "git", "-C", filepath.Dir(abs), "blame", "--porcelain", "-L", line+","+line, "--", abs).Output()
+	if err != nil {
+		return ""
+	}
+	v := ""
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "0000000000000000000000000000000000000000 ") {
+			v = "uncommitted"
+			break
+		}
+		if t, ok := strings.CutPrefix(l, "committer-time "); ok {
+			if sec, err := strconv.ParseInt(t, 10, 64); err == nil {
+				v = time.Unix(sec, 0).UTC().Format(time.DateOnly)
+			}
+			break
+		}
+	}
+	b.cache[pos] = v
+	return v
 }
 
 // relativizer returns a function that shortens paths under the config's

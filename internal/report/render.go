@@ -125,6 +125,7 @@ svg.chart rect{fill:#000}svg.chart rect.bg{fill:none;stroke:#999;stroke-width:.5
 <dt>Configuration</dt><dd><code>{{.Config}}</code></dd>
 <dt>config_version</dt><dd><code id="config-version">{{.ConfigVersion}}</code></dd>
 <dt>Commit</dt><dd><code id="commit">{{if .Commit}}{{.Commit}}{{if .Dirty}} (config files modified since){{end}}{{else}}not in a git tree{{end}}</code></dd>
+{{if .Commit}}<dt>Since</dt><dd>the date a rule's first line was last committed (git blame)</dd>{{end}}
 <dt>Generated</dt><dd>{{stamp .Generated}}</dd>
 <dt>Tests</dt><dd>{{.Passed}} passed, {{if .TestsFail}}<span class="fail">{{.TestsFail}} failed</span>{{else}}0 failed{{end}}</dd>
 {{with .Events}}<dt>Events</dt><dd>{{.Events}} events from {{stamp .First}} to {{stamp .Last}} ({{join .Inputs ", "}}){{if .Malformed}}; {{.Malformed}} malformed lines{{end}}{{if .OutOfWindow}}; {{.OutOfWindow}} outside the window{{end}}</dd>{{end}}
@@ -133,11 +134,11 @@ svg.chart rect{fill:#000}svg.chart rect.bg{fill:none;stroke:#999;stroke-width:.5
 <h2 id="segments">What is denied, per segment</h2>
 {{range .Segments}}<h3>Segment “{{.Name}}”</h3>
 <p>Sources {{join .Sources ", "}}. Default: <span class="{{.Default}}">{{.Default}}</span>.</p>
-<table><thead><tr><th>#</th><th>Rule</th><th>Action</th><th>Matches</th><th>Lists</th><th>Where</th></tr></thead><tbody>
+<table><thead><tr><th>#</th><th>Rule</th><th>Action</th><th>Matches</th><th>Lists</th><th>Since</th><th>Where</th></tr></thead><tbody>
 {{range $i, $r := .Rules}}<tr><td class="n">{{num $i}}</td><td>{{$r.Name}} <span class="muted">({{$r.RulesetKind}} {{$r.Ruleset}})</span>{{if $r.Description}}<br><span class="muted">{{$r.Description}}</span>{{end}}</td>
 <td><span class="{{$r.Action}}">{{$r.Action}}</span>{{if $r.Monitor}} (monitor only){{end}}{{if $r.Exception}} exception{{end}}{{if $r.Expired}} <span class="expired">expired</span>{{end}}</td>
-<td>{{$r.Matches}}</td><td>{{$.Sizes $r.Categories}}</td><td><code>{{$r.Pos}}</code></td></tr>
-{{else}}<tr><td colspan="6">no rules: the default decides everything</td></tr>{{end}}</tbody></table>
+<td>{{$r.Matches}}</td><td>{{$.Sizes $r.Categories}}</td><td>{{or $r.Since "—"}}</td><td><code>{{$r.Pos}}</code></td></tr>
+{{else}}<tr><td colspan="7">no rules: the default decides everything</td></tr>{{end}}</tbody></table>
 {{end}}
 
 <h2 id="lists">Lists</h2>
@@ -146,10 +147,10 @@ svg.chart rect{fill:#000}svg.chart rect.bg{fill:none;stroke:#999;stroke-width:.5
 {{else}}<tr><td colspan="3">no categories</td></tr>{{end}}</tbody></table>
 
 <h2 id="exceptions">Exceptions</h2>
-<table><thead><tr><th>Rule</th><th>Action</th><th>Matches</th><th>Segments</th><th>Owner</th><th>Ticket</th><th>Expires</th><th>Days left</th></tr></thead><tbody>
+<table><thead><tr><th>Rule</th><th>Action</th><th>Matches</th><th>Segments</th><th>Owner</th><th>Ticket</th><th>Since</th><th>Expires</th><th>Days left</th></tr></thead><tbody>
 {{range .Exceptions}}<tr><td>{{.Rule}} <span class="muted">({{.RulesetKind}} {{.Ruleset}})</span></td><td><span class="{{.Action}}">{{.Action}}</span></td><td>{{.Matches}}</td><td>{{join .Segments ", "}}</td>
-<td>{{or .Owner "—"}}</td><td>{{or .Ticket "—"}}</td><td>{{or .Expires "—"}}</td><td{{if .Expired}} class="expired"{{end}}>{{days .DaysLeft}}</td></tr>
-{{else}}<tr><td colspan="8">no exceptions</td></tr>{{end}}</tbody></table>
+<td>{{or .Owner "—"}}</td><td>{{or .Ticket "—"}}</td><td>{{or .Since "—"}}</td><td>{{or .Expires "—"}}</td><td{{if .Expired}} class="expired"{{end}}>{{days .DaysLeft}}</td></tr>
+{{else}}<tr><td colspan="9">no exceptions</td></tr>{{end}}</tbody></table>
 
 <h2 id="tests">Test blocks</h2>
 <table><thead><tr><th>Test</th><th>Result</th><th>Decision</th><th>Where</th></tr></thead><tbody>

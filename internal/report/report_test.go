@@ -98,6 +98,15 @@ func WriteConfig(tb testing.TB, dir, extra string) string {
 	return p
 }
 
+func mustLoad(tb testing.TB, p string) *rules.Config {
+	tb.Helper()
+	cfg, diags := rules.Load(p, rules.Options{Now: func() time.Time { return Now }})
+	if diags.HasErrors() {
+		tb.Fatal(diags)
+	}
+	return cfg
+}
+
 func load(tb testing.TB, extra string) *rules.Config {
 	tb.Helper()
 	p := WriteConfig(tb, tb.TempDir(), extra)
@@ -204,9 +213,22 @@ func TestGitCommit(t *testing.T) {
 	if c2, _ := gitCommit(dir, []string{p}); c2 != c {
 		t.Errorf("from the directory: %q", c2)
 	}
-	os.WriteFile(p, []byte(TestHCL+"\n# edited\n"), 0o600)
+	r := Build(mustLoad(t, p), Options{Now: Now})
+	today := time.Now().UTC().Format(time.DateOnly)
+	if r.Commit != c || r.Segments[0].Rules[1].Since != today && r.Segments[0].Rules[1].Since != time.Now().UTC().Add(-time.Minute).Format(time.DateOnly) {
+		t.Errorf("commit %q since %q", r.Commit, r.Segments[0].Rules[1].Since)
+	}
+	os.WriteFile(p, []byte("# new first line\n"+TestHCL), 0o600)
 	if _, dirty := gitCommit(p, []string{p}); !dirty {
 		t.Error("an edited config is not reported as modified")
+	}
+	r = Build(mustLoad(t, p), Options{Now: Now})
+	if !r.Dirty || r.Segments[0].Rules[1].Since != today || r.Exceptions[0].Since != today {
+		t.Errorf("after an edit above the rules: dirty %v since %q %q", r.Dirty, r.Segments[0].Rules[1].Since, r.Exceptions[0].Since)
+	}
+	os.WriteFile(p, []byte(strings.Replace(TestHCL, `rule "no-social" {`, `rule "no-social" { # edited`, 1)), 0o600)
+	if r = Build(mustLoad(t, p), Options{Now: Now}); r.Segments[0].Rules[1].Since != "uncommitted" {
+		t.Errorf("edited rule since %q", r.Segments[0].Rules[1].Since)
 	}
 }
 
