@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -209,7 +210,13 @@ func (a *Aggregator) Add(ev *audit.Event) {
 
 // Read streams the ECS lines of r (gzip detected by its magic bytes) into a.
 // Malformed lines are counted, not fatal; the error is for a stream that
-// cannot be read.
+// cannot be read (the lines before it are counted).
+//
+// Parsing is the cost, so it runs on every CPU: a reader goroutine cuts the
+// stream into batches of lines, parse workers turn each batch into events,
+// and Read (the only goroutine that touches a) adds the batches in stream
+// order, so the report does not depend on scheduling. At most queueDepth
+// batches are in flight.
 func (a *Aggregator) Read(name string, r io.Reader) error {
 	a.ev.Inputs = append(a.ev.Inputs, name)
 	br := bufio.NewReaderSize(r, 256<<10)
@@ -220,6 +227,83 @@ func (a *Aggregator) Read(name string, r io.Reader) error {
 		}
 		defer zr.Close()
 		br = bufio.NewReaderSize(zr, 256<<10)
+	}
+	workers := runtime.GOMAXPROCS(0)
+	queueDepth := 2 * workers
+	work := make(chan *batch, queueDepth)
+	order := make(chan *batch, queueDepth)
+	var readErr error
+	go func() { // owns br; closes both channels when the stream ends
+		readErr = cutBatches(br, work, order)
+		close(work)
+		close(order)
+	}()
+	for range workers {
+		go func() {
+			for b := range work {
+				b.parse()
+			}
+		}()
+	}
+	for b := range order {
+		<-b.done
+		a.ev.Lines += len(b.ends)
+		a.ev.Malformed += b.bad
+		for _, ev := range b.evs {
+			a.Add(ev)
+		}
+	}
+	if readErr != nil { // written before close(order)
+		return fmt.Errorf("%s: %w", name, readErr)
+	}
+	return nil
+}
+
+// batchLines is the number of lines per batch.
+const batchLines = 512
+
+// batch is a run of lines: line i is buf[ends[i-1]:ends[i]]; long[i] says
+// line i was longer than MaxLine (not kept, malformed). The reader fills it,
+// one worker parses it into evs and closes done, then Read adds it.
+type batch struct {
+	buf  []byte
+	ends []int
+	long map[int]bool
+	evs  []*audit.Event
+	bad  int
+	done chan struct{}
+}
+
+func (b *batch) parse() {
+	start := 0
+	for i, end := range b.ends {
+		line := b.buf[start:end]
+		start = end
+		if b.long[i] {
+			b.bad++
+			continue
+		}
+		if ev, err := replay.ParseEvent(line); err != nil {
+			b.bad++
+		} else {
+			b.evs = append(b.evs, ev)
+		}
+	}
+	b.buf = nil
+	close(b.done)
+}
+
+// cutBatches reads non-blank lines (trimmed) into batches and sends each to
+// work (to be parsed) and order (to be added in sequence).
+func cutBatches(br *bufio.Reader, work, order chan<- *batch) error {
+	newBatch := func() *batch {
+		return &batch{buf: make([]byte, 0, 64<<10), ends: make([]int, 0, batchLines), done: make(chan struct{})}
+	}
+	b := newBatch()
+	send := func() {
+		order <- b
+		work <- b
+		b = newBatch()
 	}
 	var long []byte
 	inLong := false
@@ -243,20 +327,24 @@ func (a *Aggregator) Read(name string, r io.Reader) error {
 		}
 		line = bytes.TrimSpace(line)
 		if len(line) > 0 {
-			a.ev.Lines++
 			if len(line) > MaxLine {
-				a.ev.Malformed++
-			} else if ev, perr := replay.ParseEvent(line); perr != nil {
-				a.ev.Malformed++
+				if b.long == nil {
+					b.long = map[int]bool{}
+				}
+				b.long[len(b.ends)] = true
 			} else {
-				a.Add(ev)
+				b.buf = append(b.buf, line...)
 			}
+			b.ends = append(b.ends, len(b.buf))
+		}
+		if len(b.ends) >= batchLines || (err != nil && len(b.ends) > 0) {
+			send()
 		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
-			return fmt.Errorf("%s: %w", name, err)
+			return err
 		}
 	}
 }

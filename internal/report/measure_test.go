@@ -1,6 +1,7 @@
 package report
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -52,4 +53,19 @@ func TestMeasure1M(t *testing.T) {
 	}
 	html, _ := os.Stat(filepath.Join(dir, "r.html"))
 	t.Logf("report.html: %d bytes", html.Size())
+}
+
+// BenchmarkRead: events per second through Aggregator.Read (parse and count).
+func BenchmarkRead(b *testing.B) {
+	var buf bytes.Buffer
+	GenEvents(b, &buf, 100_000, 10_000)
+	b.SetBytes(int64(buf.Len()))
+	b.ResetTimer()
+	for range b.N {
+		a := NewAggregator(time.Time{}, time.Time{})
+		if err := a.Read("bench", bytes.NewReader(buf.Bytes())); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)*100_000/b.Elapsed().Seconds(), "events/s")
 }

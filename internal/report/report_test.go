@@ -478,3 +478,31 @@ func FuzzAggregate(f *testing.F) {
 		}
 	})
 }
+
+type failAfter struct {
+	r io.Reader
+}
+
+func (f *failAfter) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if err == io.EOF {
+		return n, fmt.Errorf("disk on fire")
+	}
+	return n, err
+}
+
+// TestReadError: a stream that fails keeps what was read before, and says so;
+// no goroutine is left behind (the race detector and -count catch misuse).
+func TestReadError(t *testing.T) {
+	var b bytes.Buffer
+	GenEvents(t, &b, 2000, 10)
+	b.WriteString(strings.Repeat("y", MaxLine+10) + "\n") // one over-long line
+	a := NewAggregator(time.Time{}, time.Time{})
+	err := a.Read("x", &failAfter{r: &b})
+	if err == nil || !strings.Contains(err.Error(), "disk on fire") {
+		t.Fatalf("err %v", err)
+	}
+	if a.ev.Lines != 2001 || a.ev.Events != 2000 || a.ev.Malformed != 1 {
+		t.Errorf("lines %d events %d malformed %d", a.ev.Lines, a.ev.Events, a.ev.Malformed)
+	}
+}
