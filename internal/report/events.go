@@ -232,9 +232,10 @@ func (a *Aggregator) Read(name string, r io.Reader) error {
 	queueDepth := 2 * workers
 	work := make(chan *batch, queueDepth)
 	order := make(chan *batch, queueDepth)
+	free := make(chan *batch, 2*queueDepth+workers) // added batches, for reuse
 	var readErr error
 	go func() { // owns br; closes both channels when the stream ends
-		readErr = cutBatches(br, work, order)
+		readErr = cutBatches(br, work, order, free)
 		close(work)
 		close(order)
 	}()
@@ -251,6 +252,11 @@ func (a *Aggregator) Read(name string, r io.Reader) error {
 		a.ev.Malformed += b.bad
 		for _, ev := range b.evs {
 			a.Add(ev)
+		}
+		clear(b.evs) // the events can go
+		select {
+		case free <- b:
+		default:
 		}
 	}
 	if readErr != nil { // written before close(order)
@@ -289,15 +295,21 @@ func (b *batch) parse() {
 			b.evs = append(b.evs, ev)
 		}
 	}
-	b.buf = nil
 	close(b.done)
 }
 
 // cutBatches reads non-blank lines (trimmed) into batches and sends each to
 // work (to be parsed) and order (to be added in sequence).
-func cutBatches(br *bufio.Reader, work, order chan<- *batch) error {
+func cutBatches(br *bufio.Reader, work, order chan<- *batch, free <-chan *batch) error {
 	newBatch := func() *batch {
-		return &batch{buf: make([]byte, 0, 64<<10), ends: make([]int, 0, batchLines), done: make(chan struct{})}
+		select {
+		case b := <-free:
+			b.buf, b.ends, b.evs, b.bad, b.long = b.buf[:0], b.ends[:0], b.evs[:0], 0, nil
+			b.done = make(chan struct{})
+			return b
+		default:
+			return &batch{buf: make([]byte, 0, 256<<10), ends: make([]int, 0, batchLines), done: make(chan struct{})}
+		}
 	}
 	b := newBatch()
 	send := func() {

@@ -2,10 +2,10 @@ package report
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -35,12 +35,22 @@ func TestMeasure1M(t *testing.T) {
 	f.Close()
 	fi, _ := os.Stat(events)
 	t.Logf("events file: %d bytes", fi.Size())
-	for _, args := range [][]string{
+	runs := [][]string{
 		{"report", "-config", cfg, "-events", events, "-o", filepath.Join(dir, "r.html")},
 		{"report", "-config", cfg, "-events", events, "-format", "json", "-o", filepath.Join(dir, "r.json")},
 		{"replay", "-config", cfg, events},
-	} {
-		cmd := exec.Command(bin, args...)
+	}
+	// EGRESS_REPORT_BEFORE=/path/to/older/egress adds its report run, for
+	// before/after figures in the same run.
+	if old := os.Getenv("EGRESS_REPORT_BEFORE"); old != "" {
+		runs = append(runs, append([]string{old}, runs[0]...))
+	}
+	for _, args := range runs {
+		exe := bin
+		if filepath.IsAbs(args[0]) {
+			exe, args = args[0], args[1:]
+		}
+		cmd := exec.Command(exe, args...)
 		start := time.Now()
 		out, err := cmd.CombinedOutput()
 		el := time.Since(start)
@@ -48,8 +58,10 @@ func TestMeasure1M(t *testing.T) {
 			t.Fatalf("%v: %v\n%s", args, err, out)
 		}
 		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-		t.Logf("%-60s wall %v, user %v, peak RSS %.1f MiB", fmt.Sprint(args[0], " ", args[len(args)-2:]), el.Round(time.Millisecond),
-			time.Duration(ru.Utime.Nano()).Round(time.Millisecond), float64(ru.Maxrss)/1024)
+		load, _ := os.ReadFile("/proc/loadavg")
+		t.Logf("%s %s %s: wall %v, user %v, sys %v, peak RSS %.1f MiB (loadavg %s)", filepath.Base(exe), args[0], args[len(args)-1], el.Round(time.Millisecond),
+			time.Duration(ru.Utime.Nano()).Round(time.Millisecond), time.Duration(ru.Stime.Nano()).Round(time.Millisecond),
+			float64(ru.Maxrss)/1024, strings.Fields(string(load))[0])
 	}
 	html, _ := os.Stat(filepath.Join(dir, "r.html"))
 	t.Logf("report.html: %d bytes", html.Size())
