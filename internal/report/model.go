@@ -280,7 +280,7 @@ func (b *blamer) since(pos string) string {
 	if err != nil {
 		return ""
 	}
-	out, err := exec.CommandContext(b.ctx, "git", "-C", filepath.Dir(abs), "blame", "--porcelain", "-L", line+","+line, "--", abs).Output()
+	out, err := git(b.ctx, filepath.Dir(abs), "blame", "--no-textconv", "--porcelain", "-L", line+","+line, "--", abs).Output()
 	if err != nil {
 		return ""
 	}
@@ -329,6 +329,17 @@ func daysUntil(now, t time.Time) int {
 	return days
 }
 
+// git runs git in dir without the repository configuration's hooks into
+// other programs: the config folder may be an untrusted checkout, and its
+// .git/config could name an fsmonitor or a textconv command that git would
+// run. Terminal prompts are off; stderr is discarded.
+func git(ctx context.Context, dir string, args ...string) *exec.Cmd {
+	pre := []string{"-C", dir, "-c", "core.fsmonitor=false", "-c", "core.untrackedCache=false", "-c", "diff.external=", "--no-pager"}
+	cmd := exec.CommandContext(ctx, "git", append(pre, args...)...)
+	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0", "GIT_OPTIONAL_LOCKS=0")
+	return cmd
+}
+
 // gitCommit returns HEAD of the git tree holding the config, and whether any
 // of files differs from it. Not in a git tree, no git, or any error: "".
 func gitCommit(source string, files []string) (string, bool) {
@@ -345,18 +356,17 @@ func gitCommit(source string, files []string) (string, bool) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "git", "-C", dir, "rev-parse", "HEAD")
-	out, err := cmd.Output()
+	out, err := git(ctx, dir, "rev-parse", "HEAD").Output()
 	if err != nil {
 		return "", false
 	}
 	head := strings.TrimSpace(string(out))
-	args := []string{"-C", dir, "status", "--porcelain", "--"}
+	args := []string{"status", "--porcelain", "--"}
 	for _, f := range files {
 		if a, err := filepath.Abs(f); err == nil {
 			args = append(args, a)
 		}
 	}
-	st, err := exec.CommandContext(ctx, "git", args...).Output()
+	st, err := git(ctx, dir, args...).Output()
 	return head, err == nil && len(strings.TrimSpace(string(st))) > 0
 }

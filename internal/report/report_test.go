@@ -506,3 +506,34 @@ func TestReadError(t *testing.T) {
 		t.Errorf("lines %d events %d malformed %d", a.ev.Lines, a.ev.Events, a.ev.Malformed)
 	}
 }
+
+// TestGitUntrustedConfig: a config folder whose .git/config names an
+// fsmonitor command (run by a plain `git status`) or a textconv driver does
+// not make the report run it.
+func TestGitUntrustedConfig(t *testing.T) {
+	dir := t.TempDir()
+	p := WriteConfig(t, dir, "")
+	marker := filepath.Join(t.TempDir(), "ran")
+	hook := filepath.Join(t.TempDir(), "hook.sh")
+	os.WriteFile(hook, []byte("#!/bin/sh\ntouch "+marker+"\ncat >/dev/null\nexit 0\n"), 0o700)
+	for _, args := range [][]string{{"init", "-q"}, {"add", "."},
+		{"-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "policy"},
+		{"config", "core.fsmonitor", hook}, {"config", "diff.evil.textconv", hook}} {
+		if out, err := execGit(dir, args...).CombinedOutput(); err != nil {
+			t.Skipf("git %v: %v %s", args, err, out)
+		}
+	}
+	os.WriteFile(filepath.Join(dir, ".gitattributes"), []byte("*.hcl diff=evil\n"), 0o600)
+	r := Build(mustLoad(t, p), Options{Now: Now})
+	if r.Commit == "" || r.Segments[0].Rules[0].Since == "" {
+		t.Fatalf("no commit or since: %q %q", r.Commit, r.Segments[0].Rules[0].Since)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the repository's fsmonitor or textconv command ran")
+	}
+	// The check is real: a plain `git status` in that folder runs it.
+	execGit(dir, "status", "--porcelain").Run()
+	if _, err := os.Stat(marker); err != nil {
+		t.Skip("this git does not run core.fsmonitor commands; the check above proved nothing")
+	}
+}
