@@ -189,9 +189,9 @@ func TestReportInChromium(t *testing.T) {
 		"egress policy attestation",
 		"Commit " + strings.TrimSpace(string(head)) + " Since",
 		"Segment “press”",
-		"no-social (policy baseline) deny categories social social (3) " + today + " policy.hcl:12:3", // what is denied, by which rule and list
+		"no-social (policy baseline) deny categories social (3) " + today + " policy.hcl:12:3", // what is denied, by which rule and list
 		"social 3 inline domains", // list size and source
-		"press-social (segment press) allow categories social press press@ministry.example SEC-2023-114 " + today + " 2099-12-31", // exception row
+		"press-social (segment press) allow categories social press press@ministry.example SEC-2023-114 since " + today + " expires 2099-12-31", // exception row
 		"days left",
 		"ai-rollout (policy baseline) deny",
 		"ministry: tiktok denied PASS",

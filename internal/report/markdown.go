@@ -57,7 +57,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	p("\n## What is denied, per segment\n")
 	for _, s := range r.Segments {
 		p("\n### Segment %q\n\nSources %s. Default: **%s**.\n\n", s.Name, strings.Join(s.Sources, ", "), s.Default)
-		p("| # | Rule | Action | Matches | Lists | Since | Where |\n| ---: | --- | --- | --- | --- | --- | --- |\n")
+		p("| # | Rule | Action | Matches (list entries) | Since | Where |\n| ---: | --- | --- | --- | --- | --- |\n")
 		for i, ru := range s.Rules {
 			act := ru.Action
 			if ru.Monitor {
@@ -69,7 +69,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			if ru.Expired {
 				act += " **expired**"
 			}
-			p("| %d | %s (%s %s) | %s | %s | %s | %s | `%s` |\n", i+1, md(ru.Name), ru.RulesetKind, md(ru.Ruleset), act, md(ru.Matches()), md(r.Sizes(ru.Categories)), orDash(ru.Since), md(ru.Pos))
+			p("| %d | %s (%s %s) | %s | %s | %s | `%s` |\n", i+1, md(ru.Name), ru.RulesetKind, md(ru.Ruleset), act, md(r.Describe(ru)), orDash(ru.Since), md(ru.Pos))
 		}
 	}
 	p("\n## Lists\n\n| Category | Entries | Sources |\n| --- | ---: | --- |\n")

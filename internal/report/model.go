@@ -79,10 +79,17 @@ type Rule struct {
 }
 
 // Matches is the rule's matchers in words ("categories social, video; port 443").
-func (r Rule) Matches() string {
+func (r Rule) Matches() string { return r.describe(func(n string) string { return n }) }
+
+// describe is Matches with each category name rendered by cat.
+func (r Rule) describe(cat func(string) string) string {
 	var parts []string
 	if len(r.Categories) > 0 {
-		parts = append(parts, "categories "+strings.Join(r.Categories, ", "))
+		names := make([]string, len(r.Categories))
+		for i, n := range r.Categories {
+			names[i] = cat(n)
+		}
+		parts = append(parts, "categories "+strings.Join(names, ", "))
 	}
 	if r.InlineDomains {
 		parts = append(parts, "own domain list")

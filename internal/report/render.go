@@ -31,17 +31,17 @@ func (s Segment) Denied() []Rule {
 // Passed is the number of passing tests.
 func (r *Report) Passed() int { return len(r.Tests) - r.TestsFail }
 
-// Sizes is "social (120), video (40)" for the named categories.
-func (r *Report) Sizes(names []string) string {
-	parts := make([]string, 0, len(names))
-	for _, n := range names {
+// Describe is the rule's matchers with each category's size:
+// "categories social (120), video (40); ports 443".
+func (r *Report) Describe(ru Rule) string {
+	return ru.describe(func(n string) string {
 		for _, c := range r.Categories {
 			if c.Name == n {
-				parts = append(parts, fmt.Sprintf("%s (%d)", n, c.Entries))
+				return fmt.Sprintf("%s (%d)", n, c.Entries)
 			}
 		}
-	}
-	return strings.Join(parts, ", ")
+		return n
+	})
 }
 
 func days(d *int) string {
@@ -112,8 +112,8 @@ const htmlSource = `<!DOCTYPE html>
 <style>
 body{font:14px/1.4 system-ui,sans-serif;margin:2em auto;max-width:70em;padding:0 1em;color:#111}
 h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #999;margin-top:1.6em}h3{font-size:1em}
-table{border-collapse:collapse;width:100%;margin:.5em 0}th,td{border:1px solid #bbb;padding:.2em .4em;text-align:left;vertical-align:top}
-th{background:#eee}td.d{white-space:nowrap}td.n{text-align:right;font-variant-numeric:tabular-nums}code{font-size:.9em}
+table{border-collapse:collapse;width:100%;margin:.5em 0}th,td{border:1px solid #bbb;padding:.2em .4em;text-align:left;vertical-align:top;overflow-wrap:break-word}td code,td.w{overflow-wrap:anywhere}
+th{background:#eee}.d{white-space:nowrap}td.n{text-align:right;font-variant-numeric:tabular-nums}code{font-size:.9em}
 .deny{color:#a00;font-weight:600}.allow{color:#060;font-weight:600}.fail,.expired{color:#a00;font-weight:600}.pass{color:#060}
 .muted{color:#555}dl{display:grid;grid-template-columns:max-content auto;gap:.1em 1em}dt{font-weight:600}dd{margin:0}
 svg.chart rect{fill:#345}svg.chart rect.bg{fill:#f3f3f3}
@@ -134,11 +134,11 @@ svg.chart rect{fill:#000}svg.chart rect.bg{fill:none;stroke:#999;stroke-width:.5
 <h2 id="segments">What is denied, per segment</h2>
 {{range .Segments}}<h3>Segment “{{.Name}}”</h3>
 <p>Sources {{join .Sources ", "}}. Default: <span class="{{.Default}}">{{.Default}}</span>.</p>
-<table><thead><tr><th>#</th><th>Rule</th><th>Action</th><th>Matches</th><th>Lists</th><th>Since</th><th>Where</th></tr></thead><tbody>
+<table><thead><tr><th>#</th><th>Rule</th><th>Action</th><th>Matches (list entries)</th><th>Since</th><th>Where</th></tr></thead><tbody>
 {{range $i, $r := .Rules}}<tr><td class="n">{{num $i}}</td><td>{{$r.Name}} <span class="muted">({{$r.RulesetKind}} {{$r.Ruleset}})</span>{{if $r.Description}}<br><span class="muted">{{$r.Description}}</span>{{end}}</td>
 <td><span class="{{$r.Action}}">{{$r.Action}}</span>{{if $r.Monitor}} (monitor only){{end}}{{if $r.Exception}} exception{{end}}{{if $r.Expired}} <span class="expired">expired</span>{{end}}</td>
-<td>{{$r.Matches}}</td><td>{{$.Sizes $r.Categories}}</td><td class="d">{{or $r.Since "—"}}</td><td><code>{{$r.Pos}}</code></td></tr>
-{{else}}<tr><td colspan="7">no rules: the default decides everything</td></tr>{{end}}</tbody></table>
+<td>{{$.Describe $r}}</td><td class="d">{{or $r.Since "—"}}</td><td><code>{{$r.Pos}}</code></td></tr>
+{{else}}<tr><td colspan="6">no rules: the default decides everything</td></tr>{{end}}</tbody></table>
 {{end}}
 
 <h2 id="lists">Lists</h2>
@@ -147,10 +147,10 @@ svg.chart rect{fill:#000}svg.chart rect.bg{fill:none;stroke:#999;stroke-width:.5
 {{else}}<tr><td colspan="3">no categories</td></tr>{{end}}</tbody></table>
 
 <h2 id="exceptions">Exceptions</h2>
-<table><thead><tr><th>Rule</th><th>Action</th><th>Matches</th><th>Segments</th><th>Owner</th><th>Ticket</th><th>Since</th><th>Expires</th><th>Days left</th></tr></thead><tbody>
+<table><thead><tr><th>Rule</th><th>Action</th><th>Matches</th><th>Segments</th><th>Owner, ticket</th><th>In force</th></tr></thead><tbody>
 {{range .Exceptions}}<tr><td>{{.Rule}} <span class="muted">({{.RulesetKind}} {{.Ruleset}})</span></td><td><span class="{{.Action}}">{{.Action}}</span></td><td>{{.Matches}}</td><td>{{join .Segments ", "}}</td>
-<td>{{or .Owner "—"}}</td><td class="d">{{or .Ticket "—"}}</td><td class="d">{{or .Since "—"}}</td><td class="d">{{or .Expires "—"}}</td><td class="d{{if .Expired}} expired{{end}}">{{days .DaysLeft}}</td></tr>
-{{else}}<tr><td colspan="9">no exceptions</td></tr>{{end}}</tbody></table>
+<td class="w">{{or .Owner "no owner"}}<br>{{or .Ticket "no ticket"}}</td><td>{{with .Since}}since <span class="d">{{.}}</span><br>{{end}}{{if .Expires}}expires <span class="d">{{.Expires}}</span><br><span{{if .Expired}} class="expired"{{end}}>{{days .DaysLeft}}</span>{{else}}never expires{{end}}</td></tr>
+{{else}}<tr><td colspan="6">no exceptions</td></tr>{{end}}</tbody></table>
 
 <h2 id="tests">Test blocks</h2>
 <table><thead><tr><th>Test</th><th>Result</th><th>Decision</th><th>Where</th></tr></thead><tbody>

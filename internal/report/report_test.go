@@ -140,8 +140,8 @@ func TestBuild(t *testing.T) {
 	if c := r.Categories[0]; c.Name != "social" || c.Entries != 4 || len(c.Sources) != 2 || c.Sources[0] != "inline domains" || !strings.HasSuffix(c.Sources[1], "social.txt") {
 		t.Errorf("category %+v", c)
 	}
-	if s := r.Sizes([]string{"social", "ai"}); s != "social (4), ai (2)" {
-		t.Errorf("sizes %q", s)
+	if s := r.Describe(press.Rules[2]); s != "categories social (4)" {
+		t.Errorf("describe %q", s)
 	}
 	if len(r.Exceptions) != 2 {
 		t.Fatalf("exceptions %+v", r.Exceptions)
