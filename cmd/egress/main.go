@@ -28,6 +28,8 @@ Usage:
   egress replay   -config PATH EVENTS.jsonl                       what a new config changes in recorded events
   egress discover -config PATH -category NAME EVENTS...           unlisted names contacted right after the category's hits
   egress lint     PATH [-json]                                    static review findings; exit 0 clean, 1 findings, 2 config error
+  egress report   -config PATH [-events FILE]... [-format html|json|md] [-o FILE]
+                                                                  attestation: what is denied, exceptions, tests, hits
   egress version                                                  version, commit, Go version
 
 PATH is one .hcl file or a directory of them. See docs/configuration.md.
@@ -57,6 +59,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdDiscover(args[1:], stdout, stderr)
 	case "lint":
 		return cmdLint(args[1:], stdout, stderr)
+	case "report":
+		return cmdReport(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "egress %s\ncommit: %s\ngo: %s\n", version, buildCommit(), runtime.Version())
 		return 0
