@@ -22,6 +22,7 @@ func lifecycleCfg(social, helloTimeout string, originPort int) string {
 	return cfg + fmt.Sprintf(`
 transparent {
   https_listen = "{{HTTPS}}"
+  http_listen = "{{HTTP}}"
   https_port   = %d
 }
 `, originPort)

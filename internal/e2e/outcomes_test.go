@@ -26,6 +26,7 @@ proxy { listen = "{{PROXY}}" }
 admin { listen = "{{ADMIN}}" }
 transparent {
   https_listen = "{{HTTPS}}"
+  http_listen = "{{HTTP}}"
   https_port   = %d
 }
 tls { hello_timeout = %q }
