@@ -120,15 +120,44 @@ func fillPorts(t testing.TB, cfg string) (string, map[string]string) {
 func Start(t testing.TB, cfg string, extraFiles map[string]string) *Proc {
 	t.Helper()
 	dir := t.TempDir()
-	cfg, addrs := fillPorts(t, cfg)
-	path := filepath.Join(dir, "egress.hcl")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	for name, content := range extraFiles {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// freePort's ports were free a moment ago; another test package running
+	// at the same time may take one first. Such a start is retried with new
+	// ports (bounded); any other failure is the test's.
+	for attempt := 1; ; attempt++ {
+		p := startOnce(t, dir, cfg)
+		if p.WaitReady(15 * time.Second) {
+			t.Cleanup(func() {
+				p.Stop(10 * time.Second)
+				if strings.Contains(p.stderr.String(), "DATA RACE") {
+					t.Errorf("the race detector found a data race in egress")
+				}
+				if t.Failed() {
+					t.Logf("egress stderr:\n%s", p.stderr.String())
+				}
+			})
+			return p
+		}
+		p.Stop(10 * time.Second)
+		if attempt < 5 && strings.Contains(p.stderr.String(), "address already in use") {
+			t.Logf("egress start %d: a port was taken meanwhile; again with new ports", attempt)
+			continue
+		}
+		t.Fatalf("egress not ready; stderr:\n%s", p.stderr.String())
+	}
+}
+
+// startOnce writes cfg (ports filled) into dir and starts egress on it.
+func startOnce(t testing.TB, dir, cfg string) *Proc {
+	t.Helper()
+	cfg, addrs := fillPorts(t, cfg)
+	path := filepath.Join(dir, "egress.hcl")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
 	}
 	p := &Proc{t: t, ConfigPath: path, ProxyAddr: addrs["PROXY"], AdminAddr: addrs["ADMIN"],
 		HTTPSAddr: addrs["HTTPS"], HTTPAddr: addrs["HTTP"],
@@ -139,18 +168,6 @@ func Start(t testing.TB, cfg string, extraFiles map[string]string) *Proc {
 		t.Fatal(err)
 	}
 	go func() { p.exitErr = p.cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		p.Stop(10 * time.Second)
-		if strings.Contains(p.stderr.String(), "DATA RACE") {
-			t.Errorf("the race detector found a data race in egress")
-		}
-		if t.Failed() {
-			t.Logf("egress stderr:\n%s", p.stderr.String())
-		}
-	})
-	if !p.WaitReady(15 * time.Second) {
-		t.Fatalf("egress not ready; stderr:\n%s", p.stderr.String())
-	}
 	return p
 }
 
