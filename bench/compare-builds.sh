@@ -77,7 +77,11 @@ start egress-new "$NEW_BIN" 26200
 for round in $(seq 1 "$ROUNDS"); do
 	log "round $round of $ROUNDS"
 	bench direct rate64 -mode direct -c 64 -d "$DUR"
-	for b in egress-old:26100 egress-new:26200; do
+	# Alternate which build goes first: the one run second meets a machine
+	# warmed (and loaded) by the first.
+	order="egress-old:26100 egress-new:26200"
+	[ $((round % 2)) -eq 0 ] && order="egress-new:26200 egress-old:26100"
+	for b in $order; do
 		l=${b%:*}; p=${b#*:}
 		bench "$l" rate64 -mode connect -proxy "127.0.0.1:$p" -pid "${PID[$l]}" -c 64 -d "$DUR"
 		bench "$l" trate64 -mode transparent -proxy "127.0.0.1:$(($p + 1))" -pid "${PID[$l]}" -c 64 -d "$DUR"
