@@ -154,7 +154,7 @@ type Rule struct {
 	ports      []uint16
 	users      []string // sorted
 	groups     []string // sorted
-	Pos        string // file:line:col of the rule block, for traces
+	Pos        string   // file:line:col of the rule block, for traces
 }
 
 // HasException reports whether the rule documents an exception.

@@ -16,8 +16,8 @@ type Test struct {
 	HasSNI bool
 	Port   uint16
 	Expect Action
-	Rule   string // "" = any rule (or none)
-	Reason Reason // "" = any reason
+	Rule   string   // "" = any rule (or none)
+	Reason Reason   // "" = any reason
 	User   string   // the client's identity ("" = unidentified)
 	Groups []string // its groups
 	Pos    string
