@@ -39,7 +39,7 @@ const (
 	cefKeyExceptionTicket  = "EgressEgressExceptionTicket"
 	cefKeyExceptionExpires = "EgressEgressExceptionExpires"
 	cefKeyMonitor          = "EgressEgressMonitor"
-	cefKeyUserGroups       = "EgressUserGroupName"   // user.group.name, comma-separated
+	cefKeyUserGroups       = "EgressUserGroupName"    // user.group.name, comma-separated
 	cefKeyAuthMethod       = "EgressEgressAuthMethod" // egress.auth.method
 )
 
