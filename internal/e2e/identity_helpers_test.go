@@ -76,7 +76,7 @@ segment "ministry" {
 
 // idFiles returns the files of idConfig: the proxy's certificate from ca, the
 // users and groups.
-func idFiles(t *testing.T, ca *CA) map[string]string {
+func idFiles(t testing.TB, ca *CA) map[string]string {
 	t.Helper()
 	leaf := ca.Leaf(t, "proxy.test", "localhost")
 	key, err := x509.MarshalPKCS8PrivateKey(leaf.PrivateKey)
