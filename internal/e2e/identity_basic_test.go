@@ -208,3 +208,45 @@ func TestIdentityReloadGroups(t *testing.T) {
 		t.Fatalf("event %v", e)
 	}
 }
+
+// An identity source that cannot check credentials fails closed: 503
+// auth_unavailable with the reason in the event, counted, never an allow; a
+// user of the htpasswd file (checked first) is not affected.
+func TestIdentitySourceUnavailableFailsClosed(t *testing.T) {
+	curl := pxTool(t, "curl")
+	ca := NewCA(t)
+	origin := NewOrigin(t, nil, nil)
+	// Nothing listens on 127.0.0.1:1: the directory is down.
+	p := Start(t, idCfg("", `allow_basic_without_tls = true
+  ldap {
+    url              = "ldap://127.0.0.1:1"
+    user_dn_template = "uid={user},ou=people,dc=example,dc=org"
+    timeout          = "2s"
+  }`), idFiles(t, ca))
+	get := func(user, pw string) (string, string, int) {
+		return pxRun(t, "", curl, "-q", "-sS", "--max-time", "15", "-o", "/dev/null", "-w", "%{http_code}",
+			"-x", "http://"+p.ProxyAddr, "--proxy-user", user+":"+pw, "http://allowed.test:"+itoa(origin.Port)+"/")
+	}
+	before := origin.Conns.Load()
+	if out, errs, code := get("dave", "dave-Secret-99"); code != 0 || out != "503" {
+		t.Fatalf("directory user while LDAP is down: exit %d %q %s", code, out, errs)
+	}
+	if origin.Conns.Load() != before {
+		t.Fatal("a request reached the origin without an identity")
+	}
+	e := p.WaitEvent(t, 5*time.Second, func(e Event) bool { return e.Str("event.reason") == "auth_unavailable" })
+	if e.Str("event.action") != "deny" || e.Str("http.response.status_code") != "503" || !strings.Contains(e.Str("error.message"), "ldap") ||
+		e.Str("user.name") != "" {
+		t.Fatalf("event %v", e)
+	}
+	if v := metricValue(t, p, `egress_auth_total{method="basic",result="unavailable"}`); v < 1 {
+		t.Fatalf("unavailable not counted: %v", v)
+	}
+	if strings.Contains(p.stdout.String()+p.Stderr(), "dave-Secret-99") {
+		t.Fatal("the password is in the logs")
+	}
+	// The htpasswd file is checked first: its users still get in.
+	if out, errs, code := get("alice", idPasswords["alice"]); code != 0 || out != "200" {
+		t.Fatalf("htpasswd user while LDAP is down: exit %d %q %s", code, out, errs)
+	}
+}
