@@ -84,7 +84,7 @@ func (p *Policy) evaluate(req Request, trace *[]Step) Decision {
 	var monitor []*Rule
 	wanted := false // an allow rule matched all but the identity of an unidentified client
 	for _, r := range seg.rules {
-		if ok, identityOnly := r.matches(req, hits); !ok {
+		if ok, identityOnly := r.matches(&req, hits); !ok {
 			if identityOnly && r.Action == Allow && !r.Monitor && (r.Expires.IsZero() || p.now().Before(r.Expires)) {
 				wanted = true
 				if trace != nil {
@@ -134,7 +134,7 @@ func (r *Rule) step(outcome string) Step {
 // one matcher with OR; a rule with no matcher matches everything. The
 // identity is checked last: identityOnly reports a rule that matched
 // everything but the identity of an unidentified request.
-func (r *Rule) matches(req Request, hits []uint32) (ok, identityOnly bool) {
+func (r *Rule) matches(req *Request, hits []uint32) (ok, identityOnly bool) {
 	if !r.matchesRequest(req, hits) {
 		return false, false
 	}
@@ -148,7 +148,7 @@ func (r *Rule) matches(req Request, hits []uint32) (ok, identityOnly bool) {
 }
 
 // matchesRequest applies the matchers other than users and groups.
-func (r *Rule) matchesRequest(req Request, hits []uint32) bool {
+func (r *Rule) matchesRequest(req *Request, hits []uint32) bool {
 	if r.hasDomains {
 		if req.Host == "" || !intersects(r.domainSets, hits) {
 			return false
