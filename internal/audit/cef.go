@@ -23,7 +23,8 @@ const (
 	cefLenHeaderSigID   = 1023
 	cefLenHeaderName    = 512
 	cefLenAct           = 63   // act, outcome
-	cefLenHost          = 1023 // dhost, reason, requestMethod
+	cefLenHost          = 1023 // dhost, reason, requestMethod, suser
+	cefLenNTDomain      = 255  // sntdom
 	cefLenDvchost       = 100
 	cefLenRequest       = 1023
 	cefLenMsg           = 1023
@@ -39,8 +40,8 @@ const (
 	cefKeyExceptionTicket  = "EgressEgressExceptionTicket"
 	cefKeyExceptionExpires = "EgressEgressExceptionExpires"
 	cefKeyMonitor          = "EgressEgressMonitor"
-	cefKeyUserGroups       = "EgressUserGroupName"    // user.group.name, comma-separated
-	cefKeyAuthMethod       = "EgressEgressAuthMethod" // egress.auth.method
+	cefKeyUserGroups       = "EgressEgressUserGroupName" // user.group.name, the same JSON list as ECS
+	cefKeyAuthMethod       = "EgressEgressAuthMethod"    // egress.auth.method
 )
 
 // cefEncoder writes ArcSight CEF:0 records:
@@ -165,12 +166,23 @@ func (enc cefEncoder) Encode(dst []byte, e *Event) []byte {
 		x.num("cn3", v)
 	}
 	x.strMax("suser", e.User, cefLenHost)
-	x.strMax("sntdom", e.UserDomain, cefLenHost)
+	x.strMax("sntdom", e.UserDomain, cefLenNTDomain)
 	x.strMax("msg", e.Error, cefLenMsg)
 	enc.vendorKeys(&x, e, cefKeyListener, cefKeyConfigVersion, cefKeyExceptionOwner, cefKeyExceptionTicket,
 		cefKeyExceptionExpires, cefKeyMonitor)
 	if len(e.UserGroups) > 0 {
-		x.str(cefKeyUserGroups, strings.Join(e.UserGroups[:min(len(e.UserGroups), MaxGroups)], ","))
+		// The list as the same JSON array ECS carries (a group name may hold
+		// a comma), then CEF-escaped.
+		g := []byte{'['}
+		for i, s := range e.UserGroups[:min(len(e.UserGroups), MaxGroups)] {
+			if i > 0 {
+				g = append(g, ',')
+			}
+			g = appendJSONString(g, s)
+		}
+		g = append(g, ']')
+		x.key(cefKeyUserGroups)
+		x.b = escapeCEF(x.b, string(g), true)
 	}
 	x.str(cefKeyAuthMethod, e.AuthMethod)
 	if enc.LegacyFields { // egress 1.x names: log.legacy_fields only

@@ -43,6 +43,7 @@ var cefDictionary = map[string]cefDictKey{
 	"cs4Label": {"string", 1023}, "cs5Label": {"string", 1023}, "cs6Label": {"string", 1023},
 	"cn1": {typ: "long"}, "cn2": {typ: "long"}, "cn3": {typ: "long"},
 	"cn1Label": {"string", 1023}, "cn2Label": {"string", 1023}, "cn3Label": {"string", 1023},
+	"suser": {"string", 1023}, "sntdom": {"string", 255},
 }
 
 // Custom keys: VendornameProductnameExplanatoryKeyName, alphanumeric.

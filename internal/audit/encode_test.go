@@ -265,8 +265,12 @@ func sanitizedECS(e *Event) *Event {
 	w := *e
 	for _, p := range []*string{&w.ID, &w.Action, &w.Reason, &w.Rule, &w.Ruleset, &w.ConfigVersion,
 		&w.Segment, &w.Listener, &w.SourceIP, &w.DestDomain, &w.DestIP, &w.SNI, &w.JA4, &w.Method,
-		&w.URLDomain, &w.URLPath, &w.Error} {
+		&w.URLDomain, &w.URLPath, &w.Error, &w.User, &w.UserDomain, &w.AuthMethod} {
 		*p = jsonSan(*p)
+	}
+	w.UserGroups = nil
+	for _, g := range e.UserGroups {
+		w.UserGroups = append(w.UserGroups, jsonSan(g))
 	}
 	if e.Exception != nil {
 		w.Exception = &Exception{jsonSan(e.Exception.Owner), jsonSan(e.Exception.Ticket), jsonSan(e.Exception.Expires)}
@@ -484,7 +488,10 @@ func wantCEF(e *Event, hostname string, legacy bool) ([]string, map[string]strin
 	if e.ECH != nil {
 		x["cn3Label"], x["cn3"] = "ech", map[bool]string{true: "1", false: "0"}[*e.ECH]
 	}
+	setN("suser", e.User, 1023)
+	setN("sntdom", e.UserDomain, 255)
 	setN("msg", e.Error, 1023)
+	set("EgressEgressAuthMethod", e.AuthMethod)
 	prefixes := []string{"EgressEgress"}
 	if legacy {
 		prefixes = append(prefixes, "egress")
@@ -522,6 +529,15 @@ func checkCEF(t *testing.T, e *Event, line []byte) {
 			t.Errorf("cef: EgressEgressMonitor %+v, want %+v", hits, want)
 		}
 		delete(ext, "EgressEgressMonitor")
+	}
+	if len(e.UserGroups) > 0 {
+		var groups []string
+		if err := json.Unmarshal([]byte(ext["EgressEgressUserGroupName"]), &groups); err != nil {
+			t.Errorf("cef: EgressEgressUserGroupName is not a JSON list: %v: %q", err, ext["EgressEgressUserGroupName"])
+		} else if want := sanitizedECS(e).UserGroups; !reflect.DeepEqual(groups, want) {
+			t.Errorf("cef: EgressEgressUserGroupName %q, want %q", groups, want)
+		}
+		delete(ext, "EgressEgressUserGroupName")
 	}
 	if !reflect.DeepEqual(ext, wantExt) {
 		for k, v := range wantExt {
