@@ -108,8 +108,15 @@ func (l *lockedBuffer) String() string {
 // {{PROXY_TLS}} become loopback listen addresses.
 func fillPorts(t testing.TB, cfg string) (string, map[string]string) {
 	addrs := map[string]string{}
+	used := map[int]bool{}
 	for _, k := range []string{"PROXY", "ADMIN", "HTTPS", "HTTP", "PROXY_TLS"} {
-		addrs[k] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		// freePort may hand out a port it just handed out: distinct ones.
+		port := freePort(t)
+		for i := 0; used[port] && i < 100; i++ {
+			port = freePort(t)
+		}
+		used[port] = true
+		addrs[k] = fmt.Sprintf("127.0.0.1:%d", port)
 		cfg = strings.ReplaceAll(cfg, "{{"+k+"}}", addrs[k])
 	}
 	return cfg, addrs
