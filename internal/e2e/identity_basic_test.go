@@ -250,3 +250,54 @@ func TestIdentitySourceUnavailableFailsClosed(t *testing.T) {
 		t.Fatalf("htpasswd user while LDAP is down: exit %d %q %s", code, out, errs)
 	}
 }
+
+// On one keep-alive connection, the identity a header established serves the
+// follow-up requests without one; a new header is checked again, and a wrong
+// one drops the identity.
+func TestIdentityKeepAlive(t *testing.T) {
+	ca := NewCA(t)
+	origin := NewOrigin(t, nil, nil)
+	p := Start(t, idCfg("", ""), idFiles(t, ca))
+	tc, err := proxyTLSDial(t, p, "127.0.0.1", ca, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(tc)
+	do := func(path, auth string) int {
+		t.Helper()
+		h := ""
+		if auth != "" {
+			h = "Proxy-Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(auth)) + "\r\n"
+		}
+		fmt.Fprintf(tc, "GET http://allowed.test:%d%s HTTP/1.1\r\nHost: allowed.test:%d\r\n%s\r\n", origin.Port, path, origin.Port, h)
+		tc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	steps := []struct {
+		path, auth string
+		want       int
+	}{
+		{"/1", "alice:" + idPasswords["alice"], 200},
+		{"/2", "", 200}, // the connection's identity
+		{"/3", "bob:" + idPasswords["bob"], 200},
+		{"/4", "", 200}, // now bob
+		{"/5", "bob:wrong-password", 407},
+		{"/6", "", 407}, // a failed header drops the identity
+	}
+	for _, s := range steps {
+		if got := do(s.path, s.auth); got != s.want {
+			t.Fatalf("%s: %d, want %d", s.path, got, s.want)
+		}
+	}
+	for path, user := range map[string]string{"/2": "alice", "/4": "bob"} {
+		p.WaitEvent(t, 5*time.Second, func(e Event) bool {
+			return e.Str("url.path") == path && e.Str("user.name") == user && e.Str("event.action") == "allow"
+		})
+	}
+}
