@@ -31,4 +31,8 @@ type KerberosConfig struct {
 	// otherwise, or when GroupsFromLDAP is set, from the LDAP block's group
 	// search (which must then exist).
 	GroupsFromLDAP bool
+	// ClockSkew is the largest accepted difference between the client's
+	// clock and the proxy's (authenticator time, ticket start and end);
+	// DefaultClockSkew (5 minutes, as MIT's clockskew) when 0.
+	ClockSkew time.Duration
 }

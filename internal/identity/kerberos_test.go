@@ -1,0 +1,260 @@
+package identity
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jcmturner/gofork/encoding/asn1"
+	"github.com/jcmturner/gokrb5/v8/client"
+	"github.com/jcmturner/gokrb5/v8/config"
+	"github.com/jcmturner/gokrb5/v8/iana/etypeID"
+	"github.com/jcmturner/gokrb5/v8/keytab"
+	"github.com/jcmturner/gokrb5/v8/spnego"
+
+	"github.com/egress-proxy/egress/internal/identity/identitytest"
+)
+
+// krbClient logs user in to the test KDC with its password (gokrb5's client).
+func krbClient(t testing.TB, k *identitytest.KDC, user string) *client.Client {
+	t.Helper()
+	cfg, err := config.Load(k.Krb5Conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := client.NewWithPassword(user, identitytest.Realm, identitytest.Passwords[user], cfg, client.DisablePAFXFAST(true))
+	if err := cl.Login(); err != nil {
+		t.Fatalf("login %s: %v", user, err)
+	}
+	t.Cleanup(cl.Destroy)
+	return cl
+}
+
+// negotiateToken is a fresh SPNEGO token (new authenticator) for spn.
+func negotiateToken(t testing.TB, cl *client.Client, spn string) []byte {
+	t.Helper()
+	ct, err := spnego.SPNEGOClient(cl, spn).InitSecContext()
+	if err != nil {
+		t.Fatalf("token for %s: %v", spn, err)
+	}
+	b, err := ct.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestKerberosVerifyNegotiate(t *testing.T) {
+	k := identitytest.StartKDC(t)
+	s := identitytest.StartLDAP(t)
+	ldapCfg := ldapConfigs(t, s)["search"]
+	dir, err := NewLDAP(ldapCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := krbClient(t, k, "alice")
+	ctx := context.Background()
+
+	t.Run("groups from ldap", func(t *testing.T) {
+		kv, err := NewKerberos(KerberosConfig{Keytab: k.Keytab, ServicePrincipal: identitytest.ServicePrincipal}, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, resp, err := kv.VerifyNegotiate(ctx, negotiateToken(t, alice, identitytest.ServicePrincipal))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := Identity{User: "alice", Domain: identitytest.Realm, Groups: []string{"communication", "staff"}, Method: MethodNegotiate}
+		if id.User != want.User || id.Domain != want.Domain || id.Method != want.Method || !slices.Equal(id.Groups, want.Groups) || resp != nil {
+			t.Errorf("got %+v, %x; want %+v", id, resp, want)
+		}
+	})
+
+	// Any principal of the keytab when none is configured; no groups
+	// without a directory.
+	kv, err := NewKerberos(KerberosConfig{Keytab: k.Keytab}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("no directory", func(t *testing.T) {
+		id, _, err := kv.VerifyNegotiate(ctx, negotiateToken(t, krbClient(t, k, "carol"), identitytest.ServicePrincipal))
+		if err != nil || id.User != "carol" || len(id.Groups) != 0 {
+			t.Fatalf("got %+v, %v", id, err)
+		}
+	})
+
+	t.Run("replay", func(t *testing.T) {
+		tok := negotiateToken(t, alice, identitytest.ServicePrincipal)
+		if _, _, err := kv.VerifyNegotiate(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+		if id, _, err := kv.VerifyNegotiate(ctx, tok); !errors.Is(err, ErrBadCredentials) || id.Known() {
+			t.Fatalf("replayed token: %+v, %v; want ErrBadCredentials", id, err)
+		}
+		// A captured token sent many times at once passes at most once
+		// (gokrb5's own cache checks and inserts in two steps).
+		tok = negotiateToken(t, alice, identitytest.ServicePrincipal)
+		var ok atomic.Int32
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, _, err := kv.VerifyNegotiate(ctx, tok); err == nil {
+					ok.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		if ok.Load() != 1 {
+			t.Errorf("one token sent 16 times at once accepted %d times; want 1", ok.Load())
+		}
+	})
+
+	t.Run("ticket for another service", func(t *testing.T) {
+		tok := negotiateToken(t, alice, identitytest.OtherPrincipal)
+		if id, _, err := kv.VerifyNegotiate(ctx, tok); !errors.Is(err, ErrBadCredentials) || id.Known() {
+			t.Fatalf("got %+v, %v; want ErrBadCredentials", id, err)
+		}
+		// Nor with a keytab holding both keys but configured for ours.
+		both := filepath.Join(t.TempDir(), "both.keytab")
+		mergeKeytabs(t, both, k.Keytab, k.OtherKeytab)
+		only, err := NewKerberos(KerberosConfig{Keytab: both, ServicePrincipal: identitytest.ServicePrincipal}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id, _, err := only.VerifyNegotiate(ctx, negotiateToken(t, alice, identitytest.OtherPrincipal)); !errors.Is(err, ErrBadCredentials) || id.Known() {
+			t.Fatalf("ticket for %s with service_principal %s: %+v, %v", identitytest.OtherPrincipal, identitytest.ServicePrincipal, id, err)
+		}
+	})
+
+	t.Run("garbage", func(t *testing.T) {
+		tok := negotiateToken(t, alice, identitytest.ServicePrincipal)
+		ntlmInit := spnego.SPNEGOToken{Init: true, NegTokenInit: spnego.NegTokenInit{
+			MechTypes:      []asn1.ObjectIdentifier{{1, 3, 6, 1, 4, 1, 311, 2, 2, 10}},
+			MechTokenBytes: []byte("NTLMSSP\x00\x01\x00\x00\x00\x97\x82\x08\xe2"),
+		}}
+		ntlm, err := ntlmInit.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, b := range map[string][]byte{
+			"empty":     {},
+			"one byte":  {0x60},
+			"text":      []byte("Negotiate dGVzdA=="),
+			"truncated": tok[:len(tok)/2],
+			"flipped":   flip(tok, len(tok)-20),
+			"ntlm":      ntlm,
+			"huge":      make([]byte, maxNegotiateToken+1),
+		} {
+			if id, _, err := kv.VerifyNegotiate(ctx, b); !errors.Is(err, ErrBadCredentials) || id.Known() {
+				t.Errorf("%s: got %+v, %v; want ErrBadCredentials", name, id, err)
+			}
+		}
+	})
+
+	// The acceptor never talks to the KDC: tickets obtained before an
+	// outage stay valid (until they expire); clients without a ticket send
+	// none, which the proxy answers with 407 (the end-to-end test).
+	t.Run("kdc down", func(t *testing.T) {
+		bob := krbClient(t, k, "bob")
+		// The service ticket is fetched (and cached by the client) before
+		// the outage.
+		if _, _, err := kv.VerifyNegotiate(ctx, negotiateToken(t, bob, identitytest.ServicePrincipal)); err != nil {
+			t.Fatal(err)
+		}
+		k.Stop(t)
+		defer k.Start(t)
+		if id, _, err := kv.VerifyNegotiate(ctx, negotiateToken(t, bob, identitytest.ServicePrincipal)); err != nil || id.User != "bob" {
+			t.Fatalf("ticket from before the outage: %+v, %v", id, err)
+		}
+		cfg, _ := config.Load(k.Krb5Conf)
+		cl := client.NewWithPassword("carol", identitytest.Realm, identitytest.CarolPassword, cfg, client.DisablePAFXFAST(true))
+		if err := cl.Login(); err == nil {
+			t.Fatal("login succeeded with the KDC stopped")
+		}
+	})
+
+	t.Run("ldap down", func(t *testing.T) {
+		kv, err := NewKerberos(KerberosConfig{Keytab: k.Keytab, GroupsFromLDAP: true}, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Stop(t)
+		id, _, err := kv.VerifyNegotiate(ctx, negotiateToken(t, alice, identitytest.ServicePrincipal))
+		if !errors.Is(err, ErrUnavailable) || id.Known() {
+			t.Fatalf("groups unavailable: %+v, %v; want ErrUnavailable", id, err)
+		}
+		s.Start(t)
+		if id, _, err = kv.VerifyNegotiate(ctx, negotiateToken(t, alice, identitytest.ServicePrincipal)); err != nil || len(id.Groups) != 2 {
+			t.Fatalf("after restart: %+v, %v", id, err)
+		}
+	})
+}
+
+func flip(b []byte, i int) []byte {
+	c := slices.Clone(b)
+	c[i] ^= 0x55
+	return c
+}
+
+// mergeKeytabs writes the entries of the keytabs in srcs into dst.
+func mergeKeytabs(t testing.TB, dst string, srcs ...string) {
+	t.Helper()
+	out := keytab.New()
+	for _, src := range srcs {
+		kt, err := keytab.Load(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.Entries = append(out.Entries, kt.Entries...)
+	}
+	b, err := out.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNewKerberosRefuses(t *testing.T) {
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage.keytab")
+	os.WriteFile(garbage, []byte("not a keytab"), 0o600)
+	unreadable := filepath.Join(dir, "unreadable.keytab")
+	os.WriteFile(unreadable, nil, 0o000)
+	good := filepath.Join(dir, "good.keytab")
+	kt := keytab.New()
+	if err := kt.AddEntry("HTTP/localhost", "TEST.EGRESS", "pw", time.Now(), 1, etypeID.AES256_CTS_HMAC_SHA1_96); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := kt.Marshal()
+	os.WriteFile(good, b, 0o600)
+	for name, cfg := range map[string]KerberosConfig{
+		"no keytab":            {},
+		"missing keytab":       {Keytab: filepath.Join(dir, "nope")},
+		"garbage keytab":       {Keytab: garbage},
+		"other principal":      {Keytab: good, ServicePrincipal: "HTTP/proxy.example"},
+		"other realm":          {Keytab: good, ServicePrincipal: "HTTP/localhost@OTHER"},
+		"ldap groups, no ldap": {Keytab: good, GroupsFromLDAP: true},
+	} {
+		if _, err := NewKerberos(cfg, nil); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if os.Geteuid() != 0 { // root reads anything
+		if _, err := NewKerberos(KerberosConfig{Keytab: unreadable}, nil); err == nil {
+			t.Error("unreadable keytab accepted")
+		}
+	}
+	if _, err := NewKerberos(KerberosConfig{Keytab: good, ServicePrincipal: "HTTP/localhost@TEST.EGRESS"}, nil); err != nil {
+		t.Error(err)
+	}
+}
