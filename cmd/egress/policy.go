@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"sort"
 	"strings"
 	"time"
 
@@ -116,13 +117,26 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	host := fs.String("host", "", "destination name or IP: the CONNECT host, URL host or Host header")
 	sni := fs.String("sni", "", "TLS SNI if it differs from -host (default: the host; -sni \"\" for none)")
 	port := fs.Int("port", rules.DefaultTestPort, "destination port")
+	user := fs.String("user", "", "the client's user name, as identified by the explicit proxy (default: unidentified)")
+	groupList := fs.String("groups", "", "the user's groups, comma-separated (with -user)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if *source == "" || *host == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: egress check [-config PATH] -source IP -host NAME [-port N] [-sni NAME]")
+		fmt.Fprintln(stderr, "usage: egress check [-config PATH] -source IP -host NAME [-port N] [-sni NAME] [-user NAME [-groups a,b]]")
 		return 2
 	}
+	var groups []string
+	for _, g := range strings.Split(*groupList, ",") {
+		if g = strings.TrimSpace(g); g != "" {
+			groups = append(groups, g)
+		}
+	}
+	if len(groups) > 0 && *user == "" {
+		fmt.Fprintln(stderr, "egress check: -groups needs -user")
+		return 2
+	}
+	sort.Strings(groups)
 	src, err := netip.ParseAddr(*source)
 	if err != nil {
 		fmt.Fprintf(stderr, "egress check: -source %q is not an IP address\n", *source)
@@ -138,7 +152,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	src = src.Unmap()
-	names := rules.Names{Source: src, Target: *host, TLS: true, Port: uint16(*port)}
+	names := rules.Names{Source: src, Target: *host, TLS: true, Port: uint16(*port), User: *user, Groups: groups}
 	sniSet := false
 	fs.Visit(func(f *flag.Flag) { sniSet = sniSet || f.Name == "sni" })
 	// As a client would send it: the SNI is the host unless -sni says
@@ -147,8 +161,12 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	if sniSet {
 		names.Inner, names.HasInner = *sni, *sni != ""
 	}
-	d := cfg.DecideAll(names)
+	d := cfg.DecideAs(names)
 	fmt.Fprintf(stdout, "decision: %s\n", d.Action)
+	if names.User != "" {
+		fmt.Fprintf(stdout, "user: %s\n", names.User)
+		fmt.Fprintf(stdout, "groups: %s\n", orNone(strings.Join(names.Groups, ",")))
+	}
 	fmt.Fprintf(stdout, "segment: %s\n", orNone(d.SegmentName()))
 	fmt.Fprintf(stdout, "rule: %s\n", orNone(d.RuleName()))
 	fmt.Fprintf(stdout, "ruleset: %s\n", orNone(d.Ruleset()))
@@ -176,8 +194,14 @@ func traceLines(cfg *rules.Config, n rules.Names, d rules.Decision) []string {
 		return append(out, fmt.Sprintf("source %s matches no segment's sources: deny (unknown_source)", n.Source))
 	}
 	out = append(out, fmt.Sprintf("source %s -> segment %q (longest prefix match)", n.Source, seg.Name))
+	if n.User != "" {
+		out = append(out, fmt.Sprintf("identity: user %q, groups [%s]", n.User, strings.Join(n.Groups, ", ")))
+	} else if seg.WantsIdentity() {
+		out = append(out, fmt.Sprintf("identity: none (segment %q: require_auth %t, rules matching users or groups %t)", seg.Name, seg.RequireAuth, seg.IdentityRules))
+	}
 	explain := func(label, raw string) {
 		req, err := requestFor(n.Source, raw, n.Port)
+		req.User, req.Groups = n.User, n.Groups
 		if err != nil {
 			out = append(out, fmt.Sprintf("%s %q is not a valid hostname: deny (invalid_host)", label, raw))
 			return
@@ -204,6 +228,8 @@ func traceLines(cfg *rules.Config, n rules.Names, d rules.Decision) []string {
 	switch d.Reason {
 	case rules.ReasonSNIMismatch, rules.ReasonMissingSNI, rules.ReasonECH:
 		out = append(out, fmt.Sprintf("protocol check: %s (see the tls block)", d.Reason))
+	case rules.ReasonAuthRequired:
+		out = append(out, "identity check: the proxy answers 407 until the client identifies (auth_required)")
 	}
 	out = append(out, fmt.Sprintf("decision: %s (%s)", d.Action, d.Reason))
 	return out

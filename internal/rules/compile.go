@@ -88,6 +88,13 @@ func (c *compiler) compile(root *rawRoot) hcl.Diagnostics {
 			policy.segments.Insert(p, seg)
 		}
 		seg.rules = c.compileRules(s.Rules, s.Name, "segment")
+		if s.RequireAuth != nil && *s.RequireAuth {
+			seg.RequireAuth = true
+			if !c.cfg.CanAuthenticate() {
+				c.errorf(attrRange(s.Body, "require_auth", s.DefRange), "Segment cannot authenticate",
+					"Segment %q requires an identity, but no client can give one: %s", s.Name, cannotAuthenticate)
+			}
+		}
 		seen := map[string]bool{}
 		for i, pn := range s.Policies {
 			rules, ok := c.policies[pn]
@@ -100,6 +107,9 @@ func (c *compiler) compile(root *rawRoot) hcl.Diagnostics {
 				seg.rules = append(seg.rules, rules...)
 			}
 			seen[pn] = true
+		}
+		for _, r := range seg.rules {
+			seg.IdentityRules = seg.IdentityRules || r.NeedsIdentity()
 		}
 		policy.list = append(policy.list, seg)
 	}
@@ -224,6 +234,8 @@ func (c *compiler) compileRules(raws []*rawRule, ruleset, kind string) []*Rule {
 			}
 			r.cidrs = append(r.cidrs, p)
 		}
+		r.users = c.identityNames(rr, "users", rr.Users)
+		r.groups = c.identityNames(rr, "groups", rr.Groups)
 		for i, p := range rr.Ports {
 			if p < 1 || p > 65535 {
 				c.errorf(elemRange(rr.Body, "ports", i, rr.DefRange), "Invalid port", "%d is not a port; ports are 1 to 65535.", p)
@@ -309,4 +321,41 @@ func levenshtein(a, b string) int {
 		prev = cur
 	}
 	return prev[len(b)]
+}
+
+// cannotAuthenticate explains, in validate's errors, why identity matchers
+// need an identity source.
+const cannotAuthenticate = "configure an identity source: auth { htpasswd_file, ldap or kerberos } " +
+	"(Basic is accepted on proxy.tls_listen only, unless auth.allow_basic_without_tls = true) " +
+	"or client certificates (proxy.tls_listen with client_ca_file). Transparent listeners never identify anyone."
+
+// identityNames checks a rule's users or groups list: names sorted, without
+// duplicates, and a config that can identify clients at all.
+func (c *compiler) identityNames(rr *rawRule, attr string, names []string) []string {
+	if len(names) == 0 {
+		if hasAttr(rr.Body, attr) {
+			c.errorf(attrRange(rr.Body, attr, rr.DefRange), "Empty "+attr, "%s = [] would never match; list at least one name or remove the attribute.", attr)
+		}
+		return nil
+	}
+	out := make([]string, 0, len(names))
+	seen := map[string]bool{}
+	for i, n := range names {
+		if n == "" || strings.TrimSpace(n) != n {
+			c.errorf(elemRange(rr.Body, attr, i, rr.DefRange), "Invalid name", "%q: a user or group name is not empty and has no surrounding spaces.", n)
+			continue
+		}
+		if seen[n] {
+			c.errorf(elemRange(rr.Body, attr, i, rr.DefRange), "Duplicate name", "%q is listed twice in %s.", n, attr)
+			continue
+		}
+		seen[n] = true
+		out = append(out, n)
+	}
+	if !c.cfg.CanAuthenticate() {
+		c.errorf(attrRange(rr.Body, attr, rr.DefRange), "Rule cannot match anyone",
+			"Rule %q matches %s, but no client can be identified: %s", rr.Name, attr, cannotAuthenticate)
+	}
+	sort.Strings(out)
+	return out
 }

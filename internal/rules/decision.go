@@ -58,6 +58,11 @@ const (
 	ReasonUndecided          Reason = "undecided"               // a path that ended without deciding: a bug, recorded as a deny
 	ReasonShutdown           Reason = "shutdown"                // closed by a shutdown before it was decided (a pending ClientHello)
 	ReasonInvalidRequest     Reason = "invalid_request"         // an HTTP request the proxy refuses to forward (a body on GET/HEAD/TRACE)
+
+	// Identity outcomes, set by the explicit proxy (SPEC §10.2).
+	ReasonAuthRequired    Reason = "auth_required"    // 407: the segment (or a rule) needs an identity and none was given
+	ReasonAuthFailed      Reason = "auth_failed"      // 407: credentials given and wrong (or malformed, or rate-limited)
+	ReasonAuthUnavailable Reason = "auth_unavailable" // 503: the identity source (LDAP, KDC) could not check them: fail closed
 )
 
 // Request is what Decide needs to know about one destination. Host must be
@@ -68,6 +73,10 @@ type Request struct {
 	Host   string
 	IP     netip.Addr
 	Port   uint16
+	// User and Groups are the client's identity ("" and nil: unidentified).
+	// A rule with users or groups never matches an unidentified request.
+	User   string
+	Groups []string
 }
 
 // Decision is the outcome of Decide. Rule is nil when the default or a protocol
@@ -110,8 +119,17 @@ type Segment struct {
 	Name    string
 	Default Action
 	Sources []netip.Prefix
-	rules   []*Rule // own rules, then each policy's, in evaluation order
+	// RequireAuth: an unidentified client gets 407 until it identifies.
+	RequireAuth bool
+	// IdentityRules: some rule of the segment matches users or groups, so an
+	// unidentified client that is denied is asked to identify (407).
+	IdentityRules bool
+	rules         []*Rule // own rules, then each policy's, in evaluation order
 }
+
+// WantsIdentity reports whether an unidentified client may be asked for
+// credentials on this segment.
+func (s *Segment) WantsIdentity() bool { return s != nil && (s.RequireAuth || s.IdentityRules) }
 
 // Rules returns the segment's rules in evaluation order.
 func (s *Segment) Rules() []*Rule { return s.rules }
@@ -134,10 +152,21 @@ type Rule struct {
 	hasDomains bool
 	cidrs      []netip.Prefix
 	ports      []uint16
-	Pos        string // file:line:col of the rule block, for traces
+	users      []string // sorted
+	groups     []string // sorted
+	Pos        string   // file:line:col of the rule block, for traces
 }
 
 // HasException reports whether the rule documents an exception.
 func (r *Rule) HasException() bool {
 	return r.Owner != "" || r.Ticket != "" || r.ExpiresText != ""
 }
+
+// Users returns the rule's users matcher (sorted; nil when none).
+func (r *Rule) Users() []string { return r.users }
+
+// Groups returns the rule's groups matcher (sorted; nil when none).
+func (r *Rule) Groups() []string { return r.groups }
+
+// NeedsIdentity reports whether the rule matches on users or groups.
+func (r *Rule) NeedsIdentity() bool { return len(r.users) > 0 || len(r.groups) > 0 }

@@ -17,14 +17,23 @@ type rawRoot struct {
 	Policies    []*rawPolicy      `hcl:"policy,block"`
 	Segments    []*rawSegment     `hcl:"segment,block"`
 	Tests       []*rawTest        `hcl:"test,block"`
+	Auth        []*rawAuth        `hcl:"auth,block"`
 }
 
 type rawProxy struct {
-	Listen            *string   `hcl:"listen,optional"`
-	ProxyProtocol     *bool     `hcl:"proxy_protocol,optional"`
-	ProxyProtocolFrom []string  `hcl:"proxy_protocol_from,optional"`
-	Body              hcl.Body  `hcl:",body"`
-	DefRange          hcl.Range `hcl:",def_range"`
+	Listen            *string  `hcl:"listen,optional"`
+	ProxyProtocol     *bool    `hcl:"proxy_protocol,optional"`
+	ProxyProtocolFrom []string `hcl:"proxy_protocol_from,optional"`
+	// The TLS proxy listener and client certificates (SPEC §10.2, auth.go).
+	TLSListen        *string   `hcl:"tls_listen,optional"`
+	TLSCertFile      *string   `hcl:"tls_cert_file,optional"`
+	TLSKeyFile       *string   `hcl:"tls_key_file,optional"`
+	ClientCAFile     *string   `hcl:"client_ca_file,optional"`
+	ClientCRLFile    *string   `hcl:"client_crl_file,optional"`
+	ClientCertUser   *string   `hcl:"client_cert_user,optional"`
+	ClientCertGroups *string   `hcl:"client_cert_groups,optional"`
+	Body             hcl.Body  `hcl:",body"`
+	DefRange         hcl.Range `hcl:",def_range"`
 }
 
 type rawTransparent struct {
@@ -116,6 +125,7 @@ type rawSegment struct {
 	Sources     []string   `hcl:"sources"`
 	Default     string     `hcl:"default"`
 	Policies    []string   `hcl:"policies,optional"`
+	RequireAuth *bool      `hcl:"require_auth,optional"`
 	Rules       []*rawRule `hcl:"rule,block"`
 	Body        hcl.Body   `hcl:",body"`
 	DefRange    hcl.Range  `hcl:",def_range"`
@@ -130,6 +140,8 @@ type rawRule struct {
 	Categories  []string  `hcl:"categories,optional"`
 	CIDRs       []string  `hcl:"cidrs,optional"`
 	Ports       []int     `hcl:"ports,optional"`
+	Users       []string  `hcl:"users,optional"`
+	Groups      []string  `hcl:"groups,optional"`
 	Owner       *string   `hcl:"owner,optional"`
 	Ticket      *string   `hcl:"ticket,optional"`
 	Expires     *string   `hcl:"expires,optional"`
@@ -146,6 +158,48 @@ type rawTest struct {
 	Expect   string    `hcl:"expect"`
 	Rule     *string   `hcl:"rule,optional"`
 	Reason   *string   `hcl:"reason,optional"`
+	User     *string   `hcl:"user,optional"`
+	Groups   []string  `hcl:"groups,optional"`
 	Body     hcl.Body  `hcl:",body"`
 	DefRange hcl.Range `hcl:",def_range"`
+}
+
+// rawAuth is the auth block (SPEC §10.2, auth.go).
+type rawAuth struct {
+	HtpasswdFile         *string        `hcl:"htpasswd_file,optional"`
+	GroupFile            *string        `hcl:"group_file,optional"`
+	Realm                *string        `hcl:"realm,optional"`
+	CacheTTL             *string        `hcl:"cache_ttl,optional"`
+	MaxFailuresPerMinute *int           `hcl:"max_failures_per_minute,optional"`
+	AllowBasicWithoutTLS *bool          `hcl:"allow_basic_without_tls,optional"`
+	LDAP                 []*rawLDAP     `hcl:"ldap,block"`
+	Kerberos             []*rawKerberos `hcl:"kerberos,block"`
+	Body                 hcl.Body       `hcl:",body"`
+	DefRange             hcl.Range      `hcl:",def_range"`
+}
+
+type rawLDAP struct {
+	URL              string    `hcl:"url"`
+	StartTLS         *bool     `hcl:"start_tls,optional"`
+	CAFile           *string   `hcl:"ca_file,optional"`
+	UserDNTemplate   *string   `hcl:"user_dn_template,optional"`
+	BindDN           *string   `hcl:"bind_dn,optional"`
+	BindPasswordFile *string   `hcl:"bind_password_file,optional"`
+	UserBase         *string   `hcl:"user_base,optional"`
+	UserFilter       *string   `hcl:"user_filter,optional"`
+	GroupBase        *string   `hcl:"group_base,optional"`
+	GroupFilter      *string   `hcl:"group_filter,optional"`
+	GroupAttribute   *string   `hcl:"group_attribute,optional"`
+	Domain           *string   `hcl:"domain,optional"`
+	Timeout          *string   `hcl:"timeout,optional"`
+	Body             hcl.Body  `hcl:",body"`
+	DefRange         hcl.Range `hcl:",def_range"`
+}
+
+type rawKerberos struct {
+	Keytab           string    `hcl:"keytab"`
+	ServicePrincipal *string   `hcl:"service_principal,optional"`
+	GroupsFromLDAP   *bool     `hcl:"groups_from_ldap,optional"`
+	Body             hcl.Body  `hcl:",body"`
+	DefRange         hcl.Range `hcl:",def_range"`
 }

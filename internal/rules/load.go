@@ -28,6 +28,8 @@ type Config struct {
 	Upstream    UpstreamSettings
 	Log         LogSettings
 	Limits      LimitsSettings
+	// Auth is the auth block (identity sources, SPEC §10.2).
+	Auth AuthSettings
 	// ProxyProtocolFrom is kept apart from the listener settings: it applies
 	// on reload, they at the next restart.
 	ProxyProtocolFrom ProxyProtocolPeers
@@ -196,6 +198,7 @@ func (l *loader) load(p string) (*Config, hcl.Diagnostics) {
 	cfg := &Config{Source: p}
 	diags = append(diags, cfg.applySettings(&root)...)
 	diags = append(diags, l.logTLSFiles(cfg, &root)...)
+	diags = append(diags, l.authFiles(cfg, &root, h)...)
 	c := &compiler{loader: l, cfg: cfg, hash: h}
 	diags = append(diags, c.compile(&root)...)
 	cfg.Files = l.files

@@ -20,6 +20,10 @@ type Names struct {
 	TLS  bool
 	ECH  bool // the ClientHello carried encrypted_client_hello
 	Port uint16
+	// User and Groups are the client's identity on the explicit proxy
+	// (SPEC §10.2); "" and nil when unidentified.
+	User   string
+	Groups []string
 }
 
 // DecideTarget decides the outer name alone: what a CONNECT or an absolute-URI
@@ -41,6 +45,11 @@ type Outer struct {
 // DecideOuter normalises and decides the outer name. A name that is not a
 // hostname is denied with ReasonInvalidHost, after the segment check.
 func (c *Config) DecideOuter(src netip.Addr, target string, port uint16) Outer {
+	return c.DecideOuterAs(src, "", nil, target, port)
+}
+
+// DecideOuterAs is DecideOuter for an identified client.
+func (c *Config) DecideOuterAs(src netip.Addr, user string, groups []string, target string, port uint16) Outer {
 	o := Outer{Raw: target}
 	seg, ok := c.Policy.SegmentFor(src)
 	if !ok {
@@ -53,7 +62,7 @@ func (c *Config) DecideOuter(src netip.Addr, target string, port uint16) Outer {
 		return o
 	}
 	o.Name, o.IP = name, ip
-	o.Decision = c.Policy.Decide(Request{Source: src, Host: name, IP: ip, Port: port})
+	o.Decision = c.Policy.Decide(Request{Source: src, Host: name, IP: ip, Port: port, User: user, Groups: groups})
 	return o
 }
 
@@ -64,8 +73,21 @@ func (c *Config) DecideAll(n Names) Decision {
 	if n.Target == "" {
 		return c.DecideInner(nil, n)
 	}
-	o := c.DecideOuter(n.Source, n.Target, n.Port)
+	o := c.DecideOuterAs(n.Source, n.User, n.Groups, n.Target, n.Port)
 	return c.DecideInner(&o, n)
+}
+
+// DecideAs is DecideAll as the explicit proxy applies it to a client that
+// may be unidentified (n.User ""): a segment that requires an identity
+// answers ReasonAuthRequired; one whose identity rules could change a deny
+// does too. What the proxy answers 407 to, egress check and test blocks see
+// as a deny with reason auth_required.
+func (c *Config) DecideAs(n Names) Decision {
+	d := c.DecideAll(n)
+	if n.User == "" && d.Segment.WantsIdentity() && (d.Segment.RequireAuth || d.Action == Deny) && c.CanAuthenticate() {
+		return Decision{Action: Deny, Reason: ReasonAuthRequired, Segment: d.Segment}
+	}
+	return d
 }
 
 // DecideInner finishes DecideAll for a connection whose outer name (n.Target)
@@ -118,7 +140,7 @@ func (c *Config) DecideInner(o *Outer, n Names) Decision {
 	if targetIP.IsValid() {
 		ip = targetIP
 	}
-	inner := p.Decide(Request{Source: n.Source, Host: innerName, IP: ip, Port: n.Port})
+	inner := p.Decide(Request{Source: n.Source, Host: innerName, IP: ip, Port: n.Port, User: n.User, Groups: n.Groups})
 	if len(outer.Monitor) > 0 && innerName != targetName {
 		inner.Monitor = mergeMonitor(outer.Monitor, inner.Monitor)
 	}

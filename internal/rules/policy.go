@@ -146,6 +146,11 @@ func (r *Rule) matches(req Request, hits []uint32) bool {
 			return false
 		}
 	}
+	if len(r.users) > 0 || len(r.groups) > 0 {
+		if req.User == "" || !r.matchesIdentity(req.User, req.Groups) {
+			return false
+		}
+	}
 	if len(r.ports) > 0 {
 		found := false
 		for _, p := range r.ports {
@@ -165,6 +170,25 @@ func intersects(sets, hits []uint32) bool {
 	for _, h := range hits {
 		for _, s := range sets {
 			if s == h {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// matchesIdentity: the user is one of users, or one of groups is one of the
+// user's (OR within the matchers, AND with the rule's other kinds: when both
+// users and groups are set, either suffices).
+func (r *Rule) matchesIdentity(user string, groups []string) bool {
+	for _, u := range r.users {
+		if u == user {
+			return true
+		}
+	}
+	for _, g := range groups {
+		for _, rg := range r.groups {
+			if g == rg {
 				return true
 			}
 		}

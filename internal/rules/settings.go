@@ -39,6 +39,8 @@ const (
 type ProxySettings struct {
 	Listen        string
 	ProxyProtocol bool
+	// TLS is the TLS proxy listener (tls_listen); nil when off.
+	TLS *ProxyTLS
 }
 
 // TransparentSettings is the optional transparent listener pair. Enabled is

@@ -16,8 +16,10 @@ type Test struct {
 	HasSNI bool
 	Port   uint16
 	Expect Action
-	Rule   string // "" = any rule (or none)
-	Reason Reason // "" = any reason
+	Rule   string   // "" = any rule (or none)
+	Reason Reason   // "" = any reason
+	User   string   // the client's identity ("" = unidentified)
+	Groups []string // its groups
 	Pos    string
 }
 
@@ -74,6 +76,16 @@ func (c *compiler) compileTests(raws []*rawTest) {
 				c.errorf(attrRange(rt.Body, "reason", rt.DefRange), "Unknown reason", "reason = %q is not a decision reason; use one of %s.", *rt.Reason, strings.Join(reasonNames(), ", "))
 			}
 		}
+		if rt.User != nil {
+			t.User = *rt.User
+		}
+		if len(rt.Groups) > 0 {
+			if t.User == "" {
+				c.errorf(attrRange(rt.Body, "groups", rt.DefRange), "Groups without a user", "A test's groups belong to its user; add user = \"...\".")
+			}
+			t.Groups = append([]string(nil), rt.Groups...)
+			sort.Strings(t.Groups)
+		}
 		c.cfg.Tests = append(c.cfg.Tests, t)
 	}
 }
@@ -81,6 +93,7 @@ func (c *compiler) compileTests(raws []*rawTest) {
 var knownReasons = map[Reason]bool{
 	ReasonRule: true, ReasonDefault: true, ReasonUnknownSource: true, ReasonInvalidHost: true,
 	ReasonSNIMismatch: true, ReasonMissingSNI: true, ReasonECH: true,
+	ReasonAuthRequired: true,
 }
 
 func reasonNames() []string {
@@ -110,7 +123,7 @@ func (c *Config) RunTest(t *Test) TestResult {
 		sni = t.SNI
 		hasSNI = t.SNI != ""
 	}
-	d := c.DecideAll(Names{Source: t.Source, Target: t.Host, Inner: sni, HasInner: hasSNI, TLS: true, Port: t.Port})
+	d := c.DecideAs(Names{Source: t.Source, Target: t.Host, Inner: sni, HasInner: hasSNI, TLS: true, Port: t.Port, User: t.User, Groups: t.Groups})
 	res := TestResult{Test: t, Decision: d, Pass: true}
 	var why []string
 	if d.Action != t.Expect {
