@@ -51,9 +51,9 @@ const (
 	// ldapMaxGroups: a user in more groups than this is refused (fails
 	// closed): a truncated list could miss a group that a deny rule names.
 	ldapMaxGroups = 1000
-	// maxUserLen and maxPasswordLen bound what is sent to the directory.
-	maxUserLen     = 256
-	maxPasswordLen = 1024
+	// ldapMaxUserLen and ldapMaxPasswordLen bound what is sent to the directory.
+	ldapMaxUserLen     = 256
+	ldapMaxPasswordLen = 1024
 )
 
 // NewLDAP checks cfg, reads the service account's password and CA, and
@@ -141,8 +141,8 @@ func (l *LDAP) VerifyPassword(ctx context.Context, user, password string) (Ident
 	if password == "" {
 		return Identity{}, fmt.Errorf("ldap: %w: empty password", ErrBadCredentials)
 	}
-	if len(password) > maxPasswordLen {
-		return Identity{}, fmt.Errorf("ldap: %w: password longer than %d bytes", ErrBadCredentials, maxPasswordLen)
+	if len(password) > ldapMaxPasswordLen {
+		return Identity{}, fmt.Errorf("ldap: %w: password longer than %d bytes", ErrBadCredentials, ldapMaxPasswordLen)
 	}
 	name, err := canonicalUser(user)
 	if err != nil {
@@ -216,8 +216,8 @@ func (l *LDAP) Groups(ctx context.Context, user string) ([]string, error) {
 // ._@$+- (no spaces, no controls, nothing a filter or DN gives meaning to)
 // and lower-cased; anything else is refused before the directory is asked.
 func canonicalUser(user string) (string, error) {
-	if user == "" || len(user) > maxUserLen {
-		return "", fmt.Errorf("ldap: %w: user name empty or longer than %d bytes", ErrBadCredentials, maxUserLen)
+	if user == "" || len(user) > ldapMaxUserLen {
+		return "", fmt.Errorf("ldap: %w: user name empty or longer than %d bytes", ErrBadCredentials, ldapMaxUserLen)
 	}
 	for i := 0; i < len(user); i++ {
 		b := user[i]
