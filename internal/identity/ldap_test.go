@@ -18,6 +18,10 @@ import (
 // ldapConfigs are the two ways to find a user: a DN template (bind directly,
 // groups searched as the user) and a search as a service account.
 func ldapConfigs(t *testing.T, s *identitytest.LDAP) map[string]LDAPConfig {
+	return ldapConfigsTB(t, s)
+}
+
+func ldapConfigsTB(t testing.TB, s *identitytest.LDAP) map[string]LDAPConfig {
 	pw := filepath.Join(t.TempDir(), "bind.pw")
 	if err := os.WriteFile(pw, []byte(identitytest.LDAPServicePass+"\n"), 0o600); err != nil {
 		t.Fatal(err)
