@@ -1,12 +1,14 @@
 // Package active owns the configuration in force: one State (the compiled
-// config and the upstream dialer built from it), published atomically and
-// swapped whole on reload. A connection or a request takes the State once,
-// when it has something to decide, and keeps it for that decision.
+// config, the upstream dialer and the authenticator built from it),
+// published atomically and swapped whole on reload. A connection or a
+// request takes the State once, when it has something to decide, and keeps
+// it for that decision.
 package active
 
 import (
 	"sync/atomic"
 
+	"github.com/egress-proxy/egress/internal/identity"
 	"github.com/egress-proxy/egress/internal/rules"
 	"github.com/egress-proxy/egress/internal/upstream"
 )
@@ -15,23 +17,36 @@ import (
 type State struct {
 	Config *rules.Config
 	Dialer *upstream.Dialer
+	// Auth checks Proxy-Authorization against this config's sources; nil
+	// when it has none. Its credential cache dies with the State, so a
+	// reloaded user or group file is never answered from the old one.
+	Auth *identity.Authenticator
+	// AuthErrors are the identity sources that could not be built (they
+	// fail closed); the service logs them.
+	AuthErrors []error
 }
 
-// NewState builds the State of a config.
-func NewState(cfg *rules.Config) *State {
-	return &State{Config: cfg, Dialer: &upstream.Dialer{
+// NewState builds the State of a config. limiter (shared by every State,
+// may be nil) counts authentication failures per source across reloads.
+func NewState(cfg *rules.Config, limiter *identity.FailureLimiter) *State {
+	st := &State{Config: cfg, Dialer: &upstream.Dialer{
 		Hosts:        cfg.Upstream.Hosts,
 		AllowPrivate: cfg.Upstream.AllowPrivate,
 		Timeout:      cfg.Upstream.DialTimeout,
 	}}
+	st.Auth, st.AuthErrors = identity.Build(&cfg.Auth.Sources, limiter)
+	return st
 }
 
 // Store holds the State in force.
-type Store struct{ p atomic.Pointer[State] }
+type Store struct {
+	p       atomic.Pointer[State]
+	limiter *identity.FailureLimiter
+}
 
 // NewStore starts with cfg in force.
 func NewStore(cfg *rules.Config) *Store {
-	s := &Store{}
+	s := &Store{limiter: identity.NewFailureLimiter(nil)}
 	s.Publish(cfg)
 	return s
 }
@@ -44,7 +59,7 @@ func (s *Store) Config() *rules.Config { return s.p.Load().Config }
 
 // Publish makes cfg the configuration in force and returns its State.
 func (s *Store) Publish(cfg *rules.Config) *State {
-	st := NewState(cfg)
+	st := NewState(cfg, s.limiter)
 	s.p.Store(st)
 	return st
 }

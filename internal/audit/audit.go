@@ -57,10 +57,13 @@ const (
 	ListenerProxy            = "proxy"
 	ListenerTransparentHTTPS = "transparent_https"
 	ListenerTransparentHTTP  = "transparent_http"
+	// ListenerProxyTLS is the explicit proxy behind TLS (proxy.tls_listen,
+	// SPEC §10.2).
+	ListenerProxyTLS = "proxy_tls"
 )
 
 // Listeners is every listener name, in a stable order.
-var Listeners = []string{ListenerProxy, ListenerTransparentHTTPS, ListenerTransparentHTTP}
+var Listeners = []string{ListenerProxy, ListenerTransparentHTTPS, ListenerTransparentHTTP, ListenerProxyTLS}
 
 // ECSVersion is the ECS version the events declare in "ecs.version".
 const ECSVersion = "8.11.0"
@@ -69,6 +72,10 @@ const ECSVersion = "8.11.0"
 // (before escaping). Longer values are cut at a character boundary, so that one
 // hostile request line cannot make a megabyte-sized event.
 const MaxFieldLen = 2048
+
+// MaxGroups bounds user.group.name: a directory user in hundreds of groups
+// gets the first MaxGroups (sorted) in an event.
+const MaxGroups = 64
 
 // Exception documents the deciding rule when it is an exception ("dérogation").
 type Exception struct {
@@ -113,6 +120,10 @@ type Event struct {
 	Method        string        // http.request.method (CONNECT on every proxy tunnel)
 	URLDomain     string        // url.domain
 	URLPath       string        // url.path (decoded, no query)
+	User          string        // user.name (explicit proxy: the authenticated user or device)
+	UserDomain    string        // user.domain (Kerberos realm or directory domain)
+	UserGroups    []string      // user.group.name (a list)
+	AuthMethod    string        // egress.auth.method basic|negotiate|certificate
 	Status        int           // http.response.status_code (200 on an allowed CONNECT)
 	SourceBytes   int64         // source.bytes (client to destination; request head included)
 	DestBytes     int64         // destination.bytes (destination to client; response head included)

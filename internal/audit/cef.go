@@ -39,6 +39,8 @@ const (
 	cefKeyExceptionTicket  = "EgressEgressExceptionTicket"
 	cefKeyExceptionExpires = "EgressEgressExceptionExpires"
 	cefKeyMonitor          = "EgressEgressMonitor"
+	cefKeyUserGroups       = "EgressUserGroupName"    // user.group.name, comma-separated
+	cefKeyAuthMethod       = "EgressEgressAuthMethod" // egress.auth.method
 )
 
 // cefEncoder writes ArcSight CEF:0 records:
@@ -162,9 +164,15 @@ func (enc cefEncoder) Encode(dst []byte, e *Event) []byte {
 		}
 		x.num("cn3", v)
 	}
+	x.strMax("suser", e.User, cefLenHost)
+	x.strMax("sntdom", e.UserDomain, cefLenHost)
 	x.strMax("msg", e.Error, cefLenMsg)
 	enc.vendorKeys(&x, e, cefKeyListener, cefKeyConfigVersion, cefKeyExceptionOwner, cefKeyExceptionTicket,
 		cefKeyExceptionExpires, cefKeyMonitor)
+	if len(e.UserGroups) > 0 {
+		x.str(cefKeyUserGroups, strings.Join(e.UserGroups[:min(len(e.UserGroups), MaxGroups)], ","))
+	}
+	x.str(cefKeyAuthMethod, e.AuthMethod)
 	if enc.LegacyFields { // egress 1.x names: log.legacy_fields only
 		enc.vendorKeys(&x, e, "egressListener", "egressConfigVersion", "egressExceptionOwner", "egressExceptionTicket",
 			"egressExceptionExpires", "egressMonitor")

@@ -137,7 +137,7 @@ func (enc ecsEncoder) Encode(dst []byte, e *Event) []byte {
 	}
 
 	if e.ConfigVersion != "" || e.Exception != nil || e.Segment != "" || e.Listener != "" || len(e.Monitor) > 0 ||
-		e.JA4 != "" || e.ECH != nil {
+		e.JA4 != "" || e.ECH != nil || e.AuthMethod != "" {
 		g := o.open("egress")
 		g.str("config_version", e.ConfigVersion)
 		if x := e.Exception; x != nil {
@@ -173,6 +173,11 @@ func (enc ecsEncoder) Encode(dst []byte, e *Event) []byte {
 			}
 			g.close(t)
 		}
+		if e.AuthMethod != "" {
+			a := g.open("auth")
+			a.str("method", e.AuthMethod)
+			g.close(a)
+		}
 		o.close(g)
 	}
 
@@ -199,6 +204,26 @@ func (enc ecsEncoder) Encode(dst []byte, e *Event) []byte {
 			d.num("bytes", e.DestBytes)
 		}
 		o.close(d)
+	}
+
+	if e.User != "" || e.UserDomain != "" || len(e.UserGroups) > 0 {
+		u := o.open("user")
+		u.str("name", e.User)
+		u.str("domain", e.UserDomain)
+		if len(e.UserGroups) > 0 {
+			g := u.open("group")
+			g.key("name")
+			g.b = append(g.b, '[')
+			for i, s := range e.UserGroups[:min(len(e.UserGroups), MaxGroups)] {
+				if i > 0 {
+					g.b = append(g.b, ',')
+				}
+				g.b = appendJSONString(g.b, s)
+			}
+			g.b = append(g.b, ']')
+			u.close(g)
+		}
+		o.close(u)
 	}
 
 	legacy := enc.LegacyFields && (e.JA4 != "" || e.ECH != nil)
@@ -278,7 +303,17 @@ type ecsDoc struct {
 			JA4 string `json:"ja4"`
 			ECH *bool  `json:"ech"`
 		} `json:"tls"`
+		Auth struct {
+			Method string `json:"method"`
+		} `json:"auth"`
 	} `json:"egress"`
+	User struct {
+		Name   string `json:"name"`
+		Domain string `json:"domain"`
+		Group  struct {
+			Name []string `json:"name"`
+		} `json:"group"`
+	} `json:"user"`
 	Source struct {
 		IP    string `json:"ip"`
 		Port  int    `json:"port"`
@@ -376,6 +411,10 @@ func ParseECS(line []byte) (*Event, error) {
 		DestBytes:     d.Destination.Bytes,
 		Duration:      time.Duration(d.Event.Duration),
 		Error:         d.Error.Message,
+		User:          d.User.Name,
+		UserDomain:    d.User.Domain,
+		UserGroups:    d.User.Group.Name,
+		AuthMethod:    d.Egress.Auth.Method,
 	}
 	// Lines written before the fields moved to egress.tls.* (or with
 	// log.legacy_fields) carry the old names.

@@ -93,6 +93,7 @@ func fixtures() []fixture {
 			SNI: hostile("sni"), JA4: hostile("ja4"), ECH: ptr(true), Method: hostile("method"),
 			URLDomain: hostile("udomain"), URLPath: hostile("upath"), Status: 999,
 			SourceBytes: 1 << 62, DestBytes: 0, Duration: 1, Error: hostile("error"),
+			User: hostile("user"), UserDomain: hostile("udom"), UserGroups: []string{hostile("g1"), hostile("g2")}, AuthMethod: hostile("auth"),
 		}},
 		{"transparent-no-sni", Event{
 			Time: t0, ID: "0195ab2c-0000-7000-8000-000000000009", Action: "deny", Reason: "missing_sni",
@@ -115,6 +116,14 @@ func fixtures() []fixture {
 		{"hostile-long", Event{
 			Time: t0, ID: "0195ab2c-0000-7000-8000-000000000008", Action: "deny", Reason: "invalid_host",
 			Listener: "proxy", DestDomain: long, URLPath: long, Segment: "\xff" + long,
+		}},
+		{"connect-allow-identified", Event{
+			Time: t0, ID: "0195ab2c-0000-7000-8000-0000000000a1", Action: "allow", Reason: "rule",
+			Rule: "institutional-tiktok", Ruleset: "ministry", ConfigVersion: "sha256:3f2a9c",
+			Segment: "ministry", Listener: "proxy_tls", User: "alice", UserDomain: "MINISTRY.EXAMPLE",
+			UserGroups: []string{"communication", "staff"}, AuthMethod: "negotiate",
+			SourceIP: "10.20.5.8", SourcePort: 51235, DestDomain: "www.tiktok.com", DestIP: "203.0.113.10", DestPort: 443,
+			SNI: "www.tiktok.com", ECH: ptr(false), Method: "CONNECT", Status: 200,
 		}},
 	}
 }

@@ -16,7 +16,7 @@ import (
 // nowhere else in production code (no second const or var holding
 // "transparent_https" etc.), so events and metric labels cannot drift apart.
 func TestListenerNamesDefinedOnce(t *testing.T) {
-	if len(Listeners) != 3 || !slices.Contains(Listeners, ListenerProxy) ||
+	if len(Listeners) != 4 || !slices.Contains(Listeners, ListenerProxy) || !slices.Contains(Listeners, ListenerProxyTLS) ||
 		!slices.Contains(Listeners, ListenerTransparentHTTPS) || !slices.Contains(Listeners, ListenerTransparentHTTP) {
 		t.Fatalf("Listeners = %v", Listeners)
 	}

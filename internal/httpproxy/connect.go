@@ -32,8 +32,13 @@ func (cn *conn) connect(st *active.State, req *http.Request) {
 		})
 		return
 	}
-	outer := st.Config.DecideOuter(cn.src.Addr(), host, uint16(port))
+	id := cn.who.current(st)
+	outer := st.Config.DecideOuterAs(cn.src.Addr(), id.User, id.Groups, host, uint16(port))
 	d := outer.Decision
+	if cn.askIdentity(st, &d) {
+		cn.authAnswer(st, req, start, d.Segment, rules.ReasonAuthRequired, "", "", &d)
+		return
+	}
 	// begin starts the outcome of a CONNECT refused before its 200; an
 	// allowed one gets its outcome from the TLS flow.
 	begin := func() *outcome.Outcome {
@@ -83,7 +88,7 @@ func (cn *conn) connect(st *active.State, req *http.Request) {
 	cn.handedOff = true
 	cn.s.TLS.Serve(&tlsproxy.Flow{
 		Listener: cn.s.listener(), Client: cn.c, Buffered: buffered, Src: cn.src, Start: time.Now(), Port: uint16(port),
-		Conn: cn.t, Done: cn.done, Connect: &tlsproxy.Connect{Outer: outer, State: st, Dest: dest},
+		Conn: cn.t, Done: cn.done, Connect: &tlsproxy.Connect{Outer: outer, State: st, Dest: dest, Identity: id},
 	})
 }
 

@@ -104,6 +104,10 @@ func (cn *conn) forward(st *active.State, req *http.Request, names rules.Names, 
 	d := st.Config.DecideAll(names)
 	// A request body we won't forward can't be skipped safely: close after.
 	hasBody := req.ContentLength != 0 && req.Body != nil && req.Body != http.NoBody
+	if cn.s.Mode == Explicit && cn.askIdentity(st, &d) {
+		cn.answerAuth(o, st, req, d.Segment, rules.ReasonAuthRequired, "", "", &d)
+		return keep && !hasBody
+	}
 	if d.Action == rules.Deny {
 		o.Decide(d)
 		ev.Status = http.StatusForbidden

@@ -39,7 +39,8 @@ func (cn *conn) plain(st *active.State, req *http.Request) bool {
 		}
 		port = uint16(n)
 	}
-	names := rules.Names{Source: cn.src.Addr(), Target: req.URL.Host, Port: port}
+	id := cn.who.current(st)
+	names := rules.Names{Source: cn.src.Addr(), Target: req.URL.Host, Port: port, User: id.User, Groups: id.Groups}
 	if len(cn.hosts) > 0 {
 		names.Inner, names.HasInner = cn.hosts[0], true
 	}

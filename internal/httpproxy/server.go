@@ -52,6 +52,10 @@ type Server struct {
 	Mode          Mode
 	Port          uint16 // Transparent: the upstream port dialed (transparent.http_port)
 	ProxyProtocol bool
+	// ProxyTLS: this is the TLS proxy listener (proxy.tls_listen, listener
+	// name proxy_tls): each connection starts with a TLS handshake (client
+	// certificates per proxy.client_ca_file), and Basic is accepted.
+	ProxyTLS bool
 
 	Active  *active.Store
 	Track   *conntrack.Tracker
@@ -65,6 +69,9 @@ type Server struct {
 func (s *Server) listener() string {
 	if s.Mode == Transparent {
 		return audit.ListenerTransparentHTTP
+	}
+	if s.ProxyTLS {
+		return audit.ListenerProxyTLS
 	}
 	return audit.ListenerProxy
 }
@@ -155,6 +162,8 @@ type conn struct {
 	// will call done.
 	done      func()
 	handedOff bool
+	// who is the client's identity (explicit proxy only, auth.go).
+	who who
 }
 
 func (s *Server) serveConn(c net.Conn) {
@@ -203,6 +212,9 @@ func (s *Server) serveConn(c net.Conn) {
 		cn.refuse(st, refused)
 		return
 	}
+	if s.ProxyTLS && !cn.handshake(st) {
+		return
+	}
 	cn.t.SetOnSwap(func() {
 		if o := cn.up.Load(); o != nil {
 			o.closeIfIdle() // dialed under the old config: never reused, so let it go now
@@ -214,7 +226,9 @@ func (s *Server) serveConn(c net.Conn) {
 
 // begin starts the outcome of a decision on this connection.
 func (cn *conn) begin(st *active.State, start time.Time) *outcome.Outcome {
-	return cn.s.Record.Begin(cn.s.listener(), st.Config.Version, cn.src, start)
+	o := cn.s.Record.Begin(cn.s.listener(), st.Config.Version, cn.src, start)
+	stamp(o.Event, cn.who.current(st))
+	return o
 }
 
 // refuse answers a connection over a limit with 503 and logs it.
@@ -291,6 +305,14 @@ func (cn *conn) loop() {
 		cn.c.SetReadDeadline(time.Time{})
 		cn.lr.idle = lim.IdleTimeout // a body must keep arriving
 		cn.served++
+		if cn.s.Mode == Explicit {
+			if ok, keep := cn.identify(st, req, time.Now()); !ok {
+				if !keep {
+					return
+				}
+				continue
+			}
+		}
 		if req.Method == http.MethodConnect {
 			if cn.s.Mode == Transparent {
 				cn.badRequest(errors.New("CONNECT on the transparent HTTP listener"))

@@ -128,6 +128,7 @@ type Metrics struct {
 	FeedUpdates           *prometheus.CounterVec // egress_feed_updates_total{feed,result}
 	FeedLastSuccess       *prometheus.GaugeVec   // egress_feed_last_success_timestamp_seconds{feed}
 	FeedEntries           *prometheus.GaugeVec   // egress_feed_entries{feed}
+	Auth                  *prometheus.CounterVec // egress_auth_total{method,result}
 
 	// decisionCache maps a label tuple to its counter. It is replaced (never
 	// cleared in place) whenever InitDecisions deletes series, so a counter
@@ -257,6 +258,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Distinct names of a feed's list in the configuration in force.",
 		}, []string{"feed"}),
 	}
+	m.Auth = newAuth()
 	m.decisionCache.Store(new(sync.Map))
 	reg.MustRegister(
 		m.Decisions, m.ActiveConnections, m.Bytes, m.ClientHello, m.UpstreamDial,
@@ -266,7 +268,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.TunnelsClosedOnReload, m.ShutdownForced,
 		m.LimitsMaxConnections, m.LimitsPerSource, m.BuildInfo,
 		m.Panics, m.UpstreamConnections,
-		m.FeedUpdates, m.FeedLastSuccess, m.FeedEntries,
+		m.FeedUpdates, m.FeedLastSuccess, m.FeedEntries, m.Auth,
 	)
 	m.initFixed()
 	return m

@@ -34,6 +34,7 @@ const (
 	kBool
 	kMonitor   // array of {rule, ruleset, action} strings
 	kException // {owner, ticket, expires} strings
+	kGroups    // user.group.name: an array of strings
 )
 
 // field is a member ParseECS decodes; set stores it (nil: checked only).
@@ -82,6 +83,14 @@ var ecsSchema = obj(map[string]*field{
 			"ja4": str(func(e *audit.Event, s string) { e.JA4 = s }),
 			"ech": {kind: kBool},
 		}),
+		"auth": obj(map[string]*field{
+			"method": str(func(e *audit.Event, s string) { e.AuthMethod = s }),
+		}),
+	}),
+	"user": obj(map[string]*field{
+		"name":   str(func(e *audit.Event, s string) { e.User = s }),
+		"domain": str(func(e *audit.Event, s string) { e.UserDomain = s }),
+		"group":  obj(map[string]*field{"name": {kind: kGroups}}),
 	}),
 	"source": obj(map[string]*field{
 		"ip":    str(func(e *audit.Event, s string) { e.SourceIP = s }),
@@ -325,6 +334,29 @@ func (p *fastParser) member(f *field, ev *audit.Event, path string) {
 		}
 		ev.Exception = &audit.Exception{}
 		p.object(f, ev, path)
+	case kGroups:
+		// encoding/json replaces a slice on a repeated member: so does this.
+		p.expect('[')
+		ev.UserGroups = []string{}
+		if p.peek() == ']' {
+			p.i++
+			return
+		}
+		for {
+			if p.peek() != '"' {
+				p.fail()
+			}
+			ev.UserGroups = append(ev.UserGroups, string(p.string()))
+			switch p.peek() {
+			case ',':
+				p.i++
+			case ']':
+				p.i++
+				return
+			default:
+				p.fail()
+			}
+		}
 	case kMonitor:
 		if p.sawMonitor {
 			p.fail()

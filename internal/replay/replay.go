@@ -411,6 +411,9 @@ func (t *tally) line(cfg *rules.Config, n int, line []byte) {
 		return
 	}
 	d := cfg.DecideAll(names)
+	if ev.Listener == audit.ListenerProxy || ev.Listener == audit.ListenerProxyTLS {
+		d = cfg.DecideAs(names) // an unidentified client may now be asked to identify
+	}
 	old := Decision{Action: ev.Action, Reason: ev.Reason, Rule: ev.Rule, Ruleset: ev.Ruleset, Segment: ev.Segment}
 	now := Decision{Action: d.Action.String(), Reason: string(d.Reason), Rule: d.RuleName(), Ruleset: d.Ruleset(), Segment: d.SegmentName()}
 	var c Change
@@ -444,11 +447,12 @@ func namesOf(ev *audit.Event) (n rules.Names, dest, skip string) {
 	}
 	n.Source = src.Unmap()
 	n.Port = uint16(ev.DestPort)
+	n.User, n.Groups = ev.User, ev.UserGroups
 	if ev.ECH != nil {
 		n.ECH = *ev.ECH
 	}
 	switch ev.Listener {
-	case audit.ListenerProxy:
+	case audit.ListenerProxy, audit.ListenerProxyTLS:
 		if ev.Method != "" && ev.Method != "CONNECT" {
 			// Plain HTTP: the URL host; the Host header is not recorded.
 			if ev.Reason == string(rules.ReasonSNIMismatch) {

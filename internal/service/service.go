@@ -71,6 +71,7 @@ func Run(ctx context.Context, o Options) error {
 	defer func() { sink.close() }()
 
 	store := active.NewStore(cfg)
+	logAuthErrors(log, store.Load())
 	initMetrics(m, cfg)
 	tracker := conntrack.New(store.Config, m, log)
 	rec := outcome.NewRecorder(sink, m)
@@ -95,7 +96,7 @@ func Run(ctx context.Context, o Options) error {
 	defer s.feeds.stop()
 	s.ready.Store(true)
 	log.Info("egress serving", "version", o.Version, "config", cfg.Source, "config_version", cfg.Version,
-		"proxy", addrOf(s.proxyLn), "transparent_https", addrOf(s.tlsLn), "transparent_http", addrOf(s.httpLn), "admin", addrOf(s.adminLn))
+		"proxy", addrOf(s.proxyLn), "proxy_tls", addrOf(s.proxyTLSLn), "transparent_https", addrOf(s.tlsLn), "transparent_http", addrOf(s.httpLn), "admin", addrOf(s.adminLn))
 
 	sigs := o.Signals
 	if sigs == nil {
@@ -168,6 +169,9 @@ type server struct {
 
 	proxyLn, tlsLn, httpLn, adminLn net.Listener
 	proxySrv                        *httpproxy.Server
+	// proxyTLSLn and proxyTLSSrv: the TLS proxy listener (proxy.tls_listen).
+	proxyTLSLn  net.Listener
+	proxyTLSSrv *httpproxy.Server
 	transSrv                        *transparent.Server
 	wg                              sync.WaitGroup
 
@@ -195,6 +199,11 @@ func (s *server) listen(cfg *rules.Config) error {
 	if s.proxyLn, err = clientListen(cfg.Proxy.Listen); err != nil {
 		return fmt.Errorf("proxy listener: %w", err)
 	}
+	if cfg.Proxy.TLS != nil {
+		if s.proxyTLSLn, err = clientListen(cfg.Proxy.TLS.Listen); err != nil {
+			return fmt.Errorf("proxy tls listener: %w", err)
+		}
+	}
 	if cfg.Transparent.Enabled && cfg.Transparent.HTTPSListen != "" {
 		if s.tlsLn, err = clientListen(cfg.Transparent.HTTPSListen); err != nil {
 			return fmt.Errorf("transparent https listener: %w", err)
@@ -219,6 +228,13 @@ func (s *server) serve() {
 		Active: s.active, Track: s.track, Record: s.record, Metrics: s.metrics, TLS: s.tls}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.proxySrv.Serve(s.proxyLn) }()
+	if s.proxyTLSLn != nil {
+		// No PROXY protocol here: the TLS handshake is the first thing read.
+		s.proxyTLSSrv = &httpproxy.Server{Mode: httpproxy.Explicit, ProxyTLS: true,
+			Active: s.active, Track: s.track, Record: s.record, Metrics: s.metrics, TLS: s.tls}
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.proxyTLSSrv.Serve(s.proxyTLSLn) }()
+	}
 	if s.tlsLn != nil || s.httpLn != nil {
 		s.transSrv = &transparent.Server{Active: s.active, Track: s.track, Record: s.record, Metrics: s.metrics, TLS: s.tls,
 			ProxyProtocol: cfg.Transparent.ProxyProtocol,
@@ -235,7 +251,7 @@ func (s *server) serve() {
 }
 
 func (s *server) closeListeners() {
-	for _, ln := range []net.Listener{s.proxyLn, s.tlsLn, s.httpLn} {
+	for _, ln := range []net.Listener{s.proxyLn, s.proxyTLSLn, s.tlsLn, s.httpLn} {
 		if ln != nil {
 			ln.Close()
 		}
@@ -290,7 +306,7 @@ func (s *server) reload(why string) *rules.Config {
 			s.sink.set(lg, cfg.Log)
 		}
 	}
-	s.active.Publish(cfg)
+	logAuthErrors(s.log, s.active.Publish(cfg))
 	initMetrics(s.metrics, cfg)
 	s.feeds.sync(cfg)
 	closed := s.track.Reloaded(cfg)
@@ -301,7 +317,8 @@ func (s *server) reload(why string) *rules.Config {
 
 // warnStatic says which changed settings need a restart.
 func (s *server) warnStatic(old, cfg *rules.Config) {
-	if old.Proxy != cfg.Proxy || old.Transparent != cfg.Transparent || old.Admin.Listen != cfg.Admin.Listen {
+	if old.Proxy.Listen != cfg.Proxy.Listen || old.Proxy.ProxyProtocol != cfg.Proxy.ProxyProtocol ||
+		tlsListen(old) != tlsListen(cfg) || old.Transparent != cfg.Transparent || old.Admin.Listen != cfg.Admin.Listen {
 		s.log.Warn("listener addresses and proxy_protocol changed: they take effect at the next restart")
 	}
 }
@@ -328,6 +345,9 @@ func (s *server) shutdown() error {
 		s.wg.Wait()
 		if s.proxySrv != nil {
 			s.proxySrv.Wait()
+		}
+		if s.proxyTLSSrv != nil {
+			s.proxyTLSSrv.Wait()
 		}
 		if s.transSrv != nil {
 			s.transSrv.Wait()
@@ -412,4 +432,20 @@ func initMetrics(m *metrics.Metrics, cfg *rules.Config) {
 	m.InitDecisions(audit.Listeners, segs, rl)
 	m.SetConfigVersion(cfg.Version)
 	m.SetLimits(cfg.Limits.MaxConnections, cfg.Limits.PerSource)
+}
+
+// tlsListen is the TLS proxy listener's address, "" when off.
+func tlsListen(cfg *rules.Config) string {
+	if cfg.Proxy.TLS == nil {
+		return ""
+	}
+	return cfg.Proxy.TLS.Listen
+}
+
+// logAuthErrors reports identity sources that could not be built: requests
+// that need them fail closed until a reload fixes them.
+func logAuthErrors(log *slog.Logger, st *active.State) {
+	for _, err := range st.AuthErrors {
+		log.Error("identity source unusable: authentications that need it fail closed", "err", err.Error())
+	}
 }

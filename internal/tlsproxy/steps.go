@@ -38,6 +38,9 @@ func (fl *flow) readHello() error {
 	if c := f.Connect; c != nil {
 		ev.Method, ev.Status = http.MethodConnect, http.StatusOK
 		ev.DestDomain = c.Outer.Name
+		if id := c.Identity; id.Known() {
+			ev.User, ev.UserDomain, ev.UserGroups, ev.AuthMethod = id.User, id.Domain, id.Groups, string(id.Method)
+		}
 		if c.State == fl.st && c.Dest.IsValid() {
 			fl.dest = c.Dest // checked before the 200, under this same config
 		}
@@ -107,8 +110,9 @@ func (fl *flow) decide() (rules.Decision, bool) {
 	var outer *rules.Outer
 	if c := f.Connect; c != nil {
 		fl.names.Target = c.Outer.Raw
+		fl.names.User, fl.names.Groups = c.Identity.User, c.Identity.Groups
 		if c.State != fl.st {
-			o := cfg.DecideOuter(f.Src.Addr(), c.Outer.Raw, f.Port) // the config changed since the 200
+			o := cfg.DecideOuterAs(f.Src.Addr(), c.Identity.User, c.Identity.Groups, c.Outer.Raw, f.Port) // the config changed since the 200
 			outer = &o
 		} else {
 			outer = &c.Outer

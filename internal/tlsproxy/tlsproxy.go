@@ -19,6 +19,7 @@ import (
 
 	"github.com/egress-proxy/egress/internal/active"
 	"github.com/egress-proxy/egress/internal/conntrack"
+	"github.com/egress-proxy/egress/internal/identity"
 	"github.com/egress-proxy/egress/internal/metrics"
 	"github.com/egress-proxy/egress/internal/outcome"
 	"github.com/egress-proxy/egress/internal/rules"
@@ -67,6 +68,9 @@ type Connect struct {
 	Outer rules.Outer   // the target as sent, normalised and decided
 	State *active.State // the configuration it was decided under
 	Dest  netip.Addr    // the address resolved and checked for it
+	// Identity is the client's identity on the explicit proxy (SPEC
+	// §10.2); the zero value when unidentified.
+	Identity identity.Identity
 }
 
 // alertWriteTimeout bounds the write of a TLS alert to a client.

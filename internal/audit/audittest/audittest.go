@@ -37,6 +37,9 @@ func FullEvent() *audit.Event {
 			v.SetString("v-" + strings.ReplaceAll(f.Event, ".", "-"))
 		case v.Kind() == reflect.Int || v.Kind() == reflect.Int64:
 			v.SetInt(min(int64(1000+i), f.Max))
+		case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String:
+			p := "v-" + strings.ReplaceAll(f.Event, ".", "-")
+			v.Set(reflect.ValueOf([]string{p + "-1", p + "-2"}))
 		case v.Kind() == reflect.Pointer && v.Type().Elem().Kind() == reflect.Bool:
 			b := true
 			v.Set(reflect.ValueOf(&b))
