@@ -35,7 +35,8 @@ func FromCertificate(c *x509.Certificate, userField, groupsField string) Identit
 	default:
 		id.User = c.Subject.CommonName
 	}
-	if !validUser(id.User) {
+	// A certificate name may hold ':' (a URI) or spaces; never controls.
+	if !validGroup(id.User) {
 		return Identity{}
 	}
 	if groupsField != CertGroupsNone {

@@ -172,8 +172,8 @@ type server struct {
 	// proxyTLSLn and proxyTLSSrv: the TLS proxy listener (proxy.tls_listen).
 	proxyTLSLn  net.Listener
 	proxyTLSSrv *httpproxy.Server
-	transSrv                        *transparent.Server
-	wg                              sync.WaitGroup
+	transSrv    *transparent.Server
+	wg          sync.WaitGroup
 
 	ready    atomic.Bool
 	stopping atomic.Bool
