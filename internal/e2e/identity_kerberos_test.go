@@ -1,0 +1,92 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/egress-proxy/egress/internal/identity/identitytest"
+)
+
+// TestIdentityKerberos: curl --proxy-negotiate with a ticket from a real MIT
+// KDC (kinit), groups from a real slapd. The proxy is named "localhost" so
+// that curl asks for HTTP/localhost, the principal of the proxy's keytab.
+func TestIdentityKerberos(t *testing.T) {
+	curl := pxTool(t, "curl")
+	kdc := identitytest.StartKDC(t)
+	dir := identitytest.StartLDAP(t)
+	ca := NewCA(t)
+	origin := NewOrigin(t, ca, nil, "allowed.test", "www.tiktok.com")
+	tmp := t.TempDir()
+	caFile := filepath.Join(tmp, "ca.pem")
+	pwFile := filepath.Join(tmp, "bind.pw")
+	os.WriteFile(caFile, ca.PEM, 0o644)
+	os.WriteFile(pwFile, []byte(identitytest.LDAPServicePass+"\n"), 0o600)
+	cfg := strings.Replace(identityConfig, "AUTH", `
+auth {
+  kerberos {
+    keytab            = "`+kdc.Keytab+`"
+    service_principal = "`+identitytest.ServicePrincipal+`"
+  }
+  ldap {
+    url                = "`+dir.URL+`"
+    bind_dn            = "`+identitytest.LDAPServiceDN+`"
+    bind_password_file = "`+pwFile+`"
+    user_dn_template   = "`+identitytest.LDAPUserTemplate+`"
+    group_base         = "`+identitytest.LDAPGroupsDN+`"
+    group_filter       = "(member={dn})"
+    timeout            = "1s"
+  }
+}`, 1)
+	p := Start(t, cfg, nil)
+	_, port, _ := strings.Cut(p.ProxyAddr, ":")
+	tiktok := "https://www.tiktok.com:" + itoa(origin.Port) + "/"
+	get := func(cc, url string) (string, string, int) {
+		return idRun(t, []string{"KRB5_CONFIG=" + kdc.Krb5Conf, "KRB5CCNAME=" + cc}, curl,
+			"-q", "-sS", "--max-time", "15", "--proxy", "http://localhost:"+port, "--proxy-negotiate", "-U", ":",
+			"--cacert", caFile, url)
+	}
+	alice := kdc.Kinit(t, "alice")
+
+	t.Run("exception group reaches the banned name", func(t *testing.T) {
+		out, errs, code := get(alice, tiktok)
+		if code != 0 || !strings.HasPrefix(out, "hello from www.tiktok.com") {
+			t.Fatalf("exit %d, out %q, stderr %s", code, out, errs)
+		}
+		ev := idEvent(t, p, "www.tiktok.com", "alice", pxEventWith("event.action", "allow"))
+		if ev.Str("egress.auth.method") != "negotiate" || ev.Str("user.domain") != identitytest.Realm ||
+			!strings.Contains(ev.Str("user.group.name"), "communication") {
+			t.Errorf("event %v", ev)
+		}
+	})
+	t.Run("another user is denied by the ban", func(t *testing.T) {
+		before := origin.Conns.Load()
+		_, errs, code := get(kdc.Kinit(t, "bob"), tiktok)
+		if code != 56 || !strings.Contains(errs, "403") {
+			t.Fatalf("exit %d (want 56), stderr %s", code, errs)
+		}
+		pxNoConns(t, fakeCount{origin.Conns.Load() - before}, "origin (bob)")
+		idEvent(t, p, "www.tiktok.com", "bob", pxEventWith("event.action", "deny", "egress.auth.method", "negotiate"))
+	})
+	t.Run("kdc down fails closed, then recovers", func(t *testing.T) {
+		// carol has a TGT but no ticket for the proxy yet.
+		carol := kdc.Kinit(t, "carol")
+		kdc.Stop(t)
+		before := origin.Conns.Load()
+		_, errs, code := get(carol, "https://allowed.test:"+itoa(origin.Port)+"/")
+		if code == 0 || !strings.Contains(errs, "407") {
+			t.Fatalf("KDC down: exit %d, stderr %s; want a 407", code, errs)
+		}
+		if origin.Conns.Load() != before {
+			t.Fatal("KDC down: the origin received a connection")
+		}
+		idEvent(t, p, "allowed.test", "", pxEventWith("event.reason", "auth_required"))
+		kdc.Start(t)
+		out, errs, code := get(carol, "https://allowed.test:"+itoa(origin.Port)+"/")
+		if code != 0 || !strings.HasPrefix(out, "hello from allowed.test") {
+			t.Fatalf("after restart: exit %d, out %q, stderr %s", code, out, errs)
+		}
+		idEvent(t, p, "allowed.test", "carol", pxEventWith("event.action", "allow"))
+	})
+}
