@@ -40,8 +40,9 @@ type Kerberos struct {
 	kt        *keytab.Keytab
 	principal *types.PrincipalName // the accepted service principal; nil: any in the keytab
 	skew      time.Duration
-	ldap      *LDAP // groups from the directory; nil when none
-	fromLDAP  bool  // LDAP groups even when the ticket has a PAC
+	ldap      *LDAP    // groups from the directory; nil when none
+	fromLDAP  bool     // LDAP groups even when the ticket has a PAC
+	realms    []string // client realms accepted besides the service's
 	replay    *replayCache
 	discard   *log.Logger // gokrb5's PAC decoder logs to it
 }
@@ -78,7 +79,7 @@ func NewKerberos(cfg KerberosConfig, groups *LDAP) (*Kerberos, error) {
 	if len(kt.Entries) == 0 {
 		return nil, fmt.Errorf("kerberos: keytab %s has no keys", cfg.Keytab)
 	}
-	k := &Kerberos{kt: kt, skew: cfg.ClockSkew, ldap: groups, fromLDAP: cfg.GroupsFromLDAP,
+	k := &Kerberos{kt: kt, skew: cfg.ClockSkew, ldap: groups, fromLDAP: cfg.GroupsFromLDAP, realms: cfg.ClientRealms,
 		replay: newReplayCache(replayCacheMax), discard: log.New(io.Discard, "", 0)}
 	if k.skew <= 0 {
 		k.skew = DefaultClockSkew
@@ -136,6 +137,10 @@ func (k *Kerberos) VerifyNegotiate(ctx context.Context, token []byte) (id Identi
 	tkt := &ap.Ticket.DecryptedEncPart
 	if !ap.Authenticator.CName.Equal(tkt.CName) || ap.Authenticator.CRealm != tkt.CRealm {
 		return Identity{}, nil, fmt.Errorf("kerberos: %w: authenticator and ticket name different clients", ErrBadCredentials)
+	}
+	if tkt.CRealm != ap.Ticket.Realm && !slices.Contains(k.realms, tkt.CRealm) {
+		return Identity{}, nil, fmt.Errorf("kerberos: %w: client realm %s is not %s (cross-realm users need client_realms)",
+			ErrBadCredentials, tkt.CRealm, ap.Ticket.Realm)
 	}
 	if !k.replay.add(ap, time.Now(), 2*k.skew) {
 		return Identity{}, nil, fmt.Errorf("kerberos: %w: replayed authenticator (or replay cache full)", ErrBadCredentials)

@@ -15,8 +15,11 @@ import (
 	"github.com/jcmturner/gokrb5/v8/client"
 	"github.com/jcmturner/gokrb5/v8/config"
 	"github.com/jcmturner/gokrb5/v8/iana/etypeID"
+	"github.com/jcmturner/gokrb5/v8/iana/nametype"
 	"github.com/jcmturner/gokrb5/v8/keytab"
+	"github.com/jcmturner/gokrb5/v8/messages"
 	"github.com/jcmturner/gokrb5/v8/spnego"
+	"github.com/jcmturner/gokrb5/v8/types"
 
 	"github.com/egress-proxy/egress/internal/identity/identitytest"
 )
@@ -256,5 +259,75 @@ func TestNewKerberosRefuses(t *testing.T) {
 	}
 	if _, err := NewKerberos(KerberosConfig{Keytab: good, ServicePrincipal: "HTTP/localhost@TEST.EGRESS"}, nil); err != nil {
 		t.Error(err)
+	}
+}
+
+// forgedToken makes a Negotiate token as a KDC would, with the service key
+// of kt: client cname@crealm, ticket valid from start to end.
+func forgedToken(t *testing.T, kt *keytab.Keytab, cname, crealm string, start, end time.Time) []byte {
+	t.Helper()
+	sname := types.NewPrincipalName(nametype.KRB_NT_PRINCIPAL, "HTTP/localhost")
+	tkt, key, err := messages.NewTicket(types.NewPrincipalName(nametype.KRB_NT_PRINCIPAL, cname), crealm, sname, "TEST.EGRESS",
+		types.NewKrbFlags(), kt, etypeID.AES256_CTS_HMAC_SHA1_96, 1, start, start, end, end)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := client.NewWithPassword(cname, crealm, "unused", config.New())
+	init, err := spnego.NewNegTokenInitKRB5(cl, tkt, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := (&spnego.SPNEGOToken{Init: true, NegTokenInit: init}).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestKerberosTicketChecks: realms, validity times (with tickets made with the
+// service key, as the KDC makes them; no KDC needed).
+func TestKerberosTicketChecks(t *testing.T) {
+	kt := keytab.New()
+	if err := kt.AddEntry("HTTP/localhost", "TEST.EGRESS", "svc-pw", time.Now(), 1, etypeID.AES256_CTS_HMAC_SHA1_96); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := kt.Marshal()
+	path := filepath.Join(t.TempDir(), "svc.keytab")
+	os.WriteFile(path, b, 0o600)
+	kv, err := NewKerberos(KerberosConfig{Keytab: path}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cross, err := NewKerberos(KerberosConfig{Keytab: path, ClientRealms: []string{"PARTNER.TEST"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	now := time.Now().UTC()
+	hour := time.Hour
+	if id, _, err := kv.VerifyNegotiate(ctx, forgedToken(t, kt, "Alice", "TEST.EGRESS", now.Add(-hour), now.Add(hour))); err != nil ||
+		id.User != "alice" || id.Domain != "TEST.EGRESS" {
+		t.Fatalf("valid ticket: %+v, %v (want the lower-cased name)", id, err)
+	}
+	for name, c := range map[string]struct {
+		v          *Kerberos
+		crealm     string
+		start, end time.Time
+	}{
+		"user of another realm":          {kv, "PARTNER.TEST", now.Add(-hour), now.Add(hour)},
+		"user of a realm not configured": {cross, "ELSEWHERE.TEST", now.Add(-hour), now.Add(hour)},
+		"expired beyond the skew":        {kv, "TEST.EGRESS", now.Add(-2 * hour), now.Add(-6 * time.Minute)},
+		"not yet valid":                  {kv, "TEST.EGRESS", now.Add(6 * time.Minute), now.Add(hour)},
+	} {
+		if id, _, err := c.v.VerifyNegotiate(ctx, forgedToken(t, kt, "alice", c.crealm, c.start, c.end)); !errors.Is(err, ErrBadCredentials) || id.Known() {
+			t.Errorf("%s: %+v, %v; want ErrBadCredentials", name, id, err)
+		}
+	}
+	if id, _, err := cross.VerifyNegotiate(ctx, forgedToken(t, kt, "alice", "PARTNER.TEST", now.Add(-hour), now.Add(hour))); err != nil || id.Domain != "PARTNER.TEST" {
+		t.Errorf("configured client realm: %+v, %v", id, err)
+	}
+	// Within the clock skew (5 minutes) a just-expired ticket still passes.
+	if _, _, err := kv.VerifyNegotiate(ctx, forgedToken(t, kt, "alice", "TEST.EGRESS", now.Add(-hour), now.Add(-time.Minute))); err != nil {
+		t.Errorf("ticket expired 1 minute ago, skew 5 minutes: %v", err)
 	}
 }
