@@ -1,10 +1,15 @@
 package e2e
 
 import (
+	"encoding/base64"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/jcmturner/gokrb5/v8/client"
+	"github.com/jcmturner/gokrb5/v8/config"
+	"github.com/jcmturner/gokrb5/v8/spnego"
 
 	"github.com/egress-proxy/egress/internal/identity/identitytest"
 )
@@ -68,6 +73,29 @@ auth {
 		}
 		pxNoConns(t, fakeCount{origin.Conns.Load() - before}, "origin (bob)")
 		idEvent(t, p, "www.tiktok.com", "bob", pxEventWith("event.action", "deny", "egress.auth.method", "negotiate"))
+	})
+	t.Run("a captured token is refused the second time", func(t *testing.T) {
+		kcfg, err := config.Load(kdc.Krb5Conf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl := client.NewWithPassword("alice", identitytest.Realm, identitytest.AlicePassword, kcfg, client.DisablePAFXFAST(true))
+		if err := cl.Login(); err != nil {
+			t.Fatal(err)
+		}
+		ct, err := spnego.SPNEGOClient(cl, identitytest.ServicePrincipal).InitSecContext()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := ct.Marshal()
+		tok := "Negotiate " + base64.StdEncoding.EncodeToString(b)
+		if code := measureConnect(t, p.ProxyAddr, origin.Port, tok); code != 200 {
+			t.Fatalf("first use: %d", code)
+		}
+		if code := measureConnect(t, p.ProxyAddr, origin.Port, tok); code != 407 {
+			t.Fatalf("replayed token: %d; want 407", code)
+		}
+		idEvent(t, p, "bench.test", "", pxEventWith("event.reason", "auth_failed", "egress.auth.method", "negotiate"))
 	})
 	t.Run("kdc down fails closed, then recovers", func(t *testing.T) {
 		// carol has a TGT but no ticket for the proxy yet.

@@ -26,6 +26,7 @@ tls { hello_timeout = "2s" }
 upstream {
   hosts = {
     "allowed.test"   = "127.0.0.1"
+    "bench.test"     = "127.0.0.1"
     "www.tiktok.com" = "127.0.0.1"
   }
   allow_private = ["127.0.0.1/32"]
