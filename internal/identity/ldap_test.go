@@ -248,3 +248,39 @@ func TestNewLDAPRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestLDAPTLS: ldaps:// and StartTLS verify the directory's certificate
+// against ca_file; an untrusted certificate fails closed before any password
+// is sent.
+func TestLDAPTLS(t *testing.T) {
+	s := identitytest.StartLDAP(t)
+	base := ldapConfigs(t, s)["search"]
+	other := identitytest.StartLDAP(t) // another CA
+	ctx := context.Background()
+	for name, c := range map[string]struct {
+		url      string
+		startTLS bool
+		ca       string
+		ok       bool
+	}{
+		"ldaps":                {s.LDAPS, false, s.CAFile, true},
+		"starttls":             {s.URL, true, s.CAFile, true},
+		"ldaps, system roots":  {s.LDAPS, false, "", false},
+		"ldaps, another CA":    {s.LDAPS, false, other.CAFile, false},
+		"starttls, another CA": {s.URL, true, other.CAFile, false},
+	} {
+		cfg := base
+		cfg.URL, cfg.StartTLS, cfg.CAFile = c.url, c.startTLS, c.ca
+		l, err := NewLDAP(cfg)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		id, err := l.VerifyPassword(ctx, "alice", identitytest.AlicePassword)
+		switch {
+		case c.ok && (err != nil || id.User != "alice" || len(id.Groups) != 2):
+			t.Errorf("%s: %+v, %v", name, id, err)
+		case !c.ok && (!errors.Is(err, ErrUnavailable) || id.Known()):
+			t.Errorf("%s: %+v, %v; want ErrUnavailable", name, id, err)
+		}
+	}
+}

@@ -22,10 +22,12 @@ const (
 // LDAPBaseDN on 127.0.0.1. Anonymous clients may only bind; searches need
 // a bound user (the service account or a user).
 type LDAP struct {
-	URL  string // ldap://127.0.0.1:port
-	Dir  string
-	d    *daemon
-	port int
+	URL    string // ldap://127.0.0.1:port (StartTLS offered)
+	LDAPS  string // ldaps://127.0.0.1:port
+	CAFile string // the CA of the server's certificate (names localhost and 127.0.0.1)
+	Dir    string
+	d      *daemon
+	port   int
 }
 
 // StartLDAP starts slapd with the test users and groups; t.Cleanup kills it.
@@ -33,7 +35,8 @@ func StartLDAP(t testing.TB) *LDAP {
 	t.Helper()
 	need(t, "slapd ldap-utils", "/usr/sbin/slapd", "/usr/sbin/slapadd", "/usr/lib/ldap/back_mdb.so")
 	dir := tempDir(t, "egress-slapd-")
-	port := freePort(t)
+	port, tlsPort := freePort(t), freePort(t)
+	caFile := serverCert(t, dir)
 	conf := filepath.Join(dir, "slapd.conf")
 	writeFile(t, conf, fmt.Sprintf(`include /etc/ldap/schema/core.schema
 include /etc/ldap/schema/cosine.schema
@@ -43,6 +46,9 @@ modulepath /usr/lib/ldap
 moduleload back_mdb
 pidfile %[1]s/slapd.pid
 argsfile %[1]s/slapd.args
+TLSCACertificateFile %[1]s/ca.pem
+TLSCertificateFile %[1]s/server.pem
+TLSCertificateKeyFile %[1]s/server.key
 
 database mdb
 maxsize 16777216
@@ -111,13 +117,15 @@ member: uid=bob,%[2]s
 	}
 	run(t, nil, "", "/usr/sbin/slapadd", "-f", conf, "-l", ldifPath)
 	s := &LDAP{
-		URL:  "ldap://127.0.0.1:" + strconv.Itoa(port),
-		Dir:  dir,
-		port: port,
+		URL:    "ldap://127.0.0.1:" + strconv.Itoa(port),
+		LDAPS:  "ldaps://127.0.0.1:" + strconv.Itoa(tlsPort),
+		CAFile: caFile,
+		Dir:    dir,
+		port:   port,
 		d: &daemon{
 			name: "/usr/sbin/slapd",
 			// -d 0: stay in the foreground (debug level 0 logs nothing).
-			args: []string{"-f", conf, "-h", "ldap://127.0.0.1:" + strconv.Itoa(port) + "/", "-d", "0"},
+			args: []string{"-f", conf, "-h", "ldap://127.0.0.1:" + strconv.Itoa(port) + "/ ldaps://127.0.0.1:" + strconv.Itoa(tlsPort) + "/", "-d", "0"},
 			addr: "127.0.0.1:" + strconv.Itoa(port),
 			log:  filepath.Join(dir, "slapd.log"),
 		},
