@@ -50,6 +50,18 @@ auth {
   }
 }
 `
+	dir := identitytest.StartLDAP(t)
+	pwFile := filepath.Join(tmp, "bind.pw")
+	os.WriteFile(pwFile, []byte(identitytest.LDAPServicePass+"\n"), 0o600)
+	ldapCfg := strings.Replace(authCfg, "kerberos {", `ldap {
+    url                = "`+dir.URL+`"
+    bind_dn            = "`+identitytest.LDAPServiceDN+`"
+    bind_password_file = "`+pwFile+`"
+    user_dn_template   = "`+identitytest.LDAPUserTemplate+`"
+    group_base         = "`+identitytest.LDAPGroupsDN+`"
+    group_filter       = "(member={dn})"
+  }
+  kerberos {`, 1)
 	kcfg, err := config.Load(kdc.Krb5Conf)
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +70,7 @@ auth {
 	if err := cl.Login(); err != nil {
 		t.Fatal(err)
 	}
-	tokens := make([]string, n)
+	tokens := make([]string, 2*n)
 	for i := range tokens {
 		ct, err := spnego.SPNEGOClient(cl, identitytest.ServicePrincipal).InitSecContext()
 		if err != nil {
@@ -105,6 +117,7 @@ auth {
 	run("none", base, func(int) string { return "" })
 	run("basic-cached", authCfg, func(int) string { return basic })
 	run("negotiate", authCfg, func(i int) string { return tokens[i] })
+	run("negotiate+ldap", ldapCfg, func(i int) string { return tokens[n+i] }) // groups from the directory
 }
 
 // measureConnect opens one tunnel to bench.test:port and returns the status.

@@ -331,3 +331,40 @@ func TestKerberosTicketChecks(t *testing.T) {
 		t.Errorf("ticket expired 1 minute ago, skew 5 minutes: %v", err)
 	}
 }
+
+// TestKerberosGroupCache: a Kerberos user's LDAP groups are reused for the
+// TTL (a directory outage within it does not refuse them), then asked again
+// (the outage now fails closed); failures are not remembered.
+func TestKerberosGroupCache(t *testing.T) {
+	s := identitytest.StartLDAP(t)
+	l, err := NewLDAP(ldapConfigs(t, s)["search"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newGroupCache(time.Minute, 2)
+	ctx := context.Background()
+	now := time.Now()
+	if g, err := c.get(ctx, l, "alice", now); err != nil || len(g) != 2 {
+		t.Fatalf("first lookup: %v, %v", g, err)
+	}
+	s.Stop(t)
+	if g, err := c.get(ctx, l, "alice", now.Add(30*time.Second)); err != nil || len(g) != 2 {
+		t.Fatalf("within the TTL, directory down: %v, %v; want the cached groups", g, err)
+	}
+	if _, err := c.get(ctx, l, "alice", now.Add(61*time.Second)); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("after the TTL, directory down: %v; want ErrUnavailable", err)
+	}
+	if _, err := c.get(ctx, l, "bob", now); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("bob, directory down: %v", err)
+	}
+	s.Start(t)
+	if g, err := c.get(ctx, l, "bob", now); err != nil || !slices.Equal(g, []string{"staff"}) {
+		t.Fatalf("bob after the restart (failure not cached): %v, %v", g, err)
+	}
+	// Bounded: a third user evicts.
+	c.get(ctx, l, "carol", now)
+	c.get(ctx, l, "alice", now)
+	if n := len(c.entries); n > 2 {
+		t.Errorf("%d entries in a cache of 2", n)
+	}
+}
