@@ -12,6 +12,11 @@
 #   communications  the communication team (inside the ministry's range, longer
 #                   prefix wins): may use TikTok and social media for institutional
 #                   accounts, by a documented, expiring exception.
+#                   The same exception by identity: on the ministry segment, rule
+#                   "institutional-tiktok-by-identity" allows TikTok to the group
+#                   "communication", wherever its members sit. Devices identify with
+#                   a client certificate from the MDM (user from the subject CN, groups
+#                   from its OUs) on the TLS proxy listener (docs/identity.md).
 #   guest-wifi      visitors' own devices: default allow; TikTok denied because the
 #                   ban covers government networks; other social media, streaming
 #                   and DoH allowed (the devices are not ours, and DoH does not get
@@ -28,7 +33,35 @@ proxy {
   listen         = "0.0.0.0:3128" # explicit proxy, pushed to devices by MDM / PAC
   proxy_protocol = false          # true behind a load balancer that sends PROXY headers,
                                   # with proxy_protocol_from = ["<the balancers' CIDR>"]
+
+  # The same proxy behind TLS ("HTTPS proxy": PAC "HTTPS proxy.ministry.example:3129"),
+  # where MDM-enrolled devices present their certificate. The files in identity/ are
+  # EXAMPLES ONLY (the key is published): use your own certificate and your MDM's CA.
+  tls_listen         = "0.0.0.0:3129"
+  tls_cert_file      = "identity/proxy.crt"
+  tls_key_file       = "identity/proxy.key"
+  client_ca_file     = "identity/devices-ca.crt"
+  client_cert_user   = "cn" # the device or user name
+  client_cert_groups = "ou" # groups: the certificate's OUs, e.g. OU=communication
+  # client_crl_file  = "identity/devices.crl" # the MDM's revocation list
 }
+
+# Identity sources for Proxy-Authorization (docs/identity.md). With Active
+# Directory: Negotiate single sign-on, groups from the directory:
+#
+# auth {
+#   kerberos { keytab = "/etc/egress/proxy.keytab" }
+#   ldap {
+#     url                = "ldaps://dc1.ministry.example:636"
+#     bind_dn            = "CN=egress,OU=Services,DC=ministry,DC=example"
+#     bind_password_file = "/etc/egress/ldap-bind.password"
+#     user_base          = "DC=ministry,DC=example"
+#     user_filter        = "(sAMAccountName={user})"
+#     group_base         = "OU=Groups,DC=ministry,DC=example"
+#     group_filter       = "(member={dn})"
+#     group_attribute    = "cn"
+#   }
+# }
 
 admin {
   # /metrics, /healthz, /readyz, /proxy.pac. Loopback here; to let Prometheus
@@ -168,6 +201,19 @@ policy "ai-chat-rollout" {
 segment "ministry" {
   sources  = ["10.20.0.0/16", "fd00:20::/48"]
   default  = "allow"
+
+  # The communication exception by identity (SPEC §10.2): members of the group
+  # "communication", identified on the explicit proxy, wherever they sit. An
+  # unidentified client asking for TikTok gets 407 so that it can identify; one
+  # identified outside the group is denied by the ban.
+  rule "institutional-tiktok-by-identity" {
+    action     = "allow"
+    groups     = ["communication"]
+    categories = ["tiktok"]
+    owner      = "communication@ministry.example"
+    ticket     = "SEC-2023-114"
+    expires    = "2030-12-31"
+  }
   policies = ["ai-chat-rollout", "government-baseline"]
 }
 
@@ -252,6 +298,8 @@ segment "servers" {
 
 # ministry: the bans
 test "ministry: TikTok web denied by the TikTok ban" {
+  user   = "agent-0042" # identified, not in "communication"
+  groups = ["staff"]
   source = "10.20.9.9"
   host   = "www.tiktok.com"
   port   = 443
@@ -259,24 +307,32 @@ test "ministry: TikTok web denied by the TikTok ban" {
   rule   = "no-tiktok"
 }
 test "ministry: TikTok video CDN denied" {
+  user   = "agent-0042" # identified, not in "communication"
+  groups = ["staff"]
   source = "10.20.9.9"
   host   = "v16-webapp.tiktok.com"
   expect = "deny"
   rule   = "no-tiktok"
 }
 test "ministry: TikTok image CDN denied" {
+  user   = "agent-0042" # identified, not in "communication"
+  groups = ["staff"]
   source = "10.20.9.9"
   host   = "p16-sign-va.tiktokcdn.com"
   expect = "deny"
   rule   = "no-tiktok"
 }
 test "ministry: ByteDance overseas API denied" {
+  user   = "agent-0042" # identified, not in "communication"
+  groups = ["staff"]
   source = "10.20.9.9"
   host   = "log.byteoversea.com"
   expect = "deny"
   rule   = "no-tiktok"
 }
 test "ministry over IPv6: TikTok denied" {
+  user   = "agent-0042" # identified, not in "communication"
+  groups = ["staff"]
   source = "fd00:20::1:42"
   host   = "www.tiktok.com"
   expect = "deny"
@@ -387,6 +443,30 @@ test "ministry: AI chat still allowed while the rollout monitors" {
   expect = "allow"
 }
 
+# ministry: the exception by identity
+test "ministry: the communication group reaches TikTok" {
+  source = "10.20.9.9"
+  host   = "www.tiktok.com"
+  user   = "phone-0107"
+  groups = ["communication", "staff"]
+  expect = "allow"
+  rule   = "institutional-tiktok-by-identity"
+}
+test "ministry: unidentified TikTok request is asked to identify (407)" {
+  source = "10.20.9.9"
+  host   = "www.tiktok.com"
+  expect = "deny"
+  reason = "auth_required"
+}
+test "ministry: the communication group gets no other exception" {
+  source = "10.20.9.9"
+  host   = "www.facebook.com"
+  user   = "phone-0107"
+  groups = ["communication"]
+  expect = "deny"
+  rule   = "no-social-media"
+}
+
 # communications: the exception
 test "communications: institutional TikTok account allowed" {
   source = "10.20.5.7"
@@ -425,6 +505,8 @@ test "communications: DoH still denied" {
   rule   = "no-doh"
 }
 test "neighbour of the communications range is ministry" {
+  user   = "agent-0042" # identified, not in "communication"
+  groups = ["staff"]
   source = "10.20.6.7"
   host   = "www.tiktok.com"
   expect = "deny"

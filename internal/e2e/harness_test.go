@@ -79,6 +79,7 @@ type Proc struct {
 	AdminAddr  string
 	HTTPSAddr  string // transparent, if configured
 	HTTPAddr   string // transparent, if configured
+	TLSAddr    string // the TLS proxy listener ({{PROXY_TLS}}), if configured
 	ConfigPath string
 	stdout     *lockedBuffer
 	stderr     *lockedBuffer
@@ -103,11 +104,11 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// Ports are substituted into configs: {{PROXY}}, {{ADMIN}}, {{HTTPS}}, {{HTTP}}
-// become loopback listen addresses.
+// Ports are substituted into configs: {{PROXY}}, {{ADMIN}}, {{HTTPS}}, {{HTTP}},
+// {{PROXY_TLS}} become loopback listen addresses.
 func fillPorts(t testing.TB, cfg string) (string, map[string]string) {
 	addrs := map[string]string{}
-	for _, k := range []string{"PROXY", "ADMIN", "HTTPS", "HTTP"} {
+	for _, k := range []string{"PROXY", "ADMIN", "HTTPS", "HTTP", "PROXY_TLS"} {
 		addrs[k] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		cfg = strings.ReplaceAll(cfg, "{{"+k+"}}", addrs[k])
 	}
@@ -160,7 +161,7 @@ func startOnce(t testing.TB, dir, cfg string) *Proc {
 		t.Fatal(err)
 	}
 	p := &Proc{t: t, ConfigPath: path, ProxyAddr: addrs["PROXY"], AdminAddr: addrs["ADMIN"],
-		HTTPSAddr: addrs["HTTPS"], HTTPAddr: addrs["HTTP"],
+		HTTPSAddr: addrs["HTTPS"], HTTPAddr: addrs["HTTP"], TLSAddr: addrs["PROXY_TLS"],
 		stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(binary, "run", "-config", path)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr

@@ -164,10 +164,11 @@ func (cn *conn) challenges(st *active.State) []string {
 }
 
 // askIdentity reports whether a deny d of an unidentified client should be
-// answered with 407 instead: an identity rule of its segment might allow it,
-// and the client can identify on this listener.
+// answered with 407 instead: an allow rule with users or groups matched all
+// but the identity (d.IdentityWanted), and the client can identify on this
+// listener.
 func (cn *conn) askIdentity(st *active.State, d *rules.Decision) bool {
-	return d.Action == rules.Deny && d.Segment != nil && d.Segment.IdentityRules &&
+	return d.Action == rules.Deny && d.IdentityWanted &&
 		!cn.who.current(st).Known() && len(cn.challenges(st)) > 0
 }
 

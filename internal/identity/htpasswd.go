@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sort"
 	"strings"
 
@@ -32,6 +33,11 @@ type Htpasswd struct {
 	// dummy is compared when the user is unknown, so that a wrong user name
 	// costs the same time as a wrong password.
 	dummy []byte
+	// busy bounds the bcrypt comparisons running at once (each is tens of
+	// milliseconds of CPU): a flood of distinct wrong passwords from many
+	// sources queues here, within its context's deadline, instead of
+	// starving the proxy.
+	busy chan struct{}
 }
 
 var _ PasswordVerifier = (*Htpasswd)(nil)
@@ -45,7 +51,7 @@ const maxUserLen = 256
 // also write are too cheap to brute-force to protect anything; the error names
 // the line so that the operator can re-hash it with `htpasswd -B`.
 func ParseHtpasswd(data []byte) (*Htpasswd, error) {
-	h := &Htpasswd{hashes: map[string][]byte{}}
+	h := &Htpasswd{hashes: map[string][]byte{}, busy: make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))}
 	for i, line := range bytes.Split(data, []byte("\n")) {
 		n := i + 1
 		line = bytes.TrimSpace(line)
@@ -124,7 +130,13 @@ func (h *Htpasswd) WithGroups(g *Groups) *Htpasswd {
 
 // VerifyPassword checks password against the user's bcrypt hash. An unknown
 // user and a wrong password are the same error, after the same work.
-func (h *Htpasswd) VerifyPassword(_ context.Context, user, password string) (Identity, error) {
+func (h *Htpasswd) VerifyPassword(ctx context.Context, user, password string) (Identity, error) {
+	select {
+	case h.busy <- struct{}{}:
+		defer func() { <-h.busy }()
+	case <-ctx.Done():
+		return Identity{}, fmt.Errorf("htpasswd: too many password checks in progress: %w", ErrUnavailable)
+	}
 	hash, ok := h.hashes[user]
 	if !ok {
 		bcrypt.CompareHashAndPassword(h.dummy, []byte(password))

@@ -267,3 +267,21 @@ func TestFromCertificate(t *testing.T) {
 		t.Errorf("no CN: %+v", id)
 	}
 }
+
+// A flood of password checks waits for a slot within its deadline, then
+// fails closed (unavailable), never open.
+func TestHtpasswdBusy(t *testing.T) {
+	h := htpasswd(t, "alice")
+	for i := 0; i < cap(h.busy); i++ {
+		h.busy <- struct{}{}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if id, err := h.VerifyPassword(ctx, "alice", "pw-alice"); !errors.Is(err, ErrUnavailable) || id.Known() {
+		t.Fatalf("%+v %v", id, err)
+	}
+	<-h.busy
+	if _, err := h.VerifyPassword(context.Background(), "alice", "pw-alice"); err != nil {
+		t.Fatal(err)
+	}
+}

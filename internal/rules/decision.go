@@ -88,6 +88,11 @@ type Decision struct {
 	Segment *Segment
 	Rule    *Rule
 	Monitor []*Rule
+	// IdentityWanted: the client was unidentified, and an allow rule that
+	// matches users or groups matched everything else before the decision:
+	// identified, it might be allowed. The explicit proxy answers such a
+	// deny with 407 (DecideAs: auth_required).
+	IdentityWanted bool
 }
 
 // SegmentName is the deciding segment's name, or "" for unknown sources.
@@ -121,8 +126,9 @@ type Segment struct {
 	Sources []netip.Prefix
 	// RequireAuth: an unidentified client gets 407 until it identifies.
 	RequireAuth bool
-	// IdentityRules: some rule of the segment matches users or groups, so an
-	// unidentified client that is denied is asked to identify (407).
+	// IdentityRules: some rule of the segment matches users or groups (an
+	// unidentified client denied where one of them would apply is asked to
+	// identify: Decision.IdentityWanted).
 	IdentityRules bool
 	rules         []*Rule // own rules, then each policy's, in evaluation order
 }

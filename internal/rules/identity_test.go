@@ -34,6 +34,10 @@ policy "baseline" {
     action     = "deny"
     categories = ["tiktok"]
   }
+  rule "no-facebook" {
+    action  = "deny"
+    domains = ["facebook.com"]
+  }
 }
 segment "ministry" {
   sources      = ["10.20.0.0/16"]
@@ -123,6 +127,7 @@ test "anonymous asked" {
 		// anonymous deny that an identity rule could lift asks for one.
 		{"lab anonymous allowed", Names{Source: lab, Target: "example.org"}, Allow, ReasonDefault, ""},
 		{"lab anonymous deny asks", Names{Source: lab, Target: "tiktok.com"}, Deny, ReasonAuthRequired, ""},
+		{"lab anonymous deny no identity rule could lift: 403", Names{Source: lab, Target: "www.facebook.com"}, Deny, ReasonRule, "no-facebook"},
 		{"lab identified deny", Names{Source: lab, Target: "tiktok.com", User: "bob", Groups: []string{"staff"}}, Deny, ReasonRule, "no-tiktok"},
 		{"open: no identity rule, plain 403", Names{Source: open, Target: "tiktok.com"}, Deny, ReasonRule, "no-tiktok"},
 	} {

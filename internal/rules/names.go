@@ -79,12 +79,12 @@ func (c *Config) DecideAll(n Names) Decision {
 
 // DecideAs is DecideAll as the explicit proxy applies it to a client that
 // may be unidentified (n.User ""): a segment that requires an identity
-// answers ReasonAuthRequired; one whose identity rules could change a deny
-// does too. What the proxy answers 407 to, egress check and test blocks see
+// answers ReasonAuthRequired; so does a deny that an identity rule might
+// have lifted (Decision.IdentityWanted). What the proxy answers 407 to, egress check and test blocks see
 // as a deny with reason auth_required.
 func (c *Config) DecideAs(n Names) Decision {
 	d := c.DecideAll(n)
-	if n.User == "" && d.Segment.WantsIdentity() && (d.Segment.RequireAuth || d.Action == Deny) && c.CanAuthenticate() {
+	if n.User == "" && d.Segment != nil && (d.Segment.RequireAuth || d.Action == Deny && d.IdentityWanted) && c.CanAuthenticate() {
 		return Decision{Action: Deny, Reason: ReasonAuthRequired, Segment: d.Segment}
 	}
 	return d

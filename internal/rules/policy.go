@@ -82,8 +82,16 @@ func (p *Policy) evaluate(req Request, trace *[]Step) Decision {
 	hits := p.domains.match(req.Host, buf[:0])
 	var now time.Time
 	var monitor []*Rule
+	wanted := false // an allow rule matched all but the identity of an unidentified client
 	for _, r := range seg.rules {
-		if !r.matches(req, hits) {
+		if ok, identityOnly := r.matches(req, hits); !ok {
+			if identityOnly && r.Action == Allow && !r.Monitor && (r.Expires.IsZero() || p.now().Before(r.Expires)) {
+				wanted = true
+				if trace != nil {
+					*trace = append(*trace, r.step("no match: needs an identified user (users/groups)"))
+				}
+				continue
+			}
 			if trace != nil {
 				*trace = append(*trace, r.step("no match"))
 			}
@@ -110,12 +118,12 @@ func (p *Policy) evaluate(req Request, trace *[]Step) Decision {
 		if trace != nil {
 			*trace = append(*trace, r.step("match: "+r.Action.String()))
 		}
-		return Decision{Action: r.Action, Reason: ReasonRule, Segment: seg, Rule: r, Monitor: monitor}
+		return Decision{Action: r.Action, Reason: ReasonRule, Segment: seg, Rule: r, Monitor: monitor, IdentityWanted: wanted}
 	}
 	if trace != nil {
 		*trace = append(*trace, Step{Ruleset: "segment " + seg.Name, Outcome: "no rule matched: default " + seg.Default.String()})
 	}
-	return Decision{Action: seg.Default, Reason: ReasonDefault, Segment: seg, Monitor: monitor}
+	return Decision{Action: seg.Default, Reason: ReasonDefault, Segment: seg, Monitor: monitor, IdentityWanted: wanted}
 }
 
 func (r *Rule) step(outcome string) Step {
@@ -123,8 +131,24 @@ func (r *Rule) step(outcome string) Step {
 }
 
 // matches applies the rule's matchers: kinds combine with AND, the values of
-// one matcher with OR; a rule with no matcher matches everything.
-func (r *Rule) matches(req Request, hits []uint32) bool {
+// one matcher with OR; a rule with no matcher matches everything. The
+// identity is checked last: identityOnly reports a rule that matched
+// everything but the identity of an unidentified request.
+func (r *Rule) matches(req Request, hits []uint32) (ok, identityOnly bool) {
+	if !r.matchesRequest(req, hits) {
+		return false, false
+	}
+	if len(r.users) > 0 || len(r.groups) > 0 {
+		if req.User == "" {
+			return false, true
+		}
+		return r.matchesIdentity(req.User, req.Groups), false
+	}
+	return true, false
+}
+
+// matchesRequest applies the matchers other than users and groups.
+func (r *Rule) matchesRequest(req Request, hits []uint32) bool {
 	if r.hasDomains {
 		if req.Host == "" || !intersects(r.domainSets, hits) {
 			return false
@@ -143,11 +167,6 @@ func (r *Rule) matches(req Request, hits []uint32) bool {
 			}
 		}
 		if !found {
-			return false
-		}
-	}
-	if len(r.users) > 0 || len(r.groups) > 0 {
-		if req.User == "" || !r.matchesIdentity(req.User, req.Groups) {
 			return false
 		}
 	}
