@@ -96,6 +96,9 @@ auth {
 			t.Fatalf("replayed token: %d; want 407", code)
 		}
 		idEvent(t, p, "bench.test", "", pxEventWith("event.reason", "auth_failed", "egress.auth.method", "negotiate"))
+		if b64 := base64.StdEncoding.EncodeToString(b); strings.Contains(p.stdout.String()+p.Stderr(), b64[:40]) {
+			t.Error("the Negotiate token appears in egress's output")
+		}
 	})
 	t.Run("kdc down fails closed, then recovers", func(t *testing.T) {
 		// carol has a TGT but no ticket for the proxy yet.
