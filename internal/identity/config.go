@@ -31,4 +31,13 @@ type KerberosConfig struct {
 	// otherwise, or when GroupsFromLDAP is set, from the LDAP block's group
 	// search (which must then exist).
 	GroupsFromLDAP bool
+	// ClockSkew is the largest accepted difference between the client's
+	// clock and the proxy's (authenticator time, ticket start and end);
+	// DefaultClockSkew (5 minutes, as MIT's clockskew) when 0.
+	ClockSkew time.Duration
+	// ClientRealms are the realms whose users are accepted besides the
+	// service's own (cross-realm trust). Users of other realms are refused:
+	// rules match user names without their realm, so alice@OTHER must not
+	// pass for alice@OURS.
+	ClientRealms []string
 }
