@@ -217,6 +217,21 @@ func (l *loader) authFiles(cfg *Config, root *rawRoot, version hash.Hash) hcl.Di
 					"Kerberos users' groups come from the ldap block's group search; add an ldap block (auth { ldap { ... } }).")
 			}
 		}
+		var ck settingsChecker
+		ck.duration(x.ClockSkew, x.Body, "clock_skew", x.DefRange, &kc.ClockSkew)
+		diags = append(diags, ck.diags...)
+		if kc.ClockSkew > time.Hour {
+			errAt(x.Body, x.DefRange, "clock_skew", "clock_skew too large",
+				"clock_skew = %s: an authenticator this old can be replayed for that long; use minutes (MIT's default is 5m).", kc.ClockSkew)
+		}
+		for i, r := range x.ClientRealms {
+			if r == "" || strings.ContainsAny(r, " \t\\\"@") {
+				diags = append(diags, errorAt(elemRange(x.Body, "client_realms", i, x.DefRange), "Invalid realm",
+					"%q: a Kerberos realm name, e.g. \"CORP.EXAMPLE\".", r))
+				continue
+			}
+			kc.ClientRealms = append(kc.ClientRealms, r)
+		}
 		kt := x.Keytab
 		kc.Keytab, _ = read(x.Body, x.DefRange, "keytab", &kt)
 		cfg.Auth.Sources.Kerberos = kc

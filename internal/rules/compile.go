@@ -345,11 +345,11 @@ func (c *compiler) identityNames(rr *rawRule, attr string, names []string) []str
 			c.errorf(elemRange(rr.Body, attr, i, rr.DefRange), "Invalid name", "%q: a user or group name is not empty and has no surrounding spaces.", n)
 			continue
 		}
-		if seen[n] {
-			c.errorf(elemRange(rr.Body, attr, i, rr.DefRange), "Duplicate name", "%q is listed twice in %s.", n, attr)
+		if seen[strings.ToLower(n)] {
+			c.errorf(elemRange(rr.Body, attr, i, rr.DefRange), "Duplicate name", "%q is listed twice in %s (names compare without regard to case).", n, attr)
 			continue
 		}
-		seen[n] = true
+		seen[strings.ToLower(n)] = true
 		out = append(out, n)
 	}
 	if !c.cfg.CanAuthenticate() {

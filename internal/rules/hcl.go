@@ -200,6 +200,8 @@ type rawKerberos struct {
 	Keytab           string    `hcl:"keytab"`
 	ServicePrincipal *string   `hcl:"service_principal,optional"`
 	GroupsFromLDAP   *bool     `hcl:"groups_from_ldap,optional"`
+	ClockSkew        *string   `hcl:"clock_skew,optional"`
+	ClientRealms     []string  `hcl:"client_realms,optional"`
 	Body             hcl.Body  `hcl:",body"`
 	DefRange         hcl.Range `hcl:",def_range"`
 }

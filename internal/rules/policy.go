@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/egress-proxy/egress/internal/hostname"
@@ -198,16 +199,19 @@ func intersects(sets, hits []uint32) bool {
 
 // matchesIdentity: the user is one of users, or one of groups is one of the
 // user's (OR within the matchers, AND with the rule's other kinds: when both
-// users and groups are set, either suffices).
+// users and groups are set, either suffices). Names compare without regard
+// to case, as directories (LDAP, Active Directory, Kerberos principals as
+// egress reports them) compare them: "Alice" in a rule is the directory's
+// "alice", and a client cannot slip past a rule by a spelling.
 func (r *Rule) matchesIdentity(user string, groups []string) bool {
 	for _, u := range r.users {
-		if u == user {
+		if strings.EqualFold(u, user) {
 			return true
 		}
 	}
 	for _, g := range groups {
 		for _, rg := range r.groups {
-			if g == rg {
+			if strings.EqualFold(g, rg) {
 				return true
 			}
 		}
