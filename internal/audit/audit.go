@@ -57,10 +57,11 @@ const (
 	ListenerProxy            = "proxy"
 	ListenerTransparentHTTPS = "transparent_https"
 	ListenerTransparentHTTP  = "transparent_http"
+	ListenerTransparentQUIC  = "transparent_quic" // UDP (SPEC §10.1)
 )
 
 // Listeners is every listener name, in a stable order.
-var Listeners = []string{ListenerProxy, ListenerTransparentHTTPS, ListenerTransparentHTTP}
+var Listeners = []string{ListenerProxy, ListenerTransparentHTTPS, ListenerTransparentHTTP, ListenerTransparentQUIC}
 
 // ECSVersion is the ECS version the events declare in "ecs.version".
 const ECSVersion = "8.11.0"
@@ -100,7 +101,7 @@ type Event struct {
 	ConfigVersion string        // egress.config_version
 	Exception     *Exception    // egress.exception {owner,ticket,expires}
 	Segment       string        // egress.segment
-	Listener      string        // egress.listener proxy|transparent_https|transparent_http
+	Listener      string        // egress.listener proxy|transparent_https|transparent_http|transparent_quic
 	Monitor       []MonitorHit  // egress.monitor [{rule,ruleset,action}]
 	SourceIP      string        // source.ip
 	SourcePort    int           // source.port
