@@ -81,6 +81,9 @@ func Run(ctx context.Context, o Options) error {
 	s.ready.Store(false)
 	if err := s.listen(cfg); err != nil {
 		s.closeListeners()
+		if s.quicConn != nil {
+			s.quicConn.Close()
+		}
 		return err
 	}
 	adminCtx, stopAdmin := context.WithCancel(context.Background())
@@ -95,7 +98,8 @@ func Run(ctx context.Context, o Options) error {
 	defer s.feeds.stop()
 	s.ready.Store(true)
 	log.Info("egress serving", "version", o.Version, "config", cfg.Source, "config_version", cfg.Version,
-		"proxy", addrOf(s.proxyLn), "transparent_https", addrOf(s.tlsLn), "transparent_http", addrOf(s.httpLn), "admin", addrOf(s.adminLn))
+		"proxy", addrOf(s.proxyLn), "transparent_https", addrOf(s.tlsLn), "transparent_http", addrOf(s.httpLn),
+		"transparent_quic", udpAddrOf(s.quicConn), "admin", addrOf(s.adminLn))
 
 	sigs := o.Signals
 	if sigs == nil {
@@ -169,6 +173,8 @@ type server struct {
 	proxyLn, tlsLn, httpLn, adminLn net.Listener
 	proxySrv                        *httpproxy.Server
 	transSrv                        *transparent.Server
+	quicConn                        *net.UDPConn // transparent.quic_listen; closed after the drain
+	quicSrv                         *transparent.QUIC
 	wg                              sync.WaitGroup
 
 	ready    atomic.Bool
@@ -180,6 +186,13 @@ func addrOf(ln net.Listener) string {
 		return "off"
 	}
 	return ln.Addr().String()
+}
+
+func udpAddrOf(c *net.UDPConn) string {
+	if c == nil {
+		return "off"
+	}
+	return c.LocalAddr().String()
 }
 
 // clientListen opens a client-facing listener. TCP keepalive is off: dead
@@ -203,6 +216,15 @@ func (s *server) listen(cfg *rules.Config) error {
 	if cfg.Transparent.Enabled && cfg.Transparent.HTTPListen != "" {
 		if s.httpLn, err = clientListen(cfg.Transparent.HTTPListen); err != nil {
 			return fmt.Errorf("transparent http listener: %w", err)
+		}
+	}
+	if cfg.Transparent.Enabled && cfg.Transparent.QUICListen != "" {
+		addr, rerr := net.ResolveUDPAddr("udp", cfg.Transparent.QUICListen)
+		if rerr == nil {
+			s.quicConn, rerr = net.ListenUDP("udp", addr)
+		}
+		if rerr != nil {
+			return fmt.Errorf("transparent quic listener: %w", rerr)
 		}
 	}
 	if cfg.Admin.Listen != "" {
@@ -231,6 +253,11 @@ func (s *server) serve() {
 			s.wg.Add(1)
 			go func() { defer s.wg.Done(); s.transSrv.ServeHTTP(s.httpLn) }()
 		}
+	}
+	if s.quicConn != nil {
+		s.quicSrv = &transparent.QUIC{Port: cfg.Transparent.QUICPort, Active: s.active, Track: s.track, Record: s.record, Metrics: s.metrics}
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.quicSrv.ServeQUIC(s.quicConn) }()
 	}
 }
 
@@ -323,6 +350,10 @@ func (s *server) shutdown() error {
 	if n := s.track.CloseAll(); n > 0 {
 		s.log.Warn("shutdown grace period over: closed open connections", "count", n, "grace", grace.String())
 	}
+	if s.quicSrv != nil {
+		// Open through the drain: a QUIC flow's client datagrams arrive on it.
+		s.quicSrv.Close()
+	}
 	done := make(chan struct{})
 	go func() {
 		s.wg.Wait()
@@ -331,6 +362,9 @@ func (s *server) shutdown() error {
 		}
 		if s.transSrv != nil {
 			s.transSrv.Wait()
+		}
+		if s.quicSrv != nil {
+			s.quicSrv.Wait()
 		}
 		close(done)
 	}()

@@ -1,0 +1,251 @@
+package e2e
+
+import (
+	"errors"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+)
+
+// TestQUICAllowed: an HTTP/3 GET through the QUIC listener reaches an
+// allowed loopback origin, for QUIC v1 and v2; the flow's one event, written
+// when it has been idle for limits.idle_timeout, carries the SNI, a JA4 with
+// the "q" prefix and the bytes both ways. quic-go's ClientHello has a
+// post-quantum key share (X25519MLKEM768), so it spans two Initial packets:
+// the listener decided it only after reassembling both.
+func TestQUICAllowed(t *testing.T) {
+	ca := NewCA(t)
+	origin := newQUICOrigin(t, ca, false, "allowed.test")
+	p, listen := startQUIC(t, origin.Port, `limits { idle_timeout = "2s" }`)
+	for _, v := range []struct {
+		name    string
+		version quic.Version
+	}{{"v1", quic.Version1}, {"v2", quic.Version2}} {
+		t.Run(v.name, func(t *testing.T) {
+			c := newH3Client(t, "127.0.0.1", listen, ca.Pool, v.version)
+			body, err := c.Get("https://allowed.test/")
+			if err != nil || body != "h3 ok allowed.test" {
+				t.Fatalf("GET: %q, %v\n%s", body, err, p.Stderr())
+			}
+			c.Close()
+			e := p.WaitEvent(t, 15*time.Second, func(e Event) bool {
+				return e.Str("egress.listener") == "transparent_quic" && e.Str("source.port") == portOf(c.Addr)
+			})
+			if e.Str("event.action") != "allow" || e.Str("tls.client.server_name") != "allowed.test" ||
+				e.Str("destination.ip") != "127.0.0.1" || e.Str("destination.port") != strconv.Itoa(origin.Port) {
+				t.Errorf("event %v", e)
+			}
+			if ja4 := e.Str("egress.tls.ja4"); !strings.HasPrefix(ja4, "q13d") {
+				t.Errorf("ja4 %q, want the QUIC prefix q13d", ja4)
+			}
+			up, _ := strconv.Atoi(e.Str("source.bytes"))
+			down, _ := strconv.Atoi(e.Str("destination.bytes"))
+			if up < 2400 || down < 1000 {
+				t.Errorf("bytes up %d down %d", up, down)
+			}
+		})
+	}
+	if n := len(quicEvents(p)); n != 2 {
+		t.Errorf("%d transparent_quic events, want one per flow (2)", n)
+	}
+}
+
+func portOf(addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
+	return port
+}
+
+func quicEvents(p *Proc) []Event {
+	var out []Event
+	for _, e := range p.Events() {
+		if e.Str("egress.listener") == "transparent_quic" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// TestQUICDenied: a denied SNI gets a server Initial with CONNECTION_CLOSE
+// CRYPTO_ERROR 0x131 (access_denied) at once, and the origin sees no packet.
+func TestQUICDenied(t *testing.T) {
+	ca := NewCA(t)
+	port, packets := udpCounter(t)
+	p, listen := startQUIC(t, port, "")
+	c := newH3Client(t, "127.0.0.1", listen, ca.Pool)
+	start := time.Now()
+	_, err := c.Get("https://www.tiktok.com/")
+	var te *quic.TransportError
+	if !errors.As(err, &te) || te.ErrorCode != 0x131 || !te.Remote {
+		t.Fatalf("GET: %v, want a remote CRYPTO_ERROR 0x131", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("the close took %v", d)
+	}
+	e := quicEvent(t, p, "www.tiktok.com", 5*time.Second)
+	if e.Str("event.action") != "deny" || e.Str("rule.name") != "no-social" || e.Str("egress.segment") != "office" {
+		t.Errorf("event %v", e)
+	}
+	if !strings.HasPrefix(e.Str("egress.tls.ja4"), "q") {
+		t.Errorf("ja4 %q", e.Str("egress.tls.ja4"))
+	}
+	time.Sleep(200 * time.Millisecond) // anything in flight would have arrived
+	if n := packets.Load(); n != 0 {
+		t.Fatalf("the origin received %d packets of a denied flow", n)
+	}
+	waitMetric(t, p, `egress_decisions_total{action="deny",listener="transparent_quic",reason="rule",rule="no-social",segment="office"}`, atLeast(1))
+}
+
+// TestQUICReorderAndLoss: the client's Initial datagrams reach the listener
+// in reverse order, or the first is lost and retransmitted; the hello is
+// reassembled either way and the GET succeeds.
+func TestQUICReorderAndLoss(t *testing.T) {
+	ca := NewCA(t)
+	origin := newQUICOrigin(t, ca, false, "allowed.test")
+	p, listen := startQUIC(t, origin.Port, "")
+	cases := map[string]func(n int, d []byte) [][]byte{
+		// Hold the first datagram and send it after the second.
+		"reversed": func() func(int, []byte) [][]byte {
+			var held []byte
+			return func(n int, d []byte) [][]byte {
+				switch n {
+				case 1:
+					held = d
+					return nil
+				case 2:
+					return [][]byte{d, held}
+				}
+				return [][]byte{d}
+			}
+		}(),
+		// Lose the first datagram; the client retransmits its data.
+		"first lost": func(n int, d []byte) [][]byte {
+			if n == 1 {
+				return nil
+			}
+			return [][]byte{d}
+		},
+	}
+	for name, rewrite := range cases {
+		t.Run(name, func(t *testing.T) {
+			shim := newUDPShim(t, listen, rewrite)
+			pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := newH3ClientOn(t, pc, shim.Addr, ca.Pool)
+			body, err := c.Get("https://allowed.test/")
+			if err != nil || body != "h3 ok allowed.test" {
+				t.Fatalf("GET: %q, %v\n%s", body, err, p.Stderr())
+			}
+		})
+	}
+}
+
+// TestQUICRetry: the origin answers every new connection with a Retry; it
+// passes through, the client's second Initial (with the token) is relayed on
+// the same flow, and the GET succeeds.
+func TestQUICRetry(t *testing.T) {
+	ca := NewCA(t)
+	origin := newQUICOrigin(t, ca, true, "retry.test")
+	p, listen := startQUIC(t, origin.Port, `limits { idle_timeout = "1s" }`)
+	c := newH3Client(t, "127.0.0.1", listen, ca.Pool)
+	body, err := c.Get("https://retry.test/")
+	if err != nil || body != "h3 ok retry.test" {
+		t.Fatalf("GET: %q, %v\n%s", body, err, p.Stderr())
+	}
+	c.Close()
+	e := quicEvent(t, p, "retry.test", 10*time.Second)
+	if e.Str("event.action") != "allow" || e.Str("error.message") != "" {
+		t.Errorf("event %v", e)
+	}
+	if n := len(quicEvents(p)); n != 1 {
+		t.Errorf("%d events, want 1: the Retry must not start a second flow", n)
+	}
+}
+
+// TestQUICDropped: garbage, a short-header packet of no flow, a long header
+// of an unknown version, an Initial in a datagram under 1200 bytes and an
+// Initial that does not authenticate are dropped and counted, with no event.
+func TestQUICDropped(t *testing.T) {
+	port, packets := udpCounter(t)
+	p, listen := startQUIC(t, port, "")
+	c, err := net.Dial("udp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	initial := make([]byte, 1200)
+	initial[0] = 0xc3
+	copy(initial[1:], []byte{0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0x44, 0x80})
+	unknown := append([]byte(nil), initial...)
+	copy(unknown[1:5], []byte{0xff, 0, 0, 0x1d})
+	short := make([]byte, 1200)
+	short[0] = 0x40
+	sends := []struct {
+		d      []byte
+		reason string
+	}{
+		{[]byte("GET / HTTP/1.1\r\n\r\n"), "unknown_flow"}, // no long-header bit: read as a short header
+		{short, "unknown_flow"},
+		{unknown, "unknown_version"},
+		{initial[:600], "malformed"},
+		{initial, "decrypt_failed"},
+	}
+	want := map[string]float64{}
+	for _, s := range sends {
+		if _, err := c.Write(s.d); err != nil {
+			t.Fatal(err)
+		}
+		want[s.reason]++
+	}
+	for reason, n := range want {
+		waitMetric(t, p, quicDropped(reason), atLeast(n))
+	}
+	if n := len(quicEvents(p)); n != 0 {
+		t.Errorf("%d events for dropped packets", n)
+	}
+	if packets.Load() != 0 {
+		t.Errorf("the origin received %d packets", packets.Load())
+	}
+}
+
+// TestQUICLimits: QUIC flows count against limits.per_source; a flow over
+// it is refused with one event, and its retransmissions are dropped.
+func TestQUICLimits(t *testing.T) {
+	ca := NewCA(t)
+	origin := newQUICOrigin(t, ca, false, "allowed.test")
+	p, listen := startQUIC(t, origin.Port, `limits {
+  per_source     = 1
+  idle_timeout   = "30s"
+  shutdown_grace = "1s"
+}`)
+	c1 := newH3Client(t, "127.0.0.1", listen, ca.Pool)
+	if _, err := c1.Get("https://allowed.test/"); err != nil {
+		t.Fatalf("first flow: %v", err)
+	}
+	c2 := newH3Client(t, "127.0.0.1", listen, ca.Pool)
+	if _, err := c2.Get("https://allowed.test/"); err == nil {
+		t.Fatal("second flow from the same source allowed over per_source = 1")
+	}
+	e := p.WaitEvent(t, 5*time.Second, func(e Event) bool {
+		return e.Str("egress.listener") == "transparent_quic" && e.Str("event.reason") == "connection_limit"
+	})
+	if e.Str("source.port") != portOf(c2.Addr) {
+		t.Errorf("limit event %v", e)
+	}
+	waitMetric(t, p, `egress_connections_rejected_total{listener="transparent_quic",reason="per_source"}`, atLeast(1))
+	waitMetric(t, p, quicDropped("closed_flow"), atLeast(1))
+	limitEvents := 0
+	for _, e := range quicEvents(p) {
+		if e.Str("event.reason") == "connection_limit" {
+			limitEvents++
+		}
+	}
+	if limitEvents != 1 {
+		t.Errorf("%d limit events for one refused flow", limitEvents)
+	}
+}

@@ -1,0 +1,246 @@
+package transparent
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/egress-proxy/egress/internal/active"
+	"github.com/egress-proxy/egress/internal/audit"
+	"github.com/egress-proxy/egress/internal/conntrack"
+	"github.com/egress-proxy/egress/internal/metrics"
+	"github.com/egress-proxy/egress/internal/outcome"
+	"github.com/egress-proxy/egress/internal/quicinitial"
+	"github.com/egress-proxy/egress/internal/rules"
+)
+
+// QUIC flow limits. A flow is one client address and port; until its
+// ClientHello is complete it holds copies of the datagrams it sent, for the
+// replay.
+const (
+	// maxHelloDatagrams bounds the datagrams a flow buffers before its
+	// hello is complete: a post-quantum hello takes two, a lossy path a few
+	// retransmissions more, a client that coalesces 0-RTT a few more.
+	maxHelloDatagrams = 16
+	// maxHelloBytes bounds the bytes of those datagrams.
+	maxHelloBytes = 32 << 10
+	// flowQueue is how many datagrams wait for a flow's goroutine; past it
+	// they are dropped (queue_full), as a congested router would.
+	flowQueue = 256
+	// maxDatagram is the largest UDP payload read or relayed.
+	maxDatagram = 64 << 10
+	// QUICMaxIdle caps limits.idle_timeout for QUIC flows. A QUIC
+	// connection is dead once it has been silent for its negotiated idle
+	// timeout (30 s in Chrome, Firefox and quic-go); nothing tells the proxy
+	// it ended (its CONNECTION_CLOSE is encrypted), and an idle flow keeps
+	// its slot of limits.per_source. Two minutes covers every common stack
+	// with room for keep-alives that stopped.
+	QUICMaxIdle = 2 * time.Minute
+	// refusedLinger is how long the address of a denied or refused flow
+	// stays remembered, so that the client's retransmissions of the same
+	// Initial are dropped rather than decided (and logged) again: a client
+	// that got no close (a limit refusal, a lost close) retransmits until
+	// its handshake timeout, 10 s in quic-go and Chrome. A new connection
+	// comes from a new port, so nothing legitimate waits on it.
+	refusedLinger = 10 * time.Second
+	// maxRefused bounds the remembered addresses.
+	maxRefused = 4096
+)
+
+// QUIC serves the transparent QUIC listener (transparent.quic_listen): UDP
+// datagrams redirected from port 443, grouped into flows by client address
+// and port. A flow's client Initial packets are decrypted
+// (internal/quicinitial) until its ClientHello is complete; the hello is
+// decided like transparent TLS (internal/tlsproxy's names and alert); an
+// allowed flow gets its own UDP socket connected to the SNI's checked
+// address at Port, and every datagram is relayed both ways until the flow
+// is idle. A denied flow gets a server Initial with CONNECTION_CLOSE
+// (CRYPTO_ERROR for the TLS alert) and nothing reaches the destination.
+//
+// The read loop owns the listener socket's reads and the flow table; each
+// flow is owned by its own goroutine (serveFlow), which receives the
+// datagrams the loop hands it over a channel and is the only one to touch
+// its state. Writes to the client go through the listener socket from the
+// flow's goroutines (UDP writes are safe concurrently).
+type QUIC struct {
+	Port    uint16 // transparent.quic_port
+	Active  *active.Store
+	Track   *conntrack.Tracker
+	Record  *outcome.Recorder
+	Metrics *metrics.Metrics
+
+	conn    *net.UDPConn
+	mu      sync.Mutex
+	flows   map[netip.AddrPort]*quicFlow
+	refused map[netip.AddrPort]time.Time // address → when it is forgotten
+	wg      sync.WaitGroup
+}
+
+// ServeQUIC reads datagrams from conn until it is closed (by Close).
+func (s *QUIC) ServeQUIC(conn *net.UDPConn) error {
+	s.mu.Lock()
+	s.conn = conn
+	s.flows = map[netip.AddrPort]*quicFlow{}
+	s.refused = map[netip.AddrPort]time.Time{}
+	s.mu.Unlock()
+	buf := make([]byte, maxDatagram)
+	for {
+		n, src, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			time.Sleep(5 * time.Millisecond) // a transient error (ICMP feedback): keep serving
+			continue
+		}
+		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+		s.datagram(src, buf[:n])
+	}
+}
+
+// Close closes the listener socket and waits for every flow to end; call it
+// after the tracker has closed them (conntrack.Tracker.CloseAll).
+func (s *QUIC) Close() {
+	s.mu.Lock()
+	c := s.conn
+	s.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+}
+
+// Wait blocks until every flow's goroutine has returned.
+func (s *QUIC) Wait() { s.wg.Wait() }
+
+func (s *QUIC) drop(reason string) {
+	s.Metrics.QUICPacketsDropped.WithLabelValues(reason).Inc()
+}
+
+// datagram gives one datagram (b, the read loop's buffer: copied before it is
+// kept) to its flow, or starts a flow with it.
+func (s *QUIC) datagram(src netip.AddrPort, b []byte) {
+	s.mu.Lock()
+	f := s.flows[src]
+	refused := false
+	if f == nil {
+		if until, ok := s.refused[src]; ok {
+			if time.Now().Before(until) {
+				refused = true
+			} else {
+				delete(s.refused, src)
+			}
+		}
+	}
+	s.mu.Unlock()
+	switch {
+	case f != nil:
+		d := append([]byte(nil), b...)
+		select {
+		case f.in <- d:
+		default:
+			s.drop(metrics.QUICDropQueueFull)
+		}
+		return
+	case refused:
+		s.drop(metrics.QUICDropClosedFlow)
+		return
+	}
+	s.newFlow(src, b)
+}
+
+// newFlow starts a flow with its first datagram, which must be a client
+// Initial of a known version whose first packet authenticates: anything else
+// from an address without a flow is dropped and counted, never logged.
+func (s *QUIC) newFlow(src netip.AddrPort, b []byte) {
+	h, err := quicinitial.ParseLongHeader(b)
+	switch {
+	case errors.Is(err, quicinitial.ErrNotInitial):
+		s.drop(metrics.QUICDropUnknownFlow)
+		return
+	case errors.Is(err, quicinitial.ErrVersion):
+		s.drop(metrics.QUICDropUnknownVersion)
+		return
+	case err != nil:
+		s.drop(metrics.QUICDropMalformed)
+		return
+	case !h.IsInitial():
+		s.drop(metrics.QUICDropUnknownFlow) // 0-RTT or Handshake of no flow
+		return
+	case len(b) < quicinitial.MinDatagram:
+		s.drop(metrics.QUICDropMalformed)
+		return
+	}
+	op, err := quicinitial.NewOpener(h)
+	if err != nil {
+		s.drop(metrics.QUICDropMalformed)
+		return
+	}
+	f := &quicFlow{s: s, src: src, start: time.Now(), op: op, in: make(chan []byte, flowQueue), stop: make(chan struct{}),
+		version: h.Version, scid: append([]byte(nil), h.SCID...)}
+	// The first packet must authenticate before the address gets a flow:
+	// garbage that merely looks like an Initial costs one decryption.
+	_, err = op.OpenDatagram(b, f.col.AddPayload)
+	if errors.Is(err, quicinitial.ErrAuth) {
+		s.drop(metrics.QUICDropDecryptFailed)
+		return
+	}
+	f.helloErr = err // a malformed hello: decided (denied) and logged by the flow
+	if s.Track.Draining() {
+		s.drop(metrics.QUICDropDraining)
+		return
+	}
+	release, limit := s.Track.Admit(audit.ListenerTransparentQUIC, src.Addr())
+	if release == nil {
+		// Over a limit (counted by Admit): logged like a refused TCP
+		// connection, once; the retransmissions that follow are dropped.
+		st := s.Active.Load()
+		o := s.Record.Begin(audit.ListenerTransparentQUIC, st.Config.Version, src, f.start)
+		seg, _ := st.Config.Policy.SegmentFor(src.Addr())
+		o.Deny(rules.ReasonLimit, seg, nil)
+		o.Event.Error = "limit: " + limit
+		o.Finish()
+		s.mu.Lock()
+		s.remember(src)
+		s.mu.Unlock()
+		return
+	}
+	f.release = release
+	f.received = int64(len(b))
+	f.keep(append([]byte(nil), b...))
+	s.mu.Lock()
+	s.flows[src] = f
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go f.serve()
+}
+
+// remember keeps src as refused for refusedLinger. s.mu must be held.
+func (s *QUIC) remember(src netip.AddrPort) {
+	if len(s.refused) >= maxRefused {
+		now := time.Now()
+		for a, until := range s.refused {
+			if now.After(until) {
+				delete(s.refused, a)
+			}
+		}
+		if len(s.refused) >= maxRefused {
+			s.drop(metrics.QUICDropFlowTable)
+			return
+		}
+	}
+	s.refused[src] = time.Now().Add(refusedLinger)
+}
+
+// ended removes f from the table; a denied flow's address is remembered.
+func (s *QUIC) ended(f *quicFlow, denied bool) {
+	s.mu.Lock()
+	if s.flows[f.src] == f {
+		delete(s.flows, f.src)
+	}
+	if denied {
+		s.remember(f.src)
+	}
+	s.mu.Unlock()
+}
