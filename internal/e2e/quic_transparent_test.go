@@ -3,8 +3,10 @@ package e2e
 import (
 	"errors"
 	"net"
+	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -247,5 +249,77 @@ func TestQUICLimits(t *testing.T) {
 	}
 	if limitEvents != 1 {
 		t.Errorf("%d limit events for one refused flow", limitEvents)
+	}
+}
+
+// TestQUICReloadCloses: a reload that denies an open flow's SNI closes the
+// flow (limits.enforce_on_reload): its event says config_reload, and the
+// client's later packets, of no flow any more, are dropped and counted.
+func TestQUICReloadCloses(t *testing.T) {
+	ca := NewCA(t)
+	origin := newQUICOrigin(t, ca, false, "allowed.test")
+	p, listen := startQUIC(t, origin.Port, `limits { idle_timeout = "60s" }`)
+	c := newH3Client(t, "127.0.0.1", listen, ca.Pool)
+	if body, err := c.Get("https://allowed.test/"); err != nil || body != "h3 ok allowed.test" {
+		t.Fatalf("GET: %q, %v", body, err)
+	}
+	old, err := os.ReadFile(p.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(old), `domains = ["tiktok.com"]`, `domains = ["tiktok.com", "allowed.test"]`, 1)
+	if err := os.WriteFile(p.ConfigPath+".tmp", []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(p.ConfigPath+".tmp", p.ConfigPath); err != nil {
+		t.Fatal(err)
+	}
+	p.Signal(syscall.SIGHUP)
+	e := p.WaitEvent(t, 10*time.Second, func(e Event) bool {
+		return e.Str("egress.listener") == "transparent_quic" && e.Str("event.reason") == "config_reload"
+	})
+	if e.Str("event.action") != "deny" || e.Str("tls.client.server_name") != "allowed.test" || e.Str("source.bytes") == "" {
+		t.Errorf("event %v", e)
+	}
+	waitMetric(t, p, "egress_tunnels_closed_on_reload_total", atLeast(1))
+	before := hxMetric(t, p, quicDropped("unknown_flow"))
+	if _, err := c.Get("https://allowed.test/again"); err == nil {
+		t.Fatal("a request on the closed flow succeeded")
+	}
+	waitMetric(t, p, quicDropped("unknown_flow"), atLeast(before+1))
+	if n := origin.Requests.Load(); n != 1 {
+		t.Errorf("origin served %d requests, want 1", n)
+	}
+}
+
+// TestQUICShutdownDrains: on SIGTERM an open flow keeps relaying through
+// limits.shutdown_grace, then it is closed with its event, and egress exits.
+func TestQUICShutdownDrains(t *testing.T) {
+	ca := NewCA(t)
+	origin := newQUICOrigin(t, ca, false, "allowed.test")
+	p, listen := startQUIC(t, origin.Port, `limits {
+  idle_timeout   = "60s"
+  shutdown_grace = "3s"
+}`)
+	c := newH3Client(t, "127.0.0.1", listen, ca.Pool)
+	if _, err := c.Get("https://allowed.test/"); err != nil {
+		t.Fatalf("GET: %v", err)
+	}
+	p.Signal(syscall.SIGTERM)
+	time.Sleep(200 * time.Millisecond) // the shutdown has begun (not a synchronisation: the GET must work either way)
+	if body, err := c.Get("https://allowed.test/during-drain"); err != nil || body != "h3 ok allowed.test" {
+		t.Fatalf("GET during the drain: %q, %v", body, err)
+	}
+	select {
+	case <-p.Exited():
+	case <-time.After(15 * time.Second):
+		t.Fatal("egress did not exit after the grace period")
+	}
+	e := quicEvent(t, p, "allowed.test", time.Second)
+	if e.Str("event.action") != "allow" || e.Str("error.message") != "closed: shutdown" {
+		t.Errorf("event %v", e)
+	}
+	if n := origin.Requests.Load(); n != 2 {
+		t.Errorf("origin served %d requests, want 2", n)
 	}
 }
