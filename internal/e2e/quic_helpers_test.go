@@ -55,9 +55,14 @@ segment "office" {
 }
 
 // startQUIC starts egress with the QUIC listener on a free UDP port.
-func startQUIC(t *testing.T, quicPort int, extra string) (*Proc, string) {
+func startQUIC(t testing.TB, quicPort int, extra string) (*Proc, string) {
 	t.Helper()
-	listen := fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t))
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := pc.LocalAddr().String() // free a moment ago
+	pc.Close()
 	return Start(t, quicConfig(listen, quicPort, extra), nil), listen
 }
 
@@ -68,7 +73,7 @@ type quicOrigin struct {
 	Requests atomic.Int64
 }
 
-func newQUICOrigin(t *testing.T, ca *CA, retry bool, names ...string) *quicOrigin {
+func newQUICOrigin(t testing.TB, ca *CA, retry bool, names ...string) *quicOrigin {
 	t.Helper()
 	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {

@@ -92,11 +92,12 @@ const (
 	QUICDropClosedFlow     = "closed_flow"     // the address's flow was just denied or refused (client retransmissions)
 	QUICDropDraining       = "draining"        // a new flow during shutdown
 	QUICDropFlowTable      = "flow_table_full" // no room to remember a refused flow
+	QUICDropTooLarge       = "too_large"       // a datagram over 9216 bytes, either way
 )
 
 var (
 	quicDropReasons = []string{QUICDropUnknownFlow, QUICDropUnknownVersion, QUICDropMalformed, QUICDropDecryptFailed,
-		QUICDropQueueFull, QUICDropClosedFlow, QUICDropDraining, QUICDropFlowTable}
+		QUICDropQueueFull, QUICDropClosedFlow, QUICDropDraining, QUICDropFlowTable, QUICDropTooLarge}
 	rejectReasons  = []string{RejectMaxConnections, RejectPerSource, RejectProxyProtocol, RejectProxyProtocolUntrusted}
 	helloErrors    = []string{HelloMalformed, HelloTooLarge, HelloNotTLS, HelloTimeout, HelloTruncated}
 	upstreamErrors = []string{UpstreamDNSError, UpstreamDestinationUnavailable, UpstreamTimeout}
@@ -274,7 +275,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"feed"}),
 		QUICPacketsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "quic_packets_dropped_total",
-			Help: "UDP datagrams the QUIC listener dropped without giving them to a flow, by reason (unknown_flow, unknown_version, malformed, decrypt_failed, queue_full, closed_flow, draining, flow_table_full).",
+			Help: "UDP datagrams the QUIC listener dropped without giving them to a flow, by reason (unknown_flow, unknown_version, malformed, decrypt_failed, queue_full, closed_flow, draining, flow_table_full, too_large).",
 		}, []string{"reason"}),
 	}
 	m.decisionCache.Store(new(sync.Map))

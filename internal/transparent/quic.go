@@ -27,10 +27,14 @@ const (
 	// maxHelloBytes bounds the bytes of those datagrams.
 	maxHelloBytes = 32 << 10
 	// flowQueue is how many datagrams wait for a flow's goroutine; past it
-	// they are dropped (queue_full), as a congested router would.
-	flowQueue = 256
-	// maxDatagram is the largest UDP payload read or relayed.
-	maxDatagram = 64 << 10
+	// they are dropped (queue_full), as a congested router would. With
+	// maxDatagram it bounds what a flooding client makes a flow hold.
+	flowQueue = 64
+	// maxDatagram is the largest UDP payload relayed either way: an
+	// Ethernet jumbo frame's. QUIC stacks keep their datagrams under the
+	// path MTU (1200 to 1500 bytes on the internet); a larger datagram is
+	// dropped (too_large). Each relaying flow's download buffer is this.
+	maxDatagram = 9216
 	// QUICMaxIdle caps limits.idle_timeout for QUIC flows. A QUIC
 	// connection is dead once it has been silent for its negotiated idle
 	// timeout (30 s in Chrome, Firefox and quic-go); nothing tells the proxy
@@ -85,7 +89,7 @@ func (s *QUIC) ServeQUIC(conn *net.UDPConn) error {
 	s.flows = map[netip.AddrPort]*quicFlow{}
 	s.refused = map[netip.AddrPort]time.Time{}
 	s.mu.Unlock()
-	buf := make([]byte, maxDatagram)
+	buf := make([]byte, maxDatagram+1) // one byte more: a datagram that fills it was cut
 	for {
 		n, src, err := conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -93,6 +97,10 @@ func (s *QUIC) ServeQUIC(conn *net.UDPConn) error {
 				return nil
 			}
 			time.Sleep(5 * time.Millisecond) // a transient error (ICMP feedback): keep serving
+			continue
+		}
+		if n > maxDatagram {
+			s.drop(metrics.QUICDropTooLarge)
 			continue
 		}
 		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())

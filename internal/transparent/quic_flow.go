@@ -356,12 +356,16 @@ func (f *quicFlow) download(up *net.UDPConn, done chan<- error) {
 		}
 		done <- err
 	}()
-	buf := make([]byte, maxDatagram)
+	buf := make([]byte, maxDatagram+1)
 	for {
 		var n int
 		n, err = up.Read(buf)
 		if err != nil {
 			return
+		}
+		if n > maxDatagram {
+			f.s.drop(metrics.QUICDropTooLarge)
+			continue
 		}
 		if _, werr := f.s.conn.WriteToUDPAddrPort(buf[:n], f.src); werr != nil && errors.Is(werr, net.ErrClosed) {
 			err = werr
