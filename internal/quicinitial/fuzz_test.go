@@ -41,7 +41,7 @@ func FuzzInitial(f *testing.F) {
 		if !bytes.Equal(orig, d) {
 			t.Fatal("the datagram was modified")
 		}
-		if hello := c.Hello(); hello != nil && len(hello) > MaxHello {
+		if hello := c.Hello(); len(hello) > MaxHello {
 			t.Fatalf("hello of %d bytes", len(hello))
 		}
 	})
