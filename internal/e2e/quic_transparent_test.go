@@ -323,3 +323,64 @@ func TestQUICShutdownDrains(t *testing.T) {
 		t.Errorf("origin served %d requests, want 2", n)
 	}
 }
+
+// TestQUICHelloTimeout: a client whose hello never completes (only its
+// first Initial datagram gets through; the second half of its post-quantum
+// hello never does) holds its flow for tls.hello_timeout, then the flow is
+// denied with reason hello_timeout and nothing reached the destination.
+func TestQUICHelloTimeout(t *testing.T) {
+	ca := NewCA(t)
+	port, packets := udpCounter(t)
+	p, listen := startQUIC(t, port, `tls { hello_timeout = "1s" }`)
+	shim := newUDPShim(t, listen, func(n int, d []byte) [][]byte {
+		if n == 1 {
+			return [][]byte{d}
+		}
+		return nil
+	})
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newH3ClientOn(t, pc, shim.Addr, ca.Pool)
+	go c.Get("https://allowed.test/") // fails after its handshake timeout
+	e := p.WaitEvent(t, 10*time.Second, func(e Event) bool {
+		return e.Str("egress.listener") == "transparent_quic" && e.Str("event.reason") == "hello_timeout"
+	})
+	if e.Str("event.action") != "deny" {
+		t.Errorf("event %v", e)
+	}
+	waitMetric(t, p, `egress_client_hello_errors_total{error="timeout",listener="transparent_quic"}`, atLeast(1))
+	if packets.Load() != 0 {
+		t.Errorf("the destination received %d packets", packets.Load())
+	}
+}
+
+// TestQUICDestinationRefuses: an allowed flow to a port where nothing
+// listens (ICMP port unreachable on loopback) is a failed allow: reason
+// destination_unavailable, counted, and the client is closed at once.
+func TestQUICDestinationRefuses(t *testing.T) {
+	ca := NewCA(t)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := pc.LocalAddr().(*net.UDPAddr).Port
+	pc.Close()
+	p, listen := startQUIC(t, closed, "")
+	c := newH3Client(t, "127.0.0.1", listen, ca.Pool)
+	start := time.Now()
+	_, err = c.Get("https://allowed.test/")
+	var te *quic.TransportError
+	if !errors.As(err, &te) || te.ErrorCode != 0x150 {
+		t.Fatalf("GET: %v, want CRYPTO_ERROR 0x150 (internal_error)", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("the close took %v", d)
+	}
+	e := quicEvent(t, p, "allowed.test", 5*time.Second)
+	if e.Str("event.action") != "allow" || e.Str("event.reason") != "destination_unavailable" {
+		t.Errorf("event %v", e)
+	}
+	waitMetric(t, p, `egress_upstream_errors_total{reason="destination_unavailable"}`, atLeast(1))
+}

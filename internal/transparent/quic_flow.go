@@ -276,6 +276,8 @@ func (f *quicFlow) dial() (*net.UDPConn, bool) {
 		}
 	}
 	if err != nil {
+		// A refusal may come back (ICMP) while the replay is under way.
+		f.o.Event.SourceBytes = f.upBytes.Load()
 		f.s.Metrics.UpstreamErrors.WithLabelValues(metrics.UpstreamDestinationUnavailable).Inc()
 		f.o.Fail(rules.ReasonUpstreamError, fmt.Errorf("%w: %w", upstream.ErrUnavailable, err))
 		f.sendClose(sni.AlertInternalError)
@@ -337,9 +339,17 @@ loop:
 	}
 	ev := f.o.Event
 	ev.SourceBytes, ev.DestBytes = f.upBytes.Load(), f.downBytes.Load()
-	if why := f.t.ClosedBy(); why != "" {
+	switch why := f.t.ClosedBy(); {
+	case why != "":
 		f.o.Cut(why)
-	} else if err != nil && !errors.Is(err, net.ErrClosed) {
+	case err != nil && !errors.Is(err, net.ErrClosed) && ev.DestBytes == 0:
+		// The destination never answered and refused (an ICMP
+		// unreachable: nothing listens at quic_port): a failed allow, as a
+		// refused TCP dial is, and the client hears it at once.
+		f.s.Metrics.UpstreamErrors.WithLabelValues(metrics.UpstreamDestinationUnavailable).Inc()
+		f.o.Fail(rules.ReasonUpstreamError, fmt.Errorf("%w: %w", upstream.ErrUnavailable, err))
+		f.sendClose(sni.AlertInternalError)
+	case err != nil && !errors.Is(err, net.ErrClosed):
 		ev.Error = err.Error()
 	}
 }
