@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"os"
@@ -383,4 +385,58 @@ func TestQUICDestinationRefuses(t *testing.T) {
 		t.Errorf("event %v", e)
 	}
 	waitMetric(t, p, `egress_upstream_errors_total{reason="destination_unavailable"}`, atLeast(1))
+}
+
+// firstInitial returns the first datagram a real quic-go client sends: a
+// valid client Initial carrying the first half of a post-quantum hello.
+func firstInitial(t *testing.T) []byte {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go quic.DialAddr(ctx, pc.LocalAddr().String(), &tls.Config{ServerName: "allowed.test", NextProtos: []string{"h3"}}, nil)
+	pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 65536)
+	n, _, err := pc.ReadFrom(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append([]byte(nil), buf[:n]...)
+}
+
+// TestQUICSprayedInitials: a client spraying valid Initials from many ports
+// (as one spoofing many addresses would) gets at most a quarter of
+// limits.max_connections (at least 64) of flows collecting their hello; the
+// rest are dropped and counted, and the flows end at tls.hello_timeout.
+func TestQUICSprayedInitials(t *testing.T) {
+	port, packets := udpCounter(t)
+	d := firstInitial(t)
+	p, listen := startQUIC(t, port, `limits { max_connections = 100 }
+tls { hello_timeout = "3s" }`)
+	const sprayed = 80
+	for i := 0; i < sprayed; i++ {
+		c, err := net.Dial("udp", listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitMetric(t, p, quicDropped("flow_table_full"), atLeast(sprayed-64))
+	if v := hxMetric(t, p, `egress_active_connections{listener="transparent_quic"}`); v != 64 {
+		t.Errorf("%v flows collecting, want 64", v)
+	}
+	waitMetric(t, p, `egress_active_connections{listener="transparent_quic"}`, func(v float64) bool { return v == 0 })
+	if n := len(quicEvents(p)); n != 64 {
+		t.Errorf("%d events, want 64 (hello_timeout)", n)
+	}
+	if packets.Load() != 0 {
+		t.Errorf("the destination received %d packets", packets.Load())
+	}
 }

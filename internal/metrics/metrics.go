@@ -91,7 +91,7 @@ const (
 	QUICDropQueueFull      = "queue_full"      // the flow's queue was full (the flow could not keep up)
 	QUICDropClosedFlow     = "closed_flow"     // the address's flow was just denied or refused (client retransmissions)
 	QUICDropDraining       = "draining"        // a new flow during shutdown
-	QUICDropFlowTable      = "flow_table_full" // no room to remember a refused flow
+	QUICDropFlowTable      = "flow_table_full" // too many flows collecting their hello, or no room to remember a refused one
 	QUICDropTooLarge       = "too_large"       // a datagram over 9216 bytes, either way
 )
 

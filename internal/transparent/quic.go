@@ -64,7 +64,7 @@ const (
 // (CRYPTO_ERROR for the TLS alert) and nothing reaches the destination.
 //
 // The read loop owns the listener socket's reads and the flow table; each
-// flow is owned by its own goroutine (serveFlow), which receives the
+// flow is owned by its own goroutine (quicFlow.serve), which receives the
 // datagrams the loop hands it over a channel and is the only one to touch
 // its state. Writes to the client go through the listener socket from the
 // flow's goroutines (UDP writes are safe concurrently).
@@ -79,8 +79,16 @@ type QUIC struct {
 	mu      sync.Mutex
 	flows   map[netip.AddrPort]*quicFlow
 	refused map[netip.AddrPort]time.Time // address → when it is forgotten
+	pending int                          // flows still collecting their hello
 	wg      sync.WaitGroup
 }
+
+// maxPending is how many flows may be collecting their hello at once: a
+// quarter of limits.max_connections (at least 64). A QUIC Initial's source
+// address is not validated, so a client that spoofs many addresses could
+// otherwise hold every connection slot for tls.hello_timeout, TCP clients'
+// included.
+func maxPending(maxConnections int) int { return max(64, maxConnections/4) }
 
 // ServeQUIC reads datagrams from conn until it is closed (by Close).
 func (s *QUIC) ServeQUIC(conn *net.UDPConn) error {
@@ -104,12 +112,24 @@ func (s *QUIC) ServeQUIC(conn *net.UDPConn) error {
 			continue
 		}
 		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-		s.datagram(src, buf[:n])
+		s.guarded(src, buf[:n])
 	}
 }
 
-// Close closes the listener socket and waits for every flow to end; call it
-// after the tracker has closed them (conntrack.Tracker.CloseAll).
+// guarded handles one datagram; a panic (a bug in the parsing of a hostile
+// packet) costs that datagram, not the listener.
+func (s *QUIC) guarded(src netip.AddrPort, b []byte) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.Track.Panicked(audit.ListenerTransparentQUIC, v)
+		}
+	}()
+	s.datagram(src, b)
+}
+
+// Close closes the listener socket, which ends ServeQUIC. Call it after the
+// tracker has closed the flows (conntrack.Tracker.CloseAll): until then
+// their clients' datagrams arrive on it. Wait waits for the flows.
 func (s *QUIC) Close() {
 	s.mu.Lock()
 	c := s.conn
@@ -199,6 +219,13 @@ func (s *QUIC) newFlow(src netip.AddrPort, b []byte) {
 		s.drop(metrics.QUICDropDraining)
 		return
 	}
+	s.mu.Lock()
+	full := s.pending >= maxPending(s.Active.Config().Limits.MaxConnections)
+	s.mu.Unlock()
+	if full {
+		s.drop(metrics.QUICDropFlowTable)
+		return
+	}
 	release, limit := s.Track.Admit(audit.ListenerTransparentQUIC, src.Addr())
 	if release == nil {
 		// Over a limit (counted by Admit): logged like a refused TCP
@@ -219,6 +246,7 @@ func (s *QUIC) newFlow(src netip.AddrPort, b []byte) {
 	f.keep(append([]byte(nil), b...))
 	s.mu.Lock()
 	s.flows[src] = f
+	s.pending++
 	s.mu.Unlock()
 	s.wg.Add(1)
 	go f.serve()
@@ -239,6 +267,13 @@ func (s *QUIC) remember(src netip.AddrPort) {
 		}
 	}
 	s.refused[src] = time.Now().Add(refusedLinger)
+}
+
+// decided says f has stopped collecting its hello.
+func (s *QUIC) decided() {
+	s.mu.Lock()
+	s.pending--
+	s.mu.Unlock()
 }
 
 // ended removes f from the table; a denied flow's address is remembered.

@@ -111,6 +111,7 @@ func (f *quicFlow) serve() {
 // collect takes datagrams until the ClientHello is complete, fails, or
 // hello_timeout (counted from the first datagram) expires.
 func (f *quicFlow) collect() {
+	defer f.s.decided()
 	timeout := f.s.Active.Config().TLS.HelloTimeout
 	timer := time.NewTimer(time.Until(f.start.Add(timeout)))
 	defer timer.Stop()
