@@ -440,3 +440,35 @@ tls { hello_timeout = "3s" }`)
 		t.Errorf("the destination received %d packets", packets.Load())
 	}
 }
+
+// TestQUICSecondConnectionSameSocket: two names served from one address (a
+// CDN). A client opens an allowed connection, then a second connection with
+// a denied SNI from the same socket (so the same flow, and the allowed
+// name's destination): the second connection's Initials are dropped
+// (second_connection), it never reaches the origin, and the first keeps
+// working.
+func TestQUICSecondConnectionSameSocket(t *testing.T) {
+	ca := NewCA(t)
+	origin := newQUICOrigin(t, ca, false, "allowed.test", "www.tiktok.com")
+	p, listen := startQUIC(t, origin.Port, `limits { idle_timeout = "60s" }`)
+	c := newH3Client(t, "127.0.0.1", listen, ca.Pool)
+	if body, err := c.Get("https://allowed.test/"); err != nil || body != "h3 ok allowed.test" {
+		t.Fatalf("first connection: %q, %v", body, err)
+	}
+	target, _ := net.ResolveUDPAddr("udp", listen)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	conn, err := c.tr.Dial(ctx, target, &tls.Config{ServerName: "www.tiktok.com", RootCAs: ca.Pool, NextProtos: []string{"h3"}},
+		&quic.Config{HandshakeIdleTimeout: 3 * time.Second})
+	if err == nil {
+		conn.CloseWithError(0, "")
+		t.Fatalf("a second connection with a denied SNI completed its handshake on the allowed flow")
+	}
+	waitMetric(t, p, quicDropped("second_connection"), atLeast(1))
+	if body, err := c.Get("https://allowed.test/still"); err != nil || body != "h3 ok allowed.test" {
+		t.Fatalf("first connection after: %q, %v", body, err)
+	}
+	if n := origin.Requests.Load(); n != 2 {
+		t.Errorf("origin served %d requests, want 2", n)
+	}
+}

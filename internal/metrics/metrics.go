@@ -93,11 +93,14 @@ const (
 	QUICDropDraining       = "draining"        // a new flow during shutdown
 	QUICDropFlowTable      = "flow_table_full" // too many flows collecting their hello, or no room to remember a refused one
 	QUICDropTooLarge       = "too_large"       // a datagram over 9216 bytes, either way
+	// QUICDropSecondConnection: a client Initial of another connection (or
+	// another ClientHello) on an existing flow's address and port.
+	QUICDropSecondConnection = "second_connection"
 )
 
 var (
 	quicDropReasons = []string{QUICDropUnknownFlow, QUICDropUnknownVersion, QUICDropMalformed, QUICDropDecryptFailed,
-		QUICDropQueueFull, QUICDropClosedFlow, QUICDropDraining, QUICDropFlowTable, QUICDropTooLarge}
+		QUICDropQueueFull, QUICDropClosedFlow, QUICDropDraining, QUICDropFlowTable, QUICDropTooLarge, QUICDropSecondConnection}
 	rejectReasons  = []string{RejectMaxConnections, RejectPerSource, RejectProxyProtocol, RejectProxyProtocolUntrusted}
 	helloErrors    = []string{HelloMalformed, HelloTooLarge, HelloNotTLS, HelloTimeout, HelloTruncated}
 	upstreamErrors = []string{UpstreamDNSError, UpstreamDestinationUnavailable, UpstreamTimeout}
@@ -275,7 +278,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"feed"}),
 		QUICPacketsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "quic_packets_dropped_total",
-			Help: "UDP datagrams the QUIC listener dropped without giving them to a flow, by reason (unknown_flow, unknown_version, malformed, decrypt_failed, queue_full, closed_flow, draining, flow_table_full, too_large).",
+			Help: "UDP datagrams the QUIC listener dropped without giving them to a flow, by reason (unknown_flow, unknown_version, malformed, decrypt_failed, queue_full, closed_flow, draining, flow_table_full, too_large, second_connection).",
 		}, []string{"reason"}),
 	}
 	m.decisionCache.Store(new(sync.Map))

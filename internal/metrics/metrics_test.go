@@ -71,7 +71,7 @@ func TestNamesAndFixedSeries(t *testing.T) {
 		"egress_config_reloads_total":                         2,
 		"egress_connections_rejected_total":                   16,
 		"egress_client_hello_errors_total":                    15,
-		"egress_quic_packets_dropped_total":                   9,
+		"egress_quic_packets_dropped_total":                   10,
 		"egress_upstream_errors_total":                        3,
 		"egress_log_events_dropped_total":                     1,
 		"egress_log_events_total":                             1,

@@ -1,6 +1,7 @@
 package quicinitial
 
 import (
+	"errors"
 	"fmt"
 )
 
@@ -46,6 +47,34 @@ type span struct{ start, end int }
 // AddPayload parses the frames of one decrypted Initial packet and adds the
 // CRYPTO data.
 func (c *Collector) AddPayload(p []byte) error {
+	return walkFrames(p, c.add)
+}
+
+// ErrOtherHello: CRYPTO data that is not the ClientHello the flow was
+// decided on.
+var ErrOtherHello = errors.New("quic: crypto data of another client hello")
+
+// MatchHello checks that every CRYPTO frame in the frames of a decrypted
+// Initial packet carries bytes of hello (the handshake message the flow was
+// decided on) at their offsets: a retransmission of it, or no CRYPTO at all
+// (ACK, PING, PADDING, CONNECTION_CLOSE). Anything else is another hello
+// (ErrOtherHello) or malformed.
+func MatchHello(p, hello []byte) error {
+	err := walkFrames(p, func(off int, data []byte) error {
+		if off+len(data) > len(hello) || string(hello[off:off+len(data)]) != string(data) {
+			return ErrOtherHello
+		}
+		return nil
+	})
+	if errors.Is(err, ErrClosed) {
+		return nil // the client gives up: the server must hear it
+	}
+	return err
+}
+
+// walkFrames parses the frames of a client Initial packet and calls crypto
+// with each CRYPTO frame's offset and data (which alias p).
+func walkFrames(p []byte, crypto func(off int, data []byte) error) error {
 	if len(p) == 0 {
 		return fmt.Errorf("%w: packet without frames", ErrMalformed)
 	}
@@ -72,7 +101,7 @@ func (c *Collector) AddPayload(p []byte) error {
 			if off > MaxHello || off+n > MaxHello {
 				return fmt.Errorf("%w: CRYPTO data at offset %d+%d", ErrTooLarge, off, n)
 			}
-			if err := c.add(int(off), p[hdr:hdr+int(n)]); err != nil {
+			if err := crypto(int(off), p[hdr:hdr+int(n)]); err != nil {
 				return err
 			}
 			p = p[hdr+int(n):]

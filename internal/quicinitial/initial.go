@@ -68,6 +68,11 @@ var (
 	// ErrAuth: the packet did not decrypt (a forgery, a corrupted packet,
 	// or one protected with other keys).
 	ErrAuth = fmt.Errorf("%w: authentication failed", ErrMalformed)
+	// ErrOtherConnection: an Initial sent to another Destination Connection
+	// ID than the Opener's: another connection from the same address and
+	// port, or the same one after the server's first packet (which the
+	// Opener's keys still open: see ClientInitial).
+	ErrOtherConnection = errors.New("quic: initial of another connection")
 	// ErrTooLarge: the ClientHello would be longer than MaxHello, or its
 	// CRYPTO frames reach beyond it.
 	ErrTooLarge = fmt.Errorf("%w: crypto stream too large", ErrMalformed)
@@ -194,6 +199,10 @@ type Header struct {
 	pnOffset, end int
 }
 
+// Len is the length of the packet, header included: where the next packet
+// coalesced in the datagram begins.
+func (h *Header) Len() int { return h.end }
+
 // IsInitial reports whether h is an Initial packet.
 func (h *Header) IsInitial() bool {
 	ver, ok := lookupVersion(h.Version)
@@ -273,6 +282,10 @@ func ParseLongHeader(b []byte) (Header, error) {
 type Opener struct {
 	Version uint32
 	DCID    []byte // a copy
+	// AnyDCID opens Initials sent to any connection ID: a client's Initials
+	// after the server's first packet go to the server's connection ID but
+	// are still protected with the keys of its first (RFC 9001 §5.2).
+	AnyDCID bool
 	keys    *Keys
 	largest int64 // the largest packet number opened, -1 before the first
 	scratch []byte
@@ -293,6 +306,45 @@ func NewOpener(h Header) (*Opener, error) {
 	return &Opener{Version: h.Version, DCID: append([]byte(nil), h.DCID...), keys: k, largest: -1}, nil
 }
 
+// NewOpenerFor returns an Opener with the client Initial keys of dcid: after
+// a Retry, those of the Retry's Source Connection ID.
+func NewOpenerFor(version uint32, dcid []byte) (*Opener, error) {
+	k, err := NewKeys(version, dcid, true)
+	if err != nil {
+		return nil, err
+	}
+	return &Opener{Version: version, DCID: append([]byte(nil), dcid...), keys: k, largest: -1}, nil
+}
+
+// RetrySCID returns the Source Connection ID of a Retry packet of version v
+// or v2 (the connection ID the client's next Initials are sent to, and whose
+// keys protect them), or false if datagram is not a Retry.
+func RetrySCID(datagram []byte) ([]byte, bool) {
+	if len(datagram) < 7 || datagram[0]&0xc0 != 0xc0 {
+		return nil, false
+	}
+	ver, ok := lookupVersion(binary.BigEndian.Uint32(datagram[1:5]))
+	if !ok || datagram[0]>>4&3 != ver.retryType {
+		return nil, false
+	}
+	p := 5
+	for i := 0; i < 2; i++ {
+		if p >= len(datagram) {
+			return nil, false
+		}
+		n := int(datagram[p])
+		p++
+		if n > maxConnIDLen || p+n > len(datagram) {
+			return nil, false
+		}
+		if i == 1 {
+			return datagram[p : p+n : p+n], true
+		}
+		p += n
+	}
+	return nil, false
+}
+
 // OpenDatagram decrypts every Initial packet coalesced in datagram and calls
 // fn with each payload (the frames), which aliases the Opener's scratch
 // buffer until fn returns. Other long-header packets (0-RTT, Handshake) are
@@ -302,6 +354,7 @@ func NewOpener(h Header) (*Opener, error) {
 // ignored, like the padding some clients append.
 func (o *Opener) OpenDatagram(datagram []byte, fn func(payload []byte) error) (int, error) {
 	opened := 0
+	var dcid []byte
 	for first := true; len(datagram) > 0; first = false {
 		h, err := ParseLongHeader(datagram)
 		if err != nil {
@@ -312,17 +365,22 @@ func (o *Opener) OpenDatagram(datagram []byte, fn func(payload []byte) error) (i
 		}
 		pkt := datagram[:h.end]
 		datagram = datagram[h.end:]
+		if first {
+			dcid = h.DCID
+		} else if string(h.DCID) != string(dcid) {
+			// RFC 9000 §12.2 forbids it and tells servers to ignore such
+			// packets; a server that did not would see a connection the
+			// proxy never decided.
+			return opened, fmt.Errorf("%w: coalesced packets of two connections", ErrMalformed)
+		}
 		if !h.IsInitial() || h.Version != o.Version {
 			if first {
 				return 0, ErrNotInitial
 			}
 			continue
 		}
-		if string(h.DCID) != string(o.DCID) {
-			if first {
-				return 0, fmt.Errorf("%w: destination connection id changed", ErrMalformed)
-			}
-			continue
+		if !o.AnyDCID && string(h.DCID) != string(o.DCID) {
+			return 0, ErrOtherConnection
 		}
 		payload, err := o.open(pkt, h.pnOffset)
 		if err != nil {

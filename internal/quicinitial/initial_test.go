@@ -373,8 +373,19 @@ func TestOpenerRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := o.OpenDatagram(d, nop); !errors.Is(err, ErrMalformed) {
+	if _, err := o.OpenDatagram(d, nop); !errors.Is(err, ErrOtherConnection) {
 		t.Errorf("other dcid: %v", err)
+	}
+	o.AnyDCID = true
+	if _, err := o.OpenDatagram(d, nop); !errors.Is(err, ErrAuth) {
+		t.Errorf("other dcid's keys: %v", err)
+	}
+	// Two connections coalesced in one datagram.
+	pkt := d[:h.end]
+	twin := append([]byte(nil), pkt...)
+	twin[6] ^= 0xff // a byte of the DCID
+	if _, err := newOpener().OpenDatagram(append(append([]byte(nil), pkt...), twin...), nop); !errors.Is(err, ErrMalformed) {
+		t.Errorf("coalesced connections: %v", err)
 	}
 	// The original still opens (the Opener never modifies the datagram).
 	if n, err := newOpener().OpenDatagram(d, nop); n != 1 || err != nil {
@@ -404,5 +415,52 @@ func TestVarint(t *testing.T) {
 		if got != v || l != len(b) {
 			t.Errorf("%d: got %d (%d bytes of %d)", v, got, l, len(b))
 		}
+	}
+}
+
+// TestMatchHello: a retransmission of the decided hello matches, whatever
+// its cut; another hello, or bytes past it, do not; frames without CRYPTO
+// data always do.
+func TestMatchHello(t *testing.T) {
+	hello := []byte{1, 0, 0, 6, 'a', 'b', 'c', 'd', 'e', 'f'}
+	cases := []struct {
+		name    string
+		payload []byte
+		want    error
+	}{
+		{"whole", cryptoFrame(0, hello), nil},
+		{"middle", append([]byte{framePing}, cryptoFrame(5, hello[5:8])...), nil},
+		{"ack only", []byte{frameAck, 1, 0, 0, 0, framePadding}, nil},
+		{"close", []byte{frameConnectionClose, 0, 0, 0}, nil},
+		{"other bytes", cryptoFrame(4, []byte("abX")), ErrOtherHello},
+		{"past the end", cryptoFrame(8, []byte("efg")), ErrOtherHello},
+		{"stream frame", []byte{0x08, 0, 0}, ErrMalformed},
+	}
+	for _, c := range cases {
+		err := MatchHello(c.payload, hello)
+		if (c.want == nil) != (err == nil) || c.want != nil && !errors.Is(err, c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, err, c.want)
+		}
+	}
+}
+
+func TestRetrySCID(t *testing.T) {
+	retry := []byte{0xf0, 0, 0, 0, 1, 2, 9, 9, 3, 7, 7, 7, 'T', 'O', 'K'}
+	if scid, ok := RetrySCID(retry); !ok || string(scid) != "\x07\x07\x07" {
+		t.Fatalf("v1 retry: %x %v", scid, ok)
+	}
+	v2retry := append([]byte(nil), retry...)
+	v2retry[0] = 0xc0 // type 0 is Retry in v2
+	copy(v2retry[1:5], []byte{0x6b, 0x33, 0x43, 0xcf})
+	if _, ok := RetrySCID(v2retry); !ok {
+		t.Fatal("v2 retry")
+	}
+	initial := append([]byte(nil), retry...)
+	initial[0] = 0xc0
+	if _, ok := RetrySCID(initial); ok {
+		t.Fatal("v1 initial taken for a retry")
+	}
+	if _, ok := RetrySCID(retry[:10]); ok {
+		t.Fatal("truncated")
 	}
 }

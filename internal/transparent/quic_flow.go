@@ -48,17 +48,37 @@ type quicFlow struct {
 	received int64 // bytes received from the client before the decision (the amplification budget)
 
 	// Decided.
-	t     *conntrack.Conn
-	st    *active.State
-	o     *outcome.Outcome
-	seg   *rules.Segment
-	hello *sni.Hello
-	names rules.Names
-	dest  netip.Addr
+	t        *conntrack.Conn
+	st       *active.State
+	o        *outcome.Outcome
+	seg      *rules.Segment
+	hello    *sni.Hello
+	helloMsg []byte // the ClientHello decided on: the only one the flow may carry
+	names    rules.Names
+	dest     netip.Addr
+	openers  []*quicinitial.Opener // keys the relay checks client Initials with (relay loop only)
 
 	// Relaying.
 	upBytes, downBytes atomic.Int64
-	last               atomic.Int64 // unix nanoseconds of the last datagram either way
+	last               atomic.Int64             // unix nanoseconds of the last datagram either way
+	retrySCIDs         atomic.Pointer[[][]byte] // connection IDs of the server's Retry packets, set by download
+}
+
+// maxRetries bounds the Retry connection IDs a flow remembers.
+const maxRetries = 4
+
+// addRetry remembers a Retry's connection ID (download's goroutine only:
+// the one writer; the relay loop reads).
+func (f *quicFlow) addRetry(scid []byte) {
+	var cur [][]byte
+	if r := f.retrySCIDs.Load(); r != nil {
+		cur = *r
+	}
+	if len(cur) >= maxRetries {
+		return
+	}
+	next := append(append([][]byte(nil), cur...), append([]byte(nil), scid...))
+	f.retrySCIDs.Store(&next)
 }
 
 // cancel is the flow's closer (conntrack): a reload that denies it, or the
@@ -128,9 +148,10 @@ func (f *quicFlow) collect() {
 	}
 	f.s.Metrics.ClientHello.Observe(time.Since(f.start).Seconds())
 	if f.helloErr == nil {
-		f.hello, f.helloErr = sni.ParseQUIC(f.col.Hello())
+		f.helloMsg = append([]byte(nil), f.col.Hello()...)
+		f.hello, f.helloErr = sni.ParseQUIC(f.helloMsg)
 	}
-	f.col = quicinitial.Collector{} // the hello's strings are all that stays
+	f.col = quicinitial.Collector{}
 }
 
 // absorb decrypts one more datagram of the client's and keeps it for the
@@ -146,6 +167,11 @@ func (f *quicFlow) absorb(d []byte) {
 		// Not the client's (a spoofed or corrupted packet): the server
 		// would drop it too.
 		f.s.drop(metrics.QUICDropDecryptFailed)
+		return
+	case errors.Is(err, quicinitial.ErrOtherConnection):
+		// A second connection from the same address and port: never
+		// forwarded (it would reach this flow's destination undecided).
+		f.s.drop(metrics.QUICDropSecondConnection)
 		return
 	case errors.Is(err, quicinitial.ErrNotInitial):
 		// A 0-RTT packet, or anything else the server is to judge:
@@ -285,7 +311,76 @@ func (f *quicFlow) dial() (*net.UDPConn, bool) {
 		return nil, false
 	}
 	f.buffered, f.hello = nil, nil
+	f.op.AnyDCID = true // from here the client's Initials go to the server's connection ID
+	f.openers = []*quicinitial.Opener{f.op}
 	return up, true
+}
+
+// continues reports whether a client datagram of a relaying flow belongs to
+// the connection that was decided. Only Initial packets can carry a
+// ClientHello, so each Initial packet in the datagram must open with this
+// connection's keys (those of its first connection ID, or after a Retry the
+// Retry's; of either version, for a compatible version upgrade) and carry no
+// CRYPTO data but the decided hello's own bytes. So a client cannot start a
+// second connection with another SNI on a flow whose destination was
+// allowed for the first (two names on one CDN address), nor reuse the first
+// connection's ID with another hello once the server has forgotten it.
+func (f *quicFlow) continues(d []byte) bool {
+	for rest := d; len(rest) > 0; {
+		h, err := quicinitial.ParseLongHeader(rest)
+		if err != nil {
+			return true // a short header (1-RTT data), or nothing a server could read as a hello
+		}
+		pkt := rest[:h.Len()]
+		rest = rest[h.Len():]
+		if h.IsInitial() && !f.sameConnection(h, pkt) {
+			return false
+		}
+	}
+	return true
+}
+
+// sameConnection checks one client Initial packet (see continues).
+func (f *quicFlow) sameConnection(h quicinitial.Header, pkt []byte) bool {
+	match := func(p []byte) error { return quicinitial.MatchHello(p, f.helloMsg) }
+	dcids := [][]byte{f.op.DCID}
+	if r := f.retrySCIDs.Load(); r != nil {
+		dcids = append(dcids, *r...)
+	}
+	for _, dcid := range dcids {
+		op := f.opener(h.Version, dcid)
+		if op == nil {
+			continue
+		}
+		_, err := op.OpenDatagram(pkt, match)
+		if err == nil {
+			return true
+		}
+		if !errors.Is(err, quicinitial.ErrAuth) {
+			return false // another hello, or malformed
+		}
+	}
+	return false
+}
+
+// opener returns the cached Opener of (version, dcid): the flow's first
+// connection ID and its Retries', under v1 and v2.
+func (f *quicFlow) opener(v uint32, dcid []byte) *quicinitial.Opener {
+	for _, o := range f.openers {
+		if o.Version == v && string(o.DCID) == string(dcid) {
+			return o
+		}
+	}
+	if len(f.openers) >= 2*(1+maxRetries) {
+		return nil
+	}
+	o, err := quicinitial.NewOpenerFor(v, dcid)
+	if err != nil {
+		return nil
+	}
+	o.AnyDCID = true
+	f.openers = append(f.openers, o)
+	return o
 }
 
 // count adds a relayed datagram to the flow's and the process's byte counts.
@@ -316,6 +411,10 @@ loop:
 	for {
 		select {
 		case d := <-f.in:
+			if !f.continues(d) {
+				f.s.drop(metrics.QUICDropSecondConnection)
+				continue
+			}
 			if _, werr := up.Write(d); werr != nil {
 				err = werr
 				break loop
@@ -377,6 +476,14 @@ func (f *quicFlow) download(up *net.UDPConn, done chan<- error) {
 		if n > maxDatagram {
 			f.s.drop(metrics.QUICDropTooLarge)
 			continue
+		}
+		if scid, ok := quicinitial.RetrySCID(buf[:n]); ok {
+			// Passed through unchanged; the client's next Initials are
+			// protected with the keys of its connection ID. A server
+			// answers each Initial datagram without a token with a Retry
+			// of its own (a post-quantum hello: two) and the client takes
+			// one of them: every one is remembered, up to maxRetries.
+			f.addRetry(scid)
 		}
 		if _, werr := f.s.conn.WriteToUDPAddrPort(buf[:n], f.src); werr != nil && errors.Is(werr, net.ErrClosed) {
 			err = werr
