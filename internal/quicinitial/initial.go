@@ -347,11 +347,17 @@ func RetrySCID(datagram []byte) ([]byte, bool) {
 
 // OpenDatagram decrypts every Initial packet coalesced in datagram and calls
 // fn with each payload (the frames), which aliases the Opener's scratch
-// buffer until fn returns. Other long-header packets (0-RTT, Handshake) are
-// skipped; a short-header packet ends the datagram. It returns the number of
-// Initial packets opened. The first packet must be an Initial of the
-// Opener's version and connection ID; what follows it that does not parse is
-// ignored, like the padding some clients append.
+// buffer until fn returns. It returns the number of Initial packets opened.
+//
+// Every long-header packet in the datagram must carry the first's
+// Destination Connection ID (RFC 9000 §12.2; else ErrMalformed), and every
+// Initial must be of the Opener's version and, unless AnyDCID, connection
+// ID (else ErrOtherConnection): a datagram that would start another
+// connection at the server is refused whatever comes first in it. Other
+// long-header packets (0-RTT, Handshake) are skipped; a short-header packet,
+// or bytes after the first packet that do not parse (the padding some
+// clients append), end the datagram. A datagram without any Initial packet
+// fails with ErrNotInitial.
 func (o *Opener) OpenDatagram(datagram []byte, fn func(payload []byte) error) (int, error) {
 	opened := 0
 	var dcid []byte
@@ -361,26 +367,22 @@ func (o *Opener) OpenDatagram(datagram []byte, fn func(payload []byte) error) (i
 			if first {
 				return 0, err
 			}
-			return opened, nil
+			break
 		}
 		pkt := datagram[:h.end]
 		datagram = datagram[h.end:]
 		if first {
 			dcid = h.DCID
 		} else if string(h.DCID) != string(dcid) {
-			// RFC 9000 §12.2 forbids it and tells servers to ignore such
-			// packets; a server that did not would see a connection the
-			// proxy never decided.
+			// A server that did not ignore such a packet would see a
+			// connection the proxy never decided.
 			return opened, fmt.Errorf("%w: coalesced packets of two connections", ErrMalformed)
 		}
-		if !h.IsInitial() || h.Version != o.Version {
-			if first {
-				return 0, ErrNotInitial
-			}
+		if !h.IsInitial() {
 			continue
 		}
-		if !o.AnyDCID && string(h.DCID) != string(o.DCID) {
-			return 0, ErrOtherConnection
+		if h.Version != o.Version || !o.AnyDCID && string(h.DCID) != string(o.DCID) {
+			return opened, ErrOtherConnection
 		}
 		payload, err := o.open(pkt, h.pnOffset)
 		if err != nil {
@@ -390,6 +392,9 @@ func (o *Opener) OpenDatagram(datagram []byte, fn func(payload []byte) error) (i
 		if err := fn(payload); err != nil {
 			return opened, err
 		}
+	}
+	if opened == 0 {
+		return 0, ErrNotInitial
 	}
 	return opened, nil
 }

@@ -464,3 +464,29 @@ func TestRetrySCID(t *testing.T) {
 		t.Fatal("truncated")
 	}
 }
+
+// TestOpenerHiddenConnection: an Initial of another connection is refused
+// wherever it is in the datagram, behind a 0-RTT packet of its own
+// connection ID included.
+func TestOpenerHiddenConnection(t *testing.T) {
+	a := captureClient(t, "allowed.example.test", []quic.Version{quic.Version1}, 1).datagrams[0]
+	b := captureClient(t, "denied.example.test", []quic.Version{quic.Version1}, 1).datagrams[0]
+	ha, _ := ParseLongHeader(a)
+	hb, _ := ParseLongHeader(b)
+	o, err := NewOpener(ha)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zeroRTT := []byte{0xd0, 0, 0, 0, 1, byte(len(hb.DCID))}
+	zeroRTT = append(zeroRTT, hb.DCID...)
+	zeroRTT = append(zeroRTT, 0)        // SCID
+	zeroRTT = append(zeroRTT, 0x40, 24) // length
+	zeroRTT = append(zeroRTT, make([]byte, 24)...)
+	d := append(zeroRTT, b[:hb.Len()]...)
+	if _, err := o.OpenDatagram(d, func([]byte) error { return nil }); !errors.Is(err, ErrOtherConnection) {
+		t.Fatalf("got %v, want ErrOtherConnection", err)
+	}
+	if _, err := o.OpenDatagram(zeroRTT, func([]byte) error { return nil }); !errors.Is(err, ErrNotInitial) {
+		t.Fatalf("0-RTT alone: got %v, want ErrNotInitial", err)
+	}
+}

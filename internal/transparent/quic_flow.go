@@ -173,9 +173,13 @@ func (f *quicFlow) absorb(d []byte) {
 		// forwarded (it would reach this flow's destination undecided).
 		f.s.drop(metrics.QUICDropSecondConnection)
 		return
+	case n == 0 && errors.Is(err, quicinitial.ErrVersion):
+		f.s.drop(metrics.QUICDropUnknownVersion)
+		return
 	case errors.Is(err, quicinitial.ErrNotInitial):
-		// A 0-RTT packet, or anything else the server is to judge:
-		// replayed as it came.
+		// 0-RTT or Handshake packets of the same connection ID, a short
+		// header: nothing that starts a connection; the server judges
+		// them, replayed as they came.
 	case err != nil:
 		f.helloErr = err
 		return
