@@ -75,6 +75,12 @@ type quicOrigin struct {
 
 func newQUICOrigin(t testing.TB, ca *CA, retry bool, names ...string) *quicOrigin {
 	t.Helper()
+	return newQUICOriginVersions(t, ca, retry, []quic.Version{quic.Version1, quic.Version2}, names...)
+}
+
+// newQUICOriginVersions is newQUICOrigin speaking only versions.
+func newQUICOriginVersions(t testing.TB, ca *CA, retry bool, versions []quic.Version, names ...string) *quicOrigin {
+	t.Helper()
 	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +91,7 @@ func newQUICOrigin(t testing.TB, ca *CA, retry bool, names ...string) *quicOrigi
 		tr.VerifySourceAddress = func(net.Addr) bool { return true } // a Retry for every new connection
 	}
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{ca.Leaf(t, names...)}, NextProtos: []string{http3.NextProtoH3}}
-	ln, err := tr.ListenEarly(tlsConf, &quic.Config{Versions: []quic.Version{quic.Version1, quic.Version2}})
+	ln, err := tr.ListenEarly(tlsConf, &quic.Config{Versions: versions})
 	if err != nil {
 		t.Fatal(err)
 	}

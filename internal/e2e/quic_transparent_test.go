@@ -472,3 +472,32 @@ func TestQUICSecondConnectionSameSocket(t *testing.T) {
 		t.Errorf("origin served %d requests, want 2", n)
 	}
 }
+
+// TestQUICVersionNegotiation: a client that starts with QUIC v2 at a
+// v1-only origin gets the origin's Version Negotiation packet through the
+// flow, which ends there; its v1 attempt is a new flow, decided again, and
+// connects.
+func TestQUICVersionNegotiation(t *testing.T) {
+	ca := NewCA(t)
+	origin := newQUICOriginVersions(t, ca, false, []quic.Version{quic.Version1}, "allowed.test")
+	p, listen := startQUIC(t, origin.Port, `limits { idle_timeout = "1s" }`)
+	c := newH3Client(t, "127.0.0.1", listen, ca.Pool) // for its socket
+	target, _ := net.ResolveUDPAddr("udp", listen)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := c.tr.Dial(ctx, target, &tls.Config{ServerName: "allowed.test", RootCAs: ca.Pool, NextProtos: []string{"h3"}},
+		&quic.Config{Versions: []quic.Version{quic.Version2, quic.Version1}})
+	if err != nil {
+		t.Fatalf("handshake: %v\n%s", err, p.Stderr())
+	}
+	if v := conn.ConnectionState().Version; v != quic.Version1 {
+		t.Errorf("negotiated %v, want v1", v)
+	}
+	conn.CloseWithError(0, "")
+	p.WaitEvent(t, 10*time.Second, func(Event) bool { return len(quicEvents(p)) == 2 })
+	for _, e := range quicEvents(p) {
+		if e.Str("event.action") != "allow" || e.Str("tls.client.server_name") != "allowed.test" || e.Str("error.message") != "" {
+			t.Errorf("event %v", e)
+		}
+	}
+}

@@ -316,6 +316,12 @@ func NewOpenerFor(version uint32, dcid []byte) (*Opener, error) {
 	return &Opener{Version: version, DCID: append([]byte(nil), dcid...), keys: k, largest: -1}, nil
 }
 
+// IsVersionNegotiation reports whether datagram is a Version Negotiation
+// packet (a long header with version 0, RFC 9000 §17.2.1).
+func IsVersionNegotiation(datagram []byte) bool {
+	return len(datagram) >= 7 && datagram[0]&0x80 != 0 && binary.BigEndian.Uint32(datagram[1:5]) == 0
+}
+
 // RetrySCID returns the Source Connection ID of a Retry packet of version v
 // or v2 (the connection ID the client's next Initials are sent to, and whose
 // keys protect them), or false if datagram is not a Retry.

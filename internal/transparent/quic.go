@@ -276,6 +276,16 @@ func (s *QUIC) decided() {
 	s.mu.Unlock()
 }
 
+// forget removes f from the table while it ends: the address's next
+// datagram starts a new flow.
+func (s *QUIC) forget(f *quicFlow) {
+	s.mu.Lock()
+	if s.flows[f.src] == f {
+		delete(s.flows, f.src)
+	}
+	s.mu.Unlock()
+}
+
 // ended removes f from the table; a denied flow's address is remembered.
 func (s *QUIC) ended(f *quicFlow, denied bool) {
 	s.mu.Lock()

@@ -23,7 +23,13 @@ import (
 	"github.com/egress-proxy/egress/internal/upstream"
 )
 
-var errHelloTimeout = errors.New("quic: timeout collecting the client hello")
+var (
+	errHelloTimeout = errors.New("quic: timeout collecting the client hello")
+	// errVersionNegotiation ends a flow whose server answered with a
+	// Version Negotiation packet: the client's next attempt is another
+	// connection, in another version, with a hello of its own.
+	errVersionNegotiation = errors.New("quic: version negotiation")
+)
 
 // quicFlow is one client address's QUIC flow: collecting its hello, then
 // decided, then relaying. Its goroutine (serve) owns every field but in,
@@ -446,6 +452,7 @@ loop:
 	switch why := f.t.ClosedBy(); {
 	case why != "":
 		f.o.Cut(why)
+	case errors.Is(err, errVersionNegotiation):
 	case err != nil && !errors.Is(err, net.ErrClosed) && ev.DestBytes == 0:
 		// The destination never answered and refused (an ICMP
 		// unreachable: nothing listens at quic_port): a failed allow, as a
@@ -460,7 +467,8 @@ loop:
 
 // download copies the destination's datagrams to the client until up is
 // closed or fails (an ICMP unreachable: nothing listens at quic_port). Retry
-// and Version Negotiation packets pass through like any other.
+// and Version Negotiation packets pass through unchanged; a Version
+// Negotiation as the server's first answer also ends the flow.
 func (f *quicFlow) download(up *net.UDPConn, done chan<- error) {
 	var err error
 	defer func() {
@@ -480,6 +488,15 @@ func (f *quicFlow) download(up *net.UDPConn, done chan<- error) {
 		if n > maxDatagram {
 			f.s.drop(metrics.QUICDropTooLarge)
 			continue
+		}
+		if f.downBytes.Load() == 0 && quicinitial.IsVersionNegotiation(buf[:n]) {
+			// The flow is over before the client hears of it: its next
+			// Initial starts a new flow, decided again.
+			f.s.forget(f)
+			f.s.conn.WriteToUDPAddrPort(buf[:n], f.src)
+			f.count(false, n)
+			err = errVersionNegotiation
+			return
 		}
 		if scid, ok := quicinitial.RetrySCID(buf[:n]); ok {
 			// Passed through unchanged; the client's next Initials are
