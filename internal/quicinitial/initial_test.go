@@ -165,6 +165,7 @@ func TestQuicGoClientHello(t *testing.T) {
 			}
 			// A post-quantum key share makes the hello longer than one
 			// packet: the point of reassembly.
+			t.Logf("%s: hello of %d bytes in %d CRYPTO frames over %d datagrams", tc.name, len(msg), col.Frames, len(c.datagrams))
 			if len(msg) < 1200 || col.Frames < 2 {
 				t.Errorf("hello of %d bytes in %d CRYPTO frames: want a post-quantum hello over two packets", len(msg), col.Frames)
 			}
