@@ -226,6 +226,10 @@ func (s *server) listen(cfg *rules.Config) error {
 		if rerr != nil {
 			return fmt.Errorf("transparent quic listener: %w", rerr)
 		}
+		// Every client datagram of every flow arrives here: room for a
+		// burst while the read loop hands them out (the kernel caps it
+		// at net.core.rmem_max).
+		s.quicConn.SetReadBuffer(4 << 20)
 	}
 	if cfg.Admin.Listen != "" {
 		if s.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
