@@ -501,3 +501,27 @@ func TestQUICVersionNegotiation(t *testing.T) {
 		}
 	}
 }
+
+// TestQUICMissingSNI: a ClientHello without SNI (a client dialing an IP
+// address) is always denied on the QUIC listener, as on transparent TLS,
+// with the close at once.
+func TestQUICMissingSNI(t *testing.T) {
+	ca := NewCA(t)
+	port, packets := udpCounter(t)
+	p, listen := startQUIC(t, port, "")
+	c := newH3Client(t, "127.0.0.1", listen, ca.Pool)
+	_, err := c.Get("https://127.0.0.1/") // crypto/tls sends no SNI for an IP address
+	var te *quic.TransportError
+	if !errors.As(err, &te) || te.ErrorCode != 0x131 {
+		t.Fatalf("GET: %v, want CRYPTO_ERROR 0x131", err)
+	}
+	e := p.WaitEvent(t, 5*time.Second, func(e Event) bool {
+		return e.Str("egress.listener") == "transparent_quic" && e.Str("event.reason") == "missing_sni"
+	})
+	if e.Str("event.action") != "deny" || !strings.HasPrefix(e.Str("egress.tls.ja4"), "q13i") {
+		t.Errorf("event %v", e)
+	}
+	if packets.Load() != 0 {
+		t.Errorf("the destination received %d packets", packets.Load())
+	}
+}
