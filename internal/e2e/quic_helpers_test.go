@@ -192,8 +192,11 @@ func udpCounter(t *testing.T) (port int, packets *atomic.Int64) {
 // client's datagrams through rewrite (which returns the datagrams to send
 // now, in order) and everything from egress back unchanged.
 type udpShim struct {
-	Addr   *net.UDPAddr // where the client sends
-	mu     sync.Mutex
+	Addr *net.UDPAddr // where the client sends
+	// DropReplies is how many of egress's next datagrams to the client
+	// are lost.
+	DropReplies atomic.Int32
+	mu          sync.Mutex
 	client *net.UDPAddr
 	seen   int // client datagrams so far
 }
@@ -233,6 +236,9 @@ func newUDPShim(t *testing.T, egress string, rewrite func(n int, d []byte) [][]b
 			n, err := back.Read(buf)
 			if err != nil {
 				return
+			}
+			if s.DropReplies.Add(-1) >= 0 {
+				continue
 			}
 			s.mu.Lock()
 			c := s.client

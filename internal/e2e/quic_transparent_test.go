@@ -525,3 +525,35 @@ func TestQUICMissingSNI(t *testing.T) {
 		t.Errorf("the destination received %d packets", packets.Load())
 	}
 }
+
+// TestQUICDeniedCloseLost: the CONNECTION_CLOSE of a denied flow is lost;
+// the client's retransmitted Initial gets it again (one event, one
+// decision), and the client fails with CRYPTO_ERROR 0x131.
+func TestQUICDeniedCloseLost(t *testing.T) {
+	ca := NewCA(t)
+	port, packets := udpCounter(t)
+	p, listen := startQUIC(t, port, "")
+	shim := newUDPShim(t, listen, func(_ int, d []byte) [][]byte { return [][]byte{d} })
+	shim.DropReplies.Store(1)
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newH3ClientOn(t, pc, shim.Addr, ca.Pool)
+	start := time.Now()
+	_, err = c.Get("https://www.tiktok.com/")
+	var te *quic.TransportError
+	if !errors.As(err, &te) || te.ErrorCode != 0x131 {
+		t.Fatalf("GET: %v, want CRYPTO_ERROR 0x131", err)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("the close took %v", d)
+	}
+	waitMetric(t, p, quicDropped("closed_flow"), atLeast(1))
+	if n := len(quicEvents(p)); n != 1 {
+		t.Errorf("%d events, want 1", n)
+	}
+	if packets.Load() != 0 {
+		t.Errorf("the destination received %d packets", packets.Load())
+	}
+}

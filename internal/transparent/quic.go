@@ -78,9 +78,15 @@ type QUIC struct {
 	conn    *net.UDPConn
 	mu      sync.Mutex
 	flows   map[netip.AddrPort]*quicFlow
-	refused map[netip.AddrPort]time.Time // address → when it is forgotten
-	pending int                          // flows still collecting their hello
+	refused map[netip.AddrPort]refusal
+	pending int // flows still collecting their hello
 	wg      sync.WaitGroup
+}
+
+// refusal is a remembered address of a denied or refused flow.
+type refusal struct {
+	until time.Time // when it is forgotten
+	close []byte    // the CONNECTION_CLOSE it was sent, if any: sent again to each retransmission
 }
 
 // maxPending is how many flows may be collecting their hello at once: a
@@ -95,7 +101,7 @@ func (s *QUIC) ServeQUIC(conn *net.UDPConn) error {
 	s.mu.Lock()
 	s.conn = conn
 	s.flows = map[netip.AddrPort]*quicFlow{}
-	s.refused = map[netip.AddrPort]time.Time{}
+	s.refused = map[netip.AddrPort]refusal{}
 	s.mu.Unlock()
 	buf := make([]byte, maxDatagram+1) // one byte more: a datagram that fills it was cut
 	for {
@@ -151,14 +157,12 @@ func (s *QUIC) drop(reason string) {
 func (s *QUIC) datagram(src netip.AddrPort, b []byte) {
 	s.mu.Lock()
 	f := s.flows[src]
+	var r refusal
 	refused := false
 	if f == nil {
-		if until, ok := s.refused[src]; ok {
-			if time.Now().Before(until) {
-				refused = true
-			} else {
-				delete(s.refused, src)
-			}
+		if r, refused = s.refused[src]; refused && !time.Now().Before(r.until) {
+			delete(s.refused, src)
+			refused = false
 		}
 	}
 	s.mu.Unlock()
@@ -173,6 +177,11 @@ func (s *QUIC) datagram(src netip.AddrPort, b []byte) {
 		return
 	case refused:
 		s.drop(metrics.QUICDropClosedFlow)
+		if r.close != nil && len(b) >= quicinitial.MinDatagram {
+			// The close may have been lost: this retransmission gets it
+			// again (far under three times its size).
+			s.conn.WriteToUDPAddrPort(r.close, src)
+		}
 		return
 	}
 	s.newFlow(src, b)
@@ -237,7 +246,7 @@ func (s *QUIC) newFlow(src netip.AddrPort, b []byte) {
 		o.Event.Error = "limit: " + limit
 		o.Finish()
 		s.mu.Lock()
-		s.remember(src)
+		s.remember(src, nil)
 		s.mu.Unlock()
 		return
 	}
@@ -252,12 +261,13 @@ func (s *QUIC) newFlow(src netip.AddrPort, b []byte) {
 	go f.serve()
 }
 
-// remember keeps src as refused for refusedLinger. s.mu must be held.
-func (s *QUIC) remember(src netip.AddrPort) {
+// remember keeps src as refused for refusedLinger, with the close it was
+// sent (nil: none). s.mu must be held.
+func (s *QUIC) remember(src netip.AddrPort, closePkt []byte) {
 	if len(s.refused) >= maxRefused {
 		now := time.Now()
-		for a, until := range s.refused {
-			if now.After(until) {
+		for a, r := range s.refused {
+			if now.After(r.until) {
 				delete(s.refused, a)
 			}
 		}
@@ -266,7 +276,7 @@ func (s *QUIC) remember(src netip.AddrPort) {
 			return
 		}
 	}
-	s.refused[src] = time.Now().Add(refusedLinger)
+	s.refused[src] = refusal{until: time.Now().Add(refusedLinger), close: closePkt}
 }
 
 // decided says f has stopped collecting its hello.
@@ -293,7 +303,7 @@ func (s *QUIC) ended(f *quicFlow, denied bool) {
 		delete(s.flows, f.src)
 	}
 	if denied {
-		s.remember(f.src)
+		s.remember(f.src, f.closePkt)
 	}
 	s.mu.Unlock()
 }

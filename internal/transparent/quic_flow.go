@@ -49,6 +49,7 @@ type quicFlow struct {
 	op       *quicinitial.Opener
 	col      quicinitial.Collector
 	helloErr error
+	closePkt []byte   // the CONNECTION_CLOSE sent, if any
 	buffered [][]byte // every datagram of the client's so far, in order, for the replay
 	bufBytes int
 	received int64 // bytes received from the client before the decision (the amplification budget)
@@ -523,4 +524,5 @@ func (f *quicFlow) sendClose(alert uint8) {
 		return
 	}
 	f.s.conn.WriteToUDPAddrPort(pkt, f.src)
+	f.closePkt = pkt
 }
