@@ -197,8 +197,8 @@ type udpShim struct {
 	// are lost.
 	DropReplies atomic.Int32
 	mu          sync.Mutex
-	client *net.UDPAddr
-	seen   int // client datagrams so far
+	client      *net.UDPAddr
+	seen        int // client datagrams so far
 }
 
 func newUDPShim(t *testing.T, egress string, rewrite func(n int, d []byte) [][]byte) *udpShim {
