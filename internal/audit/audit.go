@@ -59,11 +59,12 @@ const (
 	ListenerTransparentHTTP  = "transparent_http"
 	// ListenerProxyTLS is the explicit proxy behind TLS (proxy.tls_listen,
 	// SPEC §10.2).
-	ListenerProxyTLS = "proxy_tls"
+	ListenerProxyTLS        = "proxy_tls"
+	ListenerTransparentQUIC = "transparent_quic" // UDP (SPEC §10.1)
 )
 
 // Listeners is every listener name, in a stable order.
-var Listeners = []string{ListenerProxy, ListenerTransparentHTTPS, ListenerTransparentHTTP, ListenerProxyTLS}
+var Listeners = []string{ListenerProxy, ListenerTransparentHTTPS, ListenerTransparentHTTP, ListenerProxyTLS, ListenerTransparentQUIC}
 
 // ECSVersion is the ECS version the events declare in "ecs.version".
 const ECSVersion = "8.11.0"
@@ -107,7 +108,7 @@ type Event struct {
 	ConfigVersion string        // egress.config_version
 	Exception     *Exception    // egress.exception {owner,ticket,expires}
 	Segment       string        // egress.segment
-	Listener      string        // egress.listener proxy|transparent_https|transparent_http
+	Listener      string        // egress.listener proxy|transparent_https|transparent_http|transparent_quic
 	Monitor       []MonitorHit  // egress.monitor [{rule,ruleset,action}]
 	SourceIP      string        // source.ip
 	SourcePort    int           // source.port

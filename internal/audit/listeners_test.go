@@ -16,8 +16,9 @@ import (
 // nowhere else in production code (no second const or var holding
 // "transparent_https" etc.), so events and metric labels cannot drift apart.
 func TestListenerNamesDefinedOnce(t *testing.T) {
-	if len(Listeners) != 4 || !slices.Contains(Listeners, ListenerProxy) || !slices.Contains(Listeners, ListenerProxyTLS) ||
-		!slices.Contains(Listeners, ListenerTransparentHTTPS) || !slices.Contains(Listeners, ListenerTransparentHTTP) {
+	if len(Listeners) != 5 || !slices.Contains(Listeners, ListenerProxy) || !slices.Contains(Listeners, ListenerProxyTLS) ||
+		!slices.Contains(Listeners, ListenerTransparentHTTPS) || !slices.Contains(Listeners, ListenerTransparentHTTP) ||
+		!slices.Contains(Listeners, ListenerTransparentQUIC) {
 		t.Fatalf("Listeners = %v", Listeners)
 	}
 	root := filepath.Join("..", "..")

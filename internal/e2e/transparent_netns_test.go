@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -34,6 +36,7 @@ const (
 	nsTarget    = "192.0.2.10"
 	nsHTTPSPort = 18443
 	nsHTTPPort  = 18080
+	nsQUICPort  = 18444 // UDP
 )
 
 func TestTransparentNetns(t *testing.T) {
@@ -73,9 +76,10 @@ func TestTransparentNetns(t *testing.T) {
     type nat hook prerouting priority dstnat; policy accept;
     iifname "vp" tcp dport 443 redirect to :%d
     iifname "vp" tcp dport 80 redirect to :%d
+    iifname "vp" udp dport 443 redirect to :%d
   }
 }
-`, nsHTTPSPort, nsHTTPPort)
+`, nsHTTPSPort, nsHTTPPort, nsQUICPort)
 	steps := [][]string{
 		// The veth pair is created inside the namespaces: nothing in ours.
 		{"ip", "-n", proxyNS, "link", "add", "vp", "type", "veth", "peer", "name", "vc", "netns", clientNS},
@@ -149,8 +153,11 @@ func TestTransparentNetnsInner(t *testing.T) {
 	ca := NewCA(t)
 	tlsOrigin := NewOrigin(t, ca, nil, "allowed.test", "www.tiktok.com")
 	httpOrigin := NewOrigin(t, nil, nil)
+	quicOrigin := newQUICOrigin(t, ca, false, "allowed.test", "www.tiktok.com")
 	cfg := strings.NewReplacer("{{HTTPS}}", fmt.Sprintf("%s:%d", nsProxyIP, nsHTTPSPort),
-		"{{HTTP}}", fmt.Sprintf("%s:%d", nsProxyIP, nsHTTPPort)).Replace(tpConfig(tlsOrigin.Port, httpOrigin.Port, `
+		"{{HTTP}}", fmt.Sprintf("%s:%d", nsProxyIP, nsHTTPPort),
+		"transparent {", fmt.Sprintf("transparent {\n  quic_listen = \"0.0.0.0:%d\"\n  quic_port   = %d", nsQUICPort, quicOrigin.Port),
+	).Replace(tpConfig(tlsOrigin.Port, httpOrigin.Port, `
 segment "netns-clients" {
   sources  = ["10.213.0.0/24"]
   default  = "allow"
@@ -223,4 +230,60 @@ segment "netns-clients" {
 	if ev.Str("source.ip") != nsClientIP || ev.Str("event.action") != "allow" {
 		t.Fatalf("event %v", ev)
 	}
+
+	// QUIC: UDP 443 redirected to the QUIC listener; the answers go back
+	// through the same NAT entry, as if from the address dialed.
+	pc, err := listenUDPInNS(clientNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := &net.UDPAddr{IP: net.ParseIP(nsTarget), Port: 443}
+	h3 := newH3ClientOn(t, pc, target, ca.Pool)
+	if body, err := h3.Get("https://allowed.test/netns"); err != nil || body != "h3 ok allowed.test" {
+		t.Fatalf("QUIC allowed: %q, %v", body, err)
+	}
+	h3.Close()
+	pc, err = listenUDPInNS(clientNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h3 = newH3ClientOn(t, pc, target, ca.Pool)
+	_, err = h3.Get("https://www.tiktok.com/")
+	var te *quic.TransportError
+	if !errors.As(err, &te) || te.ErrorCode != 0x131 {
+		t.Fatalf("QUIC tiktok: want CRYPTO_ERROR 0x131, got %v", err)
+	}
+	ev = tpEvent(t, p, "transparent_quic", "tls.client.server_name", "www.tiktok.com")
+	if ev.Str("source.ip") != nsClientIP || ev.Str("event.action") != "deny" || ev.Str("egress.segment") != "netns-clients" {
+		t.Fatalf("QUIC event %v", ev)
+	}
+	if n := quicOrigin.Requests.Load(); n != 1 {
+		t.Fatalf("QUIC origin served %d requests, want 1", n)
+	}
+}
+
+// listenUDPInNS opens a UDP socket in network namespace ns (see dialInNS).
+func listenUDPInNS(ns string) (*net.UDPConn, error) {
+	type result struct {
+		c   *net.UDPConn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		f, err := os.Open("/run/netns/" + ns)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: fmt.Errorf("setns: %v", err)}
+			return
+		}
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4zero})
+		ch <- result{c, err}
+	}()
+	r := <-ch
+	return r.c, r.err
 }

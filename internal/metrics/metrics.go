@@ -81,12 +81,31 @@ const (
 	UpstreamTimeout                = "timeout"
 )
 
+// Reason label values of egress_quic_packets_dropped_total: datagrams the
+// QUIC listener dropped without a flow to give them to.
+const (
+	QUICDropUnknownFlow    = "unknown_flow"    // not a client Initial, and no flow of that address (a short header after a migration, a late packet)
+	QUICDropUnknownVersion = "unknown_version" // a long header of a version other than QUIC v1 and v2
+	QUICDropMalformed      = "malformed"       // garbage, a bad header, an Initial in a datagram under 1200 bytes
+	QUICDropDecryptFailed  = "decrypt_failed"  // an Initial that did not authenticate
+	QUICDropQueueFull      = "queue_full"      // the flow's queue was full (the flow could not keep up)
+	QUICDropClosedFlow     = "closed_flow"     // the address's flow was just denied or refused (client retransmissions)
+	QUICDropDraining       = "draining"        // a new flow during shutdown
+	QUICDropFlowTable      = "flow_table_full" // too many flows collecting their hello, or no room to remember a refused one
+	QUICDropTooLarge       = "too_large"       // a datagram over 9216 bytes, either way
+	// QUICDropSecondConnection: a client Initial of another connection (or
+	// another ClientHello) on an existing flow's address and port.
+	QUICDropSecondConnection = "second_connection"
+)
+
 var (
+	quicDropReasons = []string{QUICDropUnknownFlow, QUICDropUnknownVersion, QUICDropMalformed, QUICDropDecryptFailed,
+		QUICDropQueueFull, QUICDropClosedFlow, QUICDropDraining, QUICDropFlowTable, QUICDropTooLarge, QUICDropSecondConnection}
 	rejectReasons  = []string{RejectMaxConnections, RejectPerSource, RejectProxyProtocol, RejectProxyProtocolUntrusted}
 	helloErrors    = []string{HelloMalformed, HelloTooLarge, HelloNotTLS, HelloTimeout, HelloTruncated}
 	upstreamErrors = []string{UpstreamDNSError, UpstreamDestinationUnavailable, UpstreamTimeout}
 	// helloListeners are the listeners that read a ClientHello.
-	helloListeners = []string{audit.ListenerProxy, audit.ListenerTransparentHTTPS}
+	helloListeners = []string{audit.ListenerProxy, audit.ListenerTransparentHTTPS, audit.ListenerTransparentQUIC}
 )
 
 // Histogram buckets, in seconds. A ClientHello usually completes within one
@@ -129,6 +148,7 @@ type Metrics struct {
 	FeedLastSuccess       *prometheus.GaugeVec   // egress_feed_last_success_timestamp_seconds{feed}
 	FeedEntries           *prometheus.GaugeVec   // egress_feed_entries{feed}
 	Auth                  *prometheus.CounterVec // egress_auth_total{method,result}
+	QUICPacketsDropped    *prometheus.CounterVec // egress_quic_packets_dropped_total{reason}
 
 	// decisionCache maps a label tuple to its counter. It is replaced (never
 	// cleared in place) whenever InitDecisions deletes series, so a counter
@@ -257,6 +277,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: Namespace, Name: "feed_entries",
 			Help: "Distinct names of a feed's list in the configuration in force.",
 		}, []string{"feed"}),
+		QUICPacketsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "quic_packets_dropped_total",
+			Help: "UDP datagrams the QUIC listener dropped without giving them to a flow, by reason (unknown_flow, unknown_version, malformed, decrypt_failed, queue_full, closed_flow, draining, flow_table_full, too_large, second_connection).",
+		}, []string{"reason"}),
 	}
 	m.Auth = newAuth()
 	m.decisionCache.Store(new(sync.Map))
@@ -269,6 +293,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.LimitsMaxConnections, m.LimitsPerSource, m.BuildInfo,
 		m.Panics, m.UpstreamConnections,
 		m.FeedUpdates, m.FeedLastSuccess, m.FeedEntries, m.Auth,
+		m.QUICPacketsDropped,
 	)
 	m.initFixed()
 	return m
@@ -297,6 +322,9 @@ func (m *Metrics) initFixed() {
 	}
 	for _, r := range upstreamErrors {
 		m.UpstreamErrors.WithLabelValues(r)
+	}
+	for _, r := range quicDropReasons {
+		m.QUICPacketsDropped.WithLabelValues(r)
 	}
 }
 

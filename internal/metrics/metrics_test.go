@@ -66,11 +66,12 @@ func TestNamesAndFixedSeries(t *testing.T) {
 	fams := gather(t, reg)
 	// Every metric the SPEC names, and the fixed-label series at 0.
 	want := map[string]int{
-		"egress_active_connections":                           4,
+		"egress_active_connections":                           len(audit.Listeners),
 		"egress_bytes_total":                                  2,
 		"egress_config_reloads_total":                         2,
-		"egress_connections_rejected_total":                   16,
-		"egress_client_hello_errors_total":                    10,
+		"egress_connections_rejected_total":                   4 * len(audit.Listeners),
+		"egress_client_hello_errors_total":                    15,
+		"egress_quic_packets_dropped_total":                   10,
 		"egress_upstream_errors_total":                        3,
 		"egress_log_events_dropped_total":                     1,
 		"egress_log_events_total":                             1,
@@ -114,9 +115,9 @@ func TestInitDecisions(t *testing.T) {
 	}
 	m.InitDecisions(audit.Listeners, segments, rules)
 
-	// 4 listeners × (2 segments × 2 default series + 3 rule series)
-	if n := testutil.CollectAndCount(m.Decisions); n != 4*(2*2+3) {
-		t.Fatalf("series = %d, want %d", n, 4*(2*2+3))
+	// every listener × (2 segments × 2 default series + 3 rule series)
+	if n, want := testutil.CollectAndCount(m.Decisions), len(audit.Listeners)*(2*2+3); n != want {
+		t.Fatalf("series = %d, want %d", n, want)
 	}
 	for _, l := range audit.Listeners {
 		for _, s := range segments {
@@ -181,8 +182,8 @@ func TestInitDecisionsDropsRemoved(t *testing.T) {
 
 	// Reload: segment b and rule r1 are gone.
 	m.InitDecisions(audit.Listeners, []string{"a"}, []RuleLabel{{"a", "r2", ActionAllow}})
-	if n := testutil.CollectAndCount(m.Decisions); n != 4*(2+1) {
-		t.Fatalf("series after reload = %d, want %d", n, 4*(2+1))
+	if n, want := testutil.CollectAndCount(m.Decisions), len(audit.Listeners)*(2+1); n != want {
+		t.Fatalf("series after reload = %d, want %d", n, want)
 	}
 	// A late decision under the old config recreates its series and is
 	// counted (the stale cached counter must not swallow it).

@@ -41,6 +41,8 @@ type rawTransparent struct {
 	HTTPListen        *string   `hcl:"http_listen,optional"`
 	HTTPSPort         *int      `hcl:"https_port,optional"`
 	HTTPPort          *int      `hcl:"http_port,optional"`
+	QUICListen        *string   `hcl:"quic_listen,optional"`
+	QUICPort          *int      `hcl:"quic_port,optional"`
 	ProxyProtocol     *bool     `hcl:"proxy_protocol,optional"`
 	ProxyProtocolFrom []string  `hcl:"proxy_protocol_from,optional"`
 	Body              hcl.Body  `hcl:",body"`

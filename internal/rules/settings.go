@@ -31,6 +31,7 @@ const (
 	DefaultLogQueue        = 65536
 	DefaultHTTPSPort       = 443
 	DefaultHTTPPort        = 80
+	DefaultQUICPort        = 443
 	DefaultTransparentTLS  = "0.0.0.0:8443"
 	DefaultTransparentHTTP = "0.0.0.0:8080"
 )
@@ -52,6 +53,8 @@ type TransparentSettings struct {
 	HTTPListen    string
 	HTTPSPort     uint16
 	HTTPPort      uint16
+	QUICListen    string // UDP, QUIC flows (SPEC §10.1); empty (the default): off
+	QUICPort      uint16 // the UDP port dialed for allowed QUIC flows
 	ProxyProtocol bool
 }
 
@@ -134,7 +137,7 @@ type LimitsSettings struct {
 
 func defaultSettings() (ProxySettings, TransparentSettings, AdminSettings, TLSSettings, UpstreamSettings, LogSettings, LimitsSettings) {
 	return ProxySettings{Listen: DefaultProxyListen},
-		TransparentSettings{HTTPSPort: DefaultHTTPSPort, HTTPPort: DefaultHTTPPort},
+		TransparentSettings{HTTPSPort: DefaultHTTPSPort, HTTPPort: DefaultHTTPPort, QUICPort: DefaultQUICPort},
 		AdminSettings{Listen: DefaultAdminListen},
 		TLSSettings{HelloTimeout: DefaultHelloTimeout, SNIMismatch: Deny, MissingSNI: Allow, NonTLS: Deny, ECH: Allow},
 		UpstreamSettings{DialTimeout: DefaultDialTimeout, Hosts: map[string]netip.Addr{}},
@@ -310,6 +313,8 @@ func (c *Config) applySettings(root *rawRoot) hcl.Diagnostics {
 		ck.listen(b.HTTPListen, b.Body, "http_listen", b.DefRange, &c.Transparent.HTTPListen)
 		ck.port(b.HTTPSPort, b.Body, "https_port", b.DefRange, &c.Transparent.HTTPSPort)
 		ck.port(b.HTTPPort, b.Body, "http_port", b.DefRange, &c.Transparent.HTTPPort)
+		ck.listen(b.QUICListen, b.Body, "quic_listen", b.DefRange, &c.Transparent.QUICListen)
+		ck.port(b.QUICPort, b.Body, "quic_port", b.DefRange, &c.Transparent.QUICPort)
 		if b.ProxyProtocol != nil {
 			c.Transparent.ProxyProtocol = *b.ProxyProtocol
 		}

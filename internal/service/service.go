@@ -82,6 +82,9 @@ func Run(ctx context.Context, o Options) error {
 	s.ready.Store(false)
 	if err := s.listen(cfg); err != nil {
 		s.closeListeners()
+		if s.quicConn != nil {
+			s.quicConn.Close()
+		}
 		return err
 	}
 	adminCtx, stopAdmin := context.WithCancel(context.Background())
@@ -96,7 +99,8 @@ func Run(ctx context.Context, o Options) error {
 	defer s.feeds.stop()
 	s.ready.Store(true)
 	log.Info("egress serving", "version", o.Version, "config", cfg.Source, "config_version", cfg.Version,
-		"proxy", addrOf(s.proxyLn), "proxy_tls", addrOf(s.proxyTLSLn), "transparent_https", addrOf(s.tlsLn), "transparent_http", addrOf(s.httpLn), "admin", addrOf(s.adminLn))
+		"proxy", addrOf(s.proxyLn), "proxy_tls", addrOf(s.proxyTLSLn), "transparent_https", addrOf(s.tlsLn), "transparent_http", addrOf(s.httpLn),
+		"transparent_quic", udpAddrOf(s.quicConn), "admin", addrOf(s.adminLn))
 
 	sigs := o.Signals
 	if sigs == nil {
@@ -173,6 +177,8 @@ type server struct {
 	proxyTLSLn  net.Listener
 	proxyTLSSrv *httpproxy.Server
 	transSrv    *transparent.Server
+	quicConn    *net.UDPConn // transparent.quic_listen; closed after the drain
+	quicSrv     *transparent.QUIC
 	wg          sync.WaitGroup
 
 	ready    atomic.Bool
@@ -184,6 +190,13 @@ func addrOf(ln net.Listener) string {
 		return "off"
 	}
 	return ln.Addr().String()
+}
+
+func udpAddrOf(c *net.UDPConn) string {
+	if c == nil {
+		return "off"
+	}
+	return c.LocalAddr().String()
 }
 
 // clientListen opens a client-facing listener. TCP keepalive is off: dead
@@ -213,6 +226,19 @@ func (s *server) listen(cfg *rules.Config) error {
 		if s.httpLn, err = clientListen(cfg.Transparent.HTTPListen); err != nil {
 			return fmt.Errorf("transparent http listener: %w", err)
 		}
+	}
+	if cfg.Transparent.Enabled && cfg.Transparent.QUICListen != "" {
+		addr, rerr := net.ResolveUDPAddr("udp", cfg.Transparent.QUICListen)
+		if rerr == nil {
+			s.quicConn, rerr = net.ListenUDP("udp", addr)
+		}
+		if rerr != nil {
+			return fmt.Errorf("transparent quic listener: %w", rerr)
+		}
+		// Every client datagram of every flow arrives here: room for a
+		// burst while the read loop hands them out (the kernel caps it
+		// at net.core.rmem_max).
+		s.quicConn.SetReadBuffer(4 << 20)
 	}
 	if cfg.Admin.Listen != "" {
 		if s.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
@@ -247,6 +273,11 @@ func (s *server) serve() {
 			s.wg.Add(1)
 			go func() { defer s.wg.Done(); s.transSrv.ServeHTTP(s.httpLn) }()
 		}
+	}
+	if s.quicConn != nil {
+		s.quicSrv = &transparent.QUIC{Port: cfg.Transparent.QUICPort, Active: s.active, Track: s.track, Record: s.record, Metrics: s.metrics}
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.quicSrv.ServeQUIC(s.quicConn) }()
 	}
 }
 
@@ -340,6 +371,10 @@ func (s *server) shutdown() error {
 	if n := s.track.CloseAll(); n > 0 {
 		s.log.Warn("shutdown grace period over: closed open connections", "count", n, "grace", grace.String())
 	}
+	if s.quicSrv != nil {
+		// Open through the drain: a QUIC flow's client datagrams arrive on it.
+		s.quicSrv.Close()
+	}
 	done := make(chan struct{})
 	go func() {
 		s.wg.Wait()
@@ -351,6 +386,9 @@ func (s *server) shutdown() error {
 		}
 		if s.transSrv != nil {
 			s.transSrv.Wait()
+		}
+		if s.quicSrv != nil {
+			s.quicSrv.Wait()
 		}
 		close(done)
 	}()

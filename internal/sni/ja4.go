@@ -11,13 +11,19 @@ import (
 //
 //	t 13 d 15 16 h2 _ <cipher hash> _ <extension hash>
 //
-// protocol ("t": TLS over TCP), version (highest supported_versions entry, else the
+// protocol ("t": TLS over TCP, "q": QUIC), version (highest supported_versions entry, else the
 // legacy version), "d" with SNI / "i" without, cipher count and extension count
 // (GREASE excluded, at most 99), first and last character of the first ALPN value
 // ("00" without ALPN), then the first 12 hex digits of SHA-256 over the sorted
 // cipher list, and over the sorted extension list without SNI and ALPN followed by
 // "_" and the signature algorithms in the order sent (no "_" if there are none).
 // Lists are 4-digit lower-case hex joined by commas; GREASE is ignored everywhere.
+
+// JA4's protocol characters.
+const (
+	ja4TCP  = 't'
+	ja4QUIC = 'q'
+)
 
 const (
 	ja4HashLen   = 12
@@ -79,13 +85,14 @@ func appendHash(b, in []byte) []byte {
 	return b
 }
 
-// appendJA4 appends the JA4 fingerprint. v.extensions must be sorted.
-func (v *helloView) appendJA4(b []byte, hasSNI bool, alpn []cryptobyte.String) []byte {
+// appendJA4 appends the JA4 fingerprint with protocol character proto (ja4TCP or
+// ja4QUIC). v.extensions must be sorted.
+func (v *helloView) appendJA4(b []byte, proto byte, hasSNI bool, alpn []cryptobyte.String) []byte {
 	ver := v.legacyVersion
 	if v.hasSupVers && v.maxVersion != 0 {
 		ver = v.maxVersion
 	}
-	b = append(b, 't')
+	b = append(b, proto)
 	b = append(b, ja4Version(ver)...)
 	if hasSNI {
 		b = append(b, 'd')

@@ -44,7 +44,18 @@ const (
 // a ClientHello. Hello.Records is left 0.
 func Parse(msg []byte) (*Hello, error) {
 	h := new(Hello)
-	if err := h.parse(msg); err != nil {
+	if err := h.parse(msg, ja4TCP); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// ParseQUIC is Parse for a ClientHello carried in the CRYPTO frames of QUIC
+// Initial packets (reassembled by internal/quicinitial): the same checks, and
+// JA4's "q" protocol prefix.
+func ParseQUIC(msg []byte) (*Hello, error) {
+	h := new(Hello)
+	if err := h.parse(msg, ja4QUIC); err != nil {
 		return nil, err
 	}
 	return h, nil
@@ -67,7 +78,7 @@ type helloView struct {
 
 // parse mirrors crypto/tls clientHelloMsg.unmarshal plus the ClientHello checks
 // crypto/tls's server makes before negotiating, and the package's own limits.
-func (h *Hello) parse(msg []byte) error {
+func (h *Hello) parse(msg []byte, proto byte) error {
 	s := cryptobyte.String(msg)
 	var (
 		typ  uint8
@@ -339,7 +350,7 @@ func (h *Hello) parse(msg []byte) error {
 		b = append(b, p...)
 	}
 	nameEnd := len(b)
-	b = v.appendJA4(b, h.HasSNI, alpn)
+	b = v.appendJA4(b, proto, h.HasSNI, alpn)
 	all := string(b)
 	h.ServerName = all[:len(serverName)]
 	h.JA4 = all[nameEnd:]

@@ -300,7 +300,7 @@ var msgPool = sync.Pool{New: func() any {
 // parse only, so that a pending hello never holds a second copy.
 func (rr *recordReader) parse(h *Hello) error {
 	if rr.records == 1 {
-		return h.parse(rr.raw[recordHeaderLen:rr.pos])
+		return h.parse(rr.raw[recordHeaderLen:rr.pos], ja4TCP)
 	}
 	bp := msgPool.Get().(*[]byte)
 	defer msgPool.Put(bp)
@@ -310,7 +310,7 @@ func (rr *recordReader) parse(h *Hello) error {
 		msg = append(msg, rr.raw[off+recordHeaderLen:off+recordHeaderLen+n]...)
 		off += recordHeaderLen + n
 	}
-	return h.parse(msg)
+	return h.parse(msg, ja4TCP)
 }
 
 // readError maps a read error to the package's sentinels.

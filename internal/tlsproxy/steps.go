@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/egress-proxy/egress/internal/hostname"
@@ -100,10 +101,7 @@ func (fl *flow) helloFailed(err error) bool {
 // CONNECT's outer decision is reused when it was made under the same one.
 func (fl *flow) decide() (rules.Decision, bool) {
 	f, cfg := fl.f, fl.st.Config
-	fl.names = rules.Names{Source: f.Src.Addr(), TLS: true, Port: f.Port}
-	if fl.hello != nil {
-		fl.names.Inner, fl.names.HasInner, fl.names.ECH = fl.hello.ServerName, fl.hello.HasSNI, fl.hello.ECH
-	}
+	fl.names = HelloNames(f.Src.Addr(), f.Port, fl.hello)
 	if f.Connect == nil && fl.names.HasInner {
 		fl.o.Event.DestDomain, _, _ = hostname.Normalize(fl.names.Inner) // transparent: the SNI is the destination
 	}
@@ -127,15 +125,30 @@ func (fl *flow) decide() (rules.Decision, bool) {
 	}
 	if d.Action == rules.Deny {
 		fl.o.Decide(d)
-		alert := sni.AlertAccessDenied
-		if d.Reason == rules.ReasonInvalidHost && fl.hello != nil {
-			// An SNI that is not a hostname makes the hello malformed (SPEC §8).
-			alert = sni.AlertDecodeError
-		}
-		fl.alert(alert)
+		fl.alert(DenyAlert(d, fl.hello != nil))
 		return d, false
 	}
 	return d, true
+}
+
+// HelloNames are the names a ClientHello (nil: none was read) carries to the
+// policy on a TLS flow from src to port: the transparent TLS listener's and
+// the QUIC listener's, and the inner names of a CONNECT tunnel.
+func HelloNames(src netip.Addr, port uint16, hello *sni.Hello) rules.Names {
+	n := rules.Names{Source: src, TLS: true, Port: port}
+	if hello != nil {
+		n.Inner, n.HasInner, n.ECH = hello.ServerName, hello.HasSNI, hello.ECH
+	}
+	return n
+}
+
+// DenyAlert is the TLS alert that answers a denied hello: access_denied, or
+// decode_error when the SNI is not a hostname (a malformed hello, SPEC §8).
+func DenyAlert(d rules.Decision, hasHello bool) uint8 {
+	if d.Reason == rules.ReasonInvalidHost && hasHello {
+		return sni.AlertDecodeError
+	}
+	return sni.AlertAccessDenied
 }
 
 // resolve finds and checks the address to dial: the SNI's on the transparent

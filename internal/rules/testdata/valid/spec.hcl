@@ -9,6 +9,8 @@ transparent {
   http_listen    = "0.0.0.0:8080"
   https_port     = 443
   http_port      = 80
+  quic_listen    = "0.0.0.0:8443"
+  quic_port      = 443
   proxy_protocol = false
 }
 
