@@ -56,7 +56,11 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 	p("\n## What is denied, per segment\n")
 	for _, s := range r.Segments {
-		p("\n### Segment %q\n\nSources %s. Default: **%s**.\n\n", s.Name, strings.Join(s.Sources, ", "), s.Default)
+		auth := ""
+		if s.RequireAuth {
+			auth = " Clients must identify themselves (`require_auth`)."
+		}
+		p("\n### Segment %q\n\nSources %s. Default: **%s**.%s\n\n", s.Name, strings.Join(s.Sources, ", "), s.Default, auth)
 		p("| # | Rule | Action | Matches (list entries) | Since | Where |\n| ---: | --- | --- | --- | --- | --- |\n")
 		for i, ru := range s.Rules {
 			act := ru.Action

@@ -55,7 +55,9 @@ type Segment struct {
 	Name    string   `json:"name"`
 	Default string   `json:"default"`
 	Sources []string `json:"sources"`
-	Rules   []Rule   `json:"rules"`
+	// RequireAuth: every client of the segment must identify itself (407).
+	RequireAuth bool   `json:"require_auth,omitempty"`
+	Rules       []Rule `json:"rules"`
 }
 
 // Rule is one rule as a segment evaluates it.
@@ -70,8 +72,12 @@ type Rule struct {
 	InlineDomains bool     `json:"inline_domains,omitempty"`
 	CIDRs         []string `json:"cidrs,omitempty"`
 	Ports         []int    `json:"ports,omitempty"`
-	Exception     bool     `json:"exception,omitempty"`
-	Expired       bool     `json:"expired,omitempty"`
+	// Users and Groups: the rule matches only identified clients who are one
+	// of Users or in one of Groups (docs/identity.md).
+	Users     []string `json:"users,omitempty"`
+	Groups    []string `json:"groups,omitempty"`
+	Exception bool     `json:"exception,omitempty"`
+	Expired   bool     `json:"expired,omitempty"`
 	// Since is when the rule's header line was last committed
 	// (YYYY-MM-DD, git blame), "uncommitted", or "" outside a git tree.
 	Since string `json:"since,omitempty"`
@@ -103,6 +109,12 @@ func (r Rule) describe(cat func(string) string) string {
 			ps[i] = strconv.Itoa(p)
 		}
 		parts = append(parts, "ports "+strings.Join(ps, ", "))
+	}
+	if len(r.Users) > 0 {
+		parts = append(parts, "users "+strings.Join(r.Users, ", "))
+	}
+	if len(r.Groups) > 0 {
+		parts = append(parts, "groups "+strings.Join(r.Groups, ", "))
 	}
 	if len(parts) == 0 {
 		return "everything"
@@ -178,7 +190,7 @@ func Build(cfg *rules.Config, opt Options) *Report {
 	}
 	exc := map[*rules.Rule]int{} // rule -> index in r.Exceptions
 	for _, s := range cfg.Policy.Segments() {
-		seg := Segment{Name: s.Name, Default: s.Default.String(), Rules: []Rule{}}
+		seg := Segment{Name: s.Name, Default: s.Default.String(), RequireAuth: s.RequireAuth, Rules: []Rule{}}
 		for _, p := range s.Sources {
 			seg.Sources = append(seg.Sources, p.String())
 		}
@@ -194,6 +206,8 @@ func Build(cfg *rules.Config, opt Options) *Report {
 			for _, p := range cr.AttestPorts() {
 				rr.Ports = append(rr.Ports, int(p))
 			}
+			rr.Users = slices.Clone(cr.Users())
+			rr.Groups = slices.Clone(cr.Groups())
 			seg.Rules = append(seg.Rules, rr)
 			if !cr.HasException() {
 				continue

@@ -133,7 +133,7 @@ svg.chart rect{fill:#000}svg.chart rect.bg{fill:none;stroke:#999;stroke-width:.5
 
 <h2 id="segments">What is denied, per segment</h2>
 {{range .Segments}}<h3>Segment “{{.Name}}”</h3>
-<p>Sources {{join .Sources ", "}}. Default: <span class="{{.Default}}">{{.Default}}</span>.</p>
+<p>Sources {{join .Sources ", "}}. Default: <span class="{{.Default}}">{{.Default}}</span>.{{if .RequireAuth}} Clients must identify themselves (<code>require_auth</code>).{{end}}</p>
 <table><thead><tr><th>#</th><th>Rule</th><th>Action</th><th>Matches (list entries)</th><th>Since</th><th>Where</th></tr></thead><tbody>
 {{range $i, $r := .Rules}}<tr><td class="n">{{num $i}}</td><td>{{$r.Name}} <span class="muted">({{$r.RulesetKind}} {{$r.Ruleset}})</span>{{if $r.Description}}<br><span class="muted">{{$r.Description}}</span>{{end}}</td>
 <td><span class="{{$r.Action}}">{{$r.Action}}</span>{{if $r.Monitor}} (monitor only){{end}}{{if $r.Exception}} exception{{end}}{{if $r.Expired}} <span class="expired">expired</span>{{end}}</td>

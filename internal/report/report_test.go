@@ -537,3 +537,31 @@ func TestGitUntrustedConfig(t *testing.T) {
 		t.Skip("this git does not run core.fsmonitor commands; the check above proved nothing")
 	}
 }
+
+// An attestation says for whom an identity rule holds: its users and groups
+// are part of what it matches, and a segment that requires identity says so.
+func TestBuildIdentity(t *testing.T) {
+	cfg := mustLoad(t, filepath.Join("..", "..", "config", "examples", "government.hcl"))
+	r := Build(cfg, Options{Now: Now, NoGit: true})
+	var found bool
+	for _, s := range r.Segments {
+		for _, ru := range s.Rules {
+			if ru.Name == "institutional-tiktok-by-identity" {
+				found = true
+				if strings.Join(ru.Groups, ",") != "communication" || !strings.Contains(ru.Matches(), "groups communication") {
+					t.Errorf("rule %+v: matches %q", ru, ru.Matches())
+				}
+			}
+		}
+	}
+	if !found {
+		t.Fatal("government.hcl has no rule institutional-tiktok-by-identity")
+	}
+	var md strings.Builder
+	if err := r.WriteMarkdown(&md); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(md.String(), "groups communication") {
+		t.Errorf("markdown report does not name the group of the identity exception")
+	}
+}
