@@ -211,3 +211,18 @@ func FuzzPACFile(f *testing.F) {
 		}
 	})
 }
+
+// pac_proxy = "https://host:port" makes the PAC send browsers to the TLS
+// proxy listener with an HTTPS directive.
+func TestPACHTTPSDirective(t *testing.T) {
+	got, err := PACFile(PACConfig{ProxyAddr: "https://proxy.example.org:3129"}, "ignored")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(got, `"HTTPS proxy.example.org:3129"`) || strings.Contains(got, "PROXY ") {
+		t.Errorf("PAC file:\n%s", got)
+	}
+	if _, err := PACFile(PACConfig{ProxyAddr: "https://bad host:1"}, "x"); err == nil {
+		t.Error("a bad https:// address was accepted")
+	}
+}

@@ -84,7 +84,7 @@ func Trusts(peers []netip.Prefix, peer netip.Addr) bool {
 // AdminSettings is the admin listener and the PAC file it serves.
 type AdminSettings struct {
 	Listen         string
-	PACProxy       string   // host:port clients should use; "" = derive from the request
+	PACProxy       string   // host:port clients should use, or https://host:port (PAC "HTTPS"); "" = derive from the request
 	DirectDomains  []string // PAC: DIRECT for these suffixes
 	DirectNetworks []string // PAC: DIRECT for these IPv4 CIDRs
 	Pprof          bool
@@ -324,9 +324,9 @@ func (c *Config) applySettings(root *rawRoot) hcl.Diagnostics {
 		b := root.Admin[0]
 		ck.listen(b.Listen, b.Body, "listen", b.DefRange, &c.Admin.Listen)
 		if b.PACProxy != nil {
-			if _, _, err := net.SplitHostPort(*b.PACProxy); err != nil {
+			if _, _, err := net.SplitHostPort(strings.TrimPrefix(*b.PACProxy, "https://")); err != nil {
 				ck.diags = append(ck.diags, errorAt(attrRange(b.Body, "pac_proxy", b.DefRange), "Invalid PAC proxy address",
-					"%q: write the \"host:port\" clients should use, e.g. \"proxy.example.org:3128\".", *b.PACProxy))
+					"%q: write the \"host:port\" clients should use, e.g. \"proxy.example.org:3128\", or \"https://host:port\" for the TLS proxy listener.", *b.PACProxy))
 			} else {
 				c.Admin.PACProxy = *b.PACProxy
 			}
