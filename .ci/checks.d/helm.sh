@@ -202,6 +202,15 @@ if "$VALIDATE" "$WORK/bad-field.yaml" 2>/dev/null; then fail "validator accepted
 sed 's/^\(    \)app.kubernetes.io\/component: proxy$/\1app.kubernetes.io\/component: proxx/' \
   "$WORK/default.yaml" >"$WORK/bad-selector.yaml"
 if "$VALIDATE" "$WORK/bad-selector.yaml" 2>/dev/null; then fail "validator accepted a Service selecting nothing"; fi
+# A credential projected world-readable, and a UDP port allowed as TCP.
+awk '/path: proxy-tls\/tls.key/{print; getline; sub(/0440/, "0644")} {print}' "$WORK/all-on.yaml" >"$WORK/bad-mode.yaml"
+cmp -s "$WORK/all-on.yaml" "$WORK/bad-mode.yaml" && fail "could not plant a world-readable key"
+"$VALIDATE" "$WORK/bad-mode.yaml" >/dev/null 2>"$WORK/bad-mode.err" && fail "validator accepted a world-readable key"
+grep -q 'must not be world-readable' "$WORK/bad-mode.err" || { cat "$WORK/bad-mode.err"; fail "no world-readable message"; }
+awk '/- port: tproxy-quic/{print; getline; sub(/UDP/, "TCP")} {print}' "$WORK/all-on.yaml" >"$WORK/bad-proto.yaml"
+cmp -s "$WORK/all-on.yaml" "$WORK/bad-proto.yaml" && fail "could not plant a protocol mismatch"
+"$VALIDATE" "$WORK/bad-proto.yaml" >/dev/null 2>"$WORK/bad-proto.err" && fail "validator accepted a UDP port allowed as TCP"
+grep -q 'is TCP but the container port is UDP' "$WORK/bad-proto.err" || { cat "$WORK/bad-proto.err"; fail "no protocol message"; }
 
 # --- systemd ---------------------------------------------------------------
 UNIT=deploy/systemd/egress.service
