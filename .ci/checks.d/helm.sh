@@ -175,6 +175,7 @@ check_fails 'proxyTLS.clientCA: set secretName or configMapName, not both' \
   --set proxyTLS.enabled=true,proxyTLS.secretName=s,proxyTLS.clientCA.secretName=a,proxyTLS.clientCA.configMapName=b
 check_fails 'proxyTLS.clientCA.crlKey needs' --set proxyTLS.enabled=true,proxyTLS.secretName=s,proxyTLS.clientCA.crlKey=crl
 check_fails 'auth.enabled needs a source' --set auth.enabled=true
+check_fails 'podSecurityContext.fsGroup is unset' --set proxyTLS.enabled=true,proxyTLS.secretName=s,podSecurityContext.fsGroup=null
 check_fails 'auth.groupFile gives groups' --set auth.enabled=true,auth.groupFile.secretName=g,auth.kerberos.enabled=true,auth.kerberos.keytab.secretName=k
 check_fails 'auth.ldap.url ""' --set auth.enabled=true,auth.ldap.enabled=true
 check_fails 'auth.ldap.bindDN needs auth.ldap.bindPassword.secretName' \

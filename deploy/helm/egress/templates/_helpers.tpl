@@ -290,6 +290,10 @@ the config and the volume sources, so both the ConfigMap and the pods see it.
 {{- end }}
 {{- end }}
 {{- end }}
+{{- $private := or $v.proxyTLS.enabled $v.config.log.tls.certKey (and $v.auth.enabled (or $v.auth.htpasswd.secretName (and $v.auth.ldap.enabled $v.auth.ldap.bindDN) $v.auth.kerberos.enabled)) }}
+{{- if and $private (not $v.podSecurityContext.fsGroup) }}
+{{- fail "podSecurityContext.fsGroup is unset: private keys, passwords and keytabs are projected with mode 0440 for that group, so the proxy (a non-root user) could not read them" }}
+{{- end }}
 {{- with $v.auth }}
 {{- if .enabled }}
 {{- if not (or .htpasswd.secretName .ldap.enabled .kerberos.enabled) }}
