@@ -7,11 +7,17 @@
 //     for ServiceMonitor and PrometheusRule), case-sensitively, with unknown and
 //     duplicate fields rejected. An unknown kind is an error.
 //  2. Cross-object checks the API server would not do but the chart relies on:
-//     selectors select the pods, named ports exist, mounted ConfigMaps are
-//     rendered, the pod is non-root and read-only, probes hit the admin port.
+//     selectors select the pods, named ports exist with the protocol that
+//     uses them, the chart's own mounted ConfigMaps are rendered, Secrets are
+//     projected read-only with private files not world-readable, the pod is
+//     non-root and read-only, probes hit the admin port.
 //  3. With -extract DIR, the Deployment's projected config volume is written to
 //     DIR exactly as the kubelet would lay it out (key -> path), so that
-//     `egress validate DIR` can check the HCL the chart produced.
+//     `egress validate DIR` can check the HCL the chart produced. Files from
+//     objects the chart does not render (existing Secrets and ConfigMaps the
+//     operator provides) cannot be written; their paths are printed, one per
+//     line, as "validate: external PATH", for the caller to fill with
+//     placeholders.
 //
 // Usage:
 //
@@ -239,7 +245,7 @@ func (c *checker) checkAll(objs []object) {
 		case *appsv1.Deployment:
 			c.checkDeployment(o.source, t, cms, sas)
 		case *corev1.Pod:
-			c.checkTestPod(o.source, t, cms, podLabels)
+			c.checkTestPod(o.source, t, cms, deploy.Name, podLabels)
 		case *corev1.Service:
 			c.checkService(o.source, t, deploy)
 		case *policyv1.PodDisruptionBudget:
@@ -338,13 +344,13 @@ func (c *checker) checkDeployment(src string, d *appsv1.Deployment, cms map[stri
 			c.addf("%s: rollingUpdate.maxUnavailable is %s; upgrades would remove capacity before replacing it", src, s.MaxUnavailable.String())
 		}
 	}
-	c.checkPodSpec(src, &d.Spec.Template.Spec, cms, true)
+	c.checkPodSpec(src, &d.Spec.Template.Spec, cms, d.Name, true)
 	if name := d.Spec.Template.Spec.ServiceAccountName; name != "" && len(sas) > 0 && !sas[name] {
 		c.addf("%s: serviceAccountName %q is not rendered", src, name)
 	}
 }
 
-func (c *checker) checkTestPod(src string, p *corev1.Pod, cms map[string]*corev1.ConfigMap, podLabels map[string]string) {
+func (c *checker) checkTestPod(src string, p *corev1.Pod, cms map[string]*corev1.ConfigMap, release string, podLabels map[string]string) {
 	if p.Annotations["helm.sh/hook"] != "test" {
 		c.addf("%s: a Pod must be a helm test hook (annotation helm.sh/hook: test)", src)
 	}
@@ -354,11 +360,11 @@ func (c *checker) checkTestPod(src string, p *corev1.Pod, cms map[string]*corev1
 	if p.Spec.RestartPolicy != corev1.RestartPolicyNever {
 		c.addf("%s: restartPolicy must be Never for a test hook", src)
 	}
-	c.checkPodSpec(src, &p.Spec, cms, false)
+	c.checkPodSpec(src, &p.Spec, cms, release, false)
 }
 
 // checkPodSpec enforces the hardening the chart promises.
-func (c *checker) checkPodSpec(src string, ps *corev1.PodSpec, cms map[string]*corev1.ConfigMap, serving bool) {
+func (c *checker) checkPodSpec(src string, ps *corev1.PodSpec, cms map[string]*corev1.ConfigMap, release string, serving bool) {
 	if ps.AutomountServiceAccountToken == nil || *ps.AutomountServiceAccountToken {
 		c.addf("%s: automountServiceAccountToken must be false", src)
 	}
@@ -370,7 +376,8 @@ func (c *checker) checkPodSpec(src string, ps *corev1.PodSpec, cms map[string]*c
 	volumes := map[string]corev1.Volume{}
 	for _, v := range ps.Volumes {
 		volumes[v.Name] = v
-		c.checkVolumeRefs(src, v, cms)
+		c.checkVolumeRefs(src, v, cms, release)
+		c.checkSecretModes(src, v)
 	}
 	if len(ps.Containers) == 0 {
 		c.addf("%s: no containers", src)
@@ -402,8 +409,12 @@ func (c *checker) checkPodSpec(src string, ps *corev1.PodSpec, cms map[string]*c
 			c.addf("%s: image %q has no tag", where, ct.Image)
 		}
 		for _, m := range ct.VolumeMounts {
-			if _, ok := volumes[m.Name]; !ok {
+			v, ok := volumes[m.Name]
+			if !ok {
 				c.addf("%s: volumeMount %q names no volume", where, m.Name)
+			}
+			if hasSecret(v) && !m.ReadOnly {
+				c.addf("%s: volumeMount %q carries Secrets and must be readOnly", where, m.Name)
 			}
 		}
 		ports := map[string]int32{}
@@ -438,7 +449,14 @@ func (c *checker) checkPodSpec(src string, ps *corev1.PodSpec, cms map[string]*c
 	}
 }
 
-func (c *checker) checkVolumeRefs(src string, v corev1.Volume, cms map[string]*corev1.ConfigMap) {
+// chartOwned reports whether a ConfigMap name is one the chart itself renders:
+// the release's full name (the Deployment's) or that name with a suffix.
+// Others are existing objects the operator names in values.
+func chartOwned(name, release string) bool {
+	return name == release || strings.HasPrefix(name, release+"-")
+}
+
+func (c *checker) checkVolumeRefs(src string, v corev1.Volume, cms map[string]*corev1.ConfigMap, release string) {
 	var refs []corev1.ConfigMapProjection
 	if v.ConfigMap != nil {
 		refs = append(refs, corev1.ConfigMapProjection{LocalObjectReference: v.ConfigMap.LocalObjectReference, Items: v.ConfigMap.Items, Optional: v.ConfigMap.Optional})
@@ -453,7 +471,7 @@ func (c *checker) checkVolumeRefs(src string, v corev1.Volume, cms map[string]*c
 	for _, r := range refs {
 		cm, ok := cms[r.Name]
 		if !ok {
-			if r.Optional == nil || !*r.Optional {
+			if chartOwned(r.Name, release) && (r.Optional == nil || !*r.Optional) {
 				c.addf("%s: volume %q mounts ConfigMap %q, which is not rendered", src, v.Name, r.Name)
 			}
 			continue
@@ -461,6 +479,57 @@ func (c *checker) checkVolumeRefs(src string, v corev1.Volume, cms map[string]*c
 		for _, it := range r.Items {
 			if _, ok := cm.Data[it.Key]; !ok {
 				c.addf("%s: volume %q projects key %q that ConfigMap %q lacks", src, v.Name, it.Key, r.Name)
+			}
+		}
+	}
+}
+
+// hasSecret reports whether a volume projects or mounts a Secret.
+func hasSecret(v corev1.Volume) bool {
+	if v.Secret != nil {
+		return true
+	}
+	if v.Projected != nil {
+		for _, s := range v.Projected.Sources {
+			if s.Secret != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// privatePath reports whether a projected file holds a credential (a private
+// key, a password, a keytab, password hashes) by the name the chart gives it.
+func privatePath(p string) bool {
+	for _, s := range []string{".key", "password", "keytab", "htpasswd"} {
+		if strings.Contains(p, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkSecretModes: a credential projected from a Secret must not be readable
+// by other users (mode 0440 for the pod's fsGroup, not the 0644 default).
+func (c *checker) checkSecretModes(src string, v corev1.Volume) {
+	if v.Projected == nil {
+		return
+	}
+	for _, s := range v.Projected.Sources {
+		if s.Secret == nil {
+			continue
+		}
+		for _, it := range s.Secret.Items {
+			mode := int32(0o644)
+			if v.Projected.DefaultMode != nil {
+				mode = *v.Projected.DefaultMode
+			}
+			if it.Mode != nil {
+				mode = *it.Mode
+			}
+			if privatePath(it.Path) && mode&0o007 != 0 {
+				c.addf("%s: volume %q: %s from Secret %s has mode %#o; a credential must not be world-readable", src, v.Name, it.Path, s.Secret.Name, mode)
 			}
 		}
 	}
@@ -496,8 +565,10 @@ func (c *checker) checkService(src string, s *corev1.Service, d *appsv1.Deployme
 			c.addf("%s: port name %q: %s", src, p.Name, e)
 		}
 		if p.TargetPort.StrVal != "" {
-			if _, ok := names[p.TargetPort.StrVal]; !ok {
+			if cp, ok := names[p.TargetPort.StrVal]; !ok {
 				c.addf("%s: targetPort %q is not a container port", src, p.TargetPort.StrVal)
+			} else if protocol(p.Protocol) != protocol(cp.Protocol) {
+				c.addf("%s: port %q is %s but container port %q is %s", src, p.Name, protocol(p.Protocol), p.TargetPort.StrVal, protocol(cp.Protocol))
 			}
 		}
 		if p.NodePort != 0 && s.Spec.Type == corev1.ServiceTypeClusterIP {
@@ -512,8 +583,14 @@ func (c *checker) checkNetworkPolicy(src string, np *networkingv1.NetworkPolicy,
 	for i, r := range np.Spec.Ingress {
 		for _, p := range r.Ports {
 			if p.Port != nil && p.Port.StrVal != "" {
-				if _, ok := names[p.Port.StrVal]; !ok {
+				proto := corev1.ProtocolTCP
+				if p.Protocol != nil {
+					proto = *p.Protocol
+				}
+				if cp, ok := names[p.Port.StrVal]; !ok {
 					c.addf("%s: ingress[%d] port %q is not a container port", src, i, p.Port.StrVal)
+				} else if proto != protocol(cp.Protocol) {
+					c.addf("%s: ingress[%d] port %q is %s but the container port is %s", src, i, p.Port.StrVal, proto, protocol(cp.Protocol))
 				}
 			}
 		}
@@ -571,14 +648,22 @@ func selectsAll(selector, labels map[string]string) bool {
 	return true
 }
 
-func containerPorts(ps *corev1.PodSpec) map[string]int32 {
-	out := map[string]int32{}
+func containerPorts(ps *corev1.PodSpec) map[string]corev1.ContainerPort {
+	out := map[string]corev1.ContainerPort{}
 	for _, ct := range ps.Containers {
 		for _, p := range ct.Ports {
-			out[p.Name] = p.ContainerPort
+			out[p.Name] = p
 		}
 	}
 	return out
+}
+
+// protocol is p with the API's default (TCP) applied.
+func protocol(p corev1.Protocol) corev1.Protocol {
+	if p == "" {
+		return corev1.ProtocolTCP
+	}
+	return p
 }
 
 // extractConfig writes the Deployment's ConfigMap-backed volume mounted at
@@ -614,6 +699,7 @@ func extractConfig(objs []object, dir string) error {
 		}
 	}
 	var sources []corev1.ConfigMapProjection
+	var external []string // paths projected from objects the chart does not render
 	for _, v := range d.Spec.Template.Spec.Volumes {
 		if v.Name != volName {
 			continue
@@ -623,8 +709,17 @@ func extractConfig(objs []object, dir string) error {
 		}
 		if v.Projected != nil {
 			for _, s := range v.Projected.Sources {
-				if s.ConfigMap != nil {
+				switch {
+				case s.ConfigMap != nil && !chartOwned(s.ConfigMap.Name, d.Name):
+					for _, it := range s.ConfigMap.Items {
+						external = append(external, it.Path)
+					}
+				case s.ConfigMap != nil:
 					sources = append(sources, *s.ConfigMap)
+				case s.Secret != nil:
+					for _, it := range s.Secret.Items {
+						external = append(external, it.Path)
+					}
 				}
 			}
 		}
@@ -661,5 +756,9 @@ func extractConfig(objs []object, dir string) error {
 	}
 	sort.Strings(written)
 	fmt.Printf("validate: extracted %s into %s: %s\n", configPath, dir, strings.Join(written, " "))
+	sort.Strings(external)
+	for _, p := range external {
+		fmt.Printf("validate: external %s\n", p)
+	}
 	return nil
 }

@@ -112,6 +112,7 @@ appended. The admin listener binds all addresses so the kubelet's probes and
 Prometheus reach it; the NetworkPolicy limits who else can.
 */}}
 {{- define "egress.config" -}}
+{{- include "egress.checkValues" . }}
 {{- if .Values.config.inline }}
 {{- .Values.config.inline }}
 {{- else }}
@@ -121,6 +122,22 @@ proxy {
   listen         = "0.0.0.0:{{ .Values.ports.proxy }}"
   proxy_protocol = {{ .Values.proxyProtocol }}
 {{- include "egress.proxyProtocolFrom" . }}
+{{- with .Values.proxyTLS }}
+{{- if .enabled }}
+  # The TLS proxy listener (proxy_tls): files from Secret {{ .secretName }}.
+  tls_listen         = "0.0.0.0:{{ $.Values.ports.proxyTls }}"
+  tls_cert_file      = "proxy-tls/tls.crt"
+  tls_key_file       = "proxy-tls/tls.key"
+{{- if or .clientCA.secretName .clientCA.configMapName }}
+  client_ca_file     = "proxy-tls/client-ca.crt"
+{{- if .clientCA.crlKey }}
+  client_crl_file    = "proxy-tls/client.crl"
+{{- end }}
+  client_cert_user   = {{ .clientCertUser | quote }}
+  client_cert_groups = {{ .clientCertGroups | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
 }
 {{- if .Values.transparent.enabled }}
 
@@ -129,6 +146,11 @@ transparent {
   http_listen    = "0.0.0.0:{{ .Values.ports.transparentHttp }}"
   proxy_protocol = {{ .Values.proxyProtocol }}
 {{- include "egress.proxyProtocolFrom" . }}
+{{- if .Values.transparent.quic.enabled }}
+  # UDP; the QUIC listener takes no PROXY header.
+  quic_listen    = "0.0.0.0:{{ .Values.ports.transparentQuic }}"
+  quic_port      = {{ int .Values.transparent.quic.upstreamPort }}
+{{- end }}
 }
 {{- end }}
 
@@ -165,6 +187,7 @@ limits {
   shutdown_grace  = "{{ int $c.limits.shutdownGraceSeconds }}s"
   reload_interval = {{ $c.limits.reloadInterval | quote }}
 }
+{{- include "egress.authBlock" . }}
 {{- with $c.segments }}
 
 {{ . }}
@@ -178,6 +201,7 @@ limits {
 
 {{/* Sources of the projected config volume: the HCL, then the list files under lists/. */}}
 {{- define "egress.configVolumeSources" -}}
+{{- include "egress.checkValues" . }}
 {{- with .Values.config.log.tls }}
 {{- if and .secretName (not (or .caKey .certKey)) }}
 {{- fail "config.log.tls.secretName is set but neither caKey nor certKey names a key in it" }}
@@ -217,5 +241,236 @@ limits {
         mode: 0440
       {{- end }}
 {{- end }}
+{{- end }}
+{{- include "egress.identityVolumeSources" . }}
+{{- end }}
+
+
+{{/*
+Checks of the listener, QUIC, TLS and auth values that the schema cannot
+express; fails the render with a message naming the value to fix. Included by
+the config and the volume sources, so both the ConfigMap and the pods see it.
+*/}}
+{{- define "egress.checkValues" -}}
+{{- $v := .Values }}
+{{- if and $v.transparent.quic.enabled (not $v.transparent.enabled) }}
+{{- fail "transparent.quic.enabled needs transparent.enabled: quic_listen is part of the transparent block" }}
+{{- end }}
+{{- $tcp := dict }}
+{{- $_ := set $tcp "proxy" $v.ports.proxy }}
+{{- $_ := set $tcp "admin" $v.ports.admin }}
+{{- if $v.transparent.enabled }}
+{{- $_ := set $tcp "transparentHttps" $v.ports.transparentHttps }}
+{{- $_ := set $tcp "transparentHttp" $v.ports.transparentHttp }}
+{{- end }}
+{{- if $v.proxyTLS.enabled }}
+{{- $_ := set $tcp "proxyTls" $v.ports.proxyTls }}
+{{- end }}
+{{- $seen := dict }}
+{{- range $name, $port := $tcp }}
+{{- $k := toString (int $port) }}
+{{- if hasKey $seen $k }}
+{{- fail (printf "ports.%s and ports.%s are both TCP port %s: each TCP listener needs its own port" (get $seen $k) $name $k) }}
+{{- end }}
+{{- $_ := set $seen $k $name }}
+{{- end }}
+{{- with $v.proxyTLS }}
+{{- if .enabled }}
+{{- if not .secretName }}
+{{- fail "proxyTLS.enabled needs proxyTLS.secretName: an existing kubernetes.io/tls Secret with the proxy's certificate (tls.crt) and key (tls.key)" }}
+{{- end }}
+{{- if and .clientCA.secretName .clientCA.configMapName }}
+{{- fail "proxyTLS.clientCA: set secretName or configMapName, not both" }}
+{{- end }}
+{{- if and .clientCA.crlKey (not (or .clientCA.secretName .clientCA.configMapName)) }}
+{{- fail "proxyTLS.clientCA.crlKey needs proxyTLS.clientCA.secretName or configMapName: a CRL revokes client certificates of that CA" }}
+{{- end }}
+{{- if and (or .clientCA.secretName .clientCA.configMapName) (not .clientCA.key) }}
+{{- fail "proxyTLS.clientCA.key is empty: name the key of the CA bundle" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $private := or $v.proxyTLS.enabled $v.config.log.tls.certKey (and $v.auth.enabled (or $v.auth.htpasswd.secretName (and $v.auth.ldap.enabled $v.auth.ldap.bindDN) $v.auth.kerberos.enabled)) }}
+{{- if and $private (not $v.podSecurityContext.fsGroup) }}
+{{- fail "podSecurityContext.fsGroup is unset: private keys, passwords and keytabs are projected with mode 0440 for that group, so the proxy (a non-root user) could not read them" }}
+{{- end }}
+{{- with $v.auth }}
+{{- if .enabled }}
+{{- if not (or .htpasswd.secretName .ldap.enabled .kerberos.enabled) }}
+{{- fail "auth.enabled needs a source: auth.htpasswd.secretName, auth.ldap.enabled or auth.kerberos.enabled" }}
+{{- end }}
+{{- if and .groupFile.secretName (not .htpasswd.secretName) }}
+{{- fail "auth.groupFile gives groups to the htpasswd users: set auth.htpasswd.secretName too" }}
+{{- end }}
+{{- if .ldap.enabled }}
+{{- if not (regexMatch "^ldaps?://[^/?#]+$" .ldap.url) }}
+{{- fail (printf "auth.ldap.url %q: write ldap://host[:port] (with startTLS) or ldaps://host[:port]" .ldap.url) }}
+{{- end }}
+{{- if and .ldap.ca.secretName .ldap.ca.configMapName }}
+{{- fail "auth.ldap.ca: set secretName or configMapName, not both" }}
+{{- end }}
+{{- if and .ldap.bindDN (not .ldap.bindPassword.secretName) }}
+{{- fail "auth.ldap.bindDN needs auth.ldap.bindPassword.secretName: the service account's password, from an existing Secret" }}
+{{- end }}
+{{- if and .ldap.bindPassword.secretName (not .ldap.bindDN) }}
+{{- fail "auth.ldap.bindPassword.secretName without auth.ldap.bindDN: name the service account it belongs to" }}
+{{- end }}
+{{- end }}
+{{- if .kerberos.enabled }}
+{{- if not .kerberos.keytab.secretName }}
+{{- fail "auth.kerberos.enabled needs auth.kerberos.keytab.secretName: an existing Secret with the service keytab" }}
+{{- end }}
+{{- if and .kerberos.groupsFromLDAP (not .ldap.enabled) }}
+{{- fail "auth.kerberos.groupsFromLDAP needs auth.ldap.enabled: the groups come from its group search" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The auth block (SPEC §10.2), from auth.*; file paths are where egress.configVolumeSources projects the Secrets. */}}
+{{- define "egress.authBlock" -}}
+{{- with .Values.auth }}
+{{- if .enabled }}
+
+auth {
+{{- if .realm }}
+  realm                   = {{ include "egress.hclString" .realm }}
+{{- end }}
+{{- if .cacheTTL }}
+  cache_ttl               = {{ include "egress.hclString" .cacheTTL }}
+{{- end }}
+{{- if .maxFailuresPerMinute }}
+  max_failures_per_minute = {{ int .maxFailuresPerMinute }}
+{{- end }}
+  allow_basic_without_tls = {{ .allowBasicWithoutTLS }}
+{{- if .htpasswd.secretName }}
+  htpasswd_file           = "auth/users.htpasswd"
+{{- end }}
+{{- if .groupFile.secretName }}
+  group_file              = "auth/groups.txt"
+{{- end }}
+{{- with .ldap }}
+{{- if .enabled }}
+
+  ldap {
+    url                = {{ include "egress.hclString" .url }}
+    start_tls          = {{ .startTLS }}
+{{- if or .ca.secretName .ca.configMapName }}
+    ca_file            = "auth/ldap-ca.crt"
+{{- end }}
+{{- if .bindDN }}
+    bind_dn            = {{ include "egress.hclString" .bindDN }}
+    bind_password_file = "auth/ldap-bind-password"
+{{- end }}
+{{- range $attr, $key := dict "user_dn_template" "userDNTemplate" "user_base" "userBase" "user_filter" "userFilter" "group_base" "groupBase" "group_filter" "groupFilter" "group_attribute" "groupAttribute" "domain" "domain" "timeout" "timeout" }}
+{{- with get $.Values.auth.ldap $key }}
+    {{ printf "%-18s" $attr }} = {{ include "egress.hclString" . }}
+{{- end }}
+{{- end }}
+  }
+{{- end }}
+{{- end }}
+{{- with .kerberos }}
+{{- if .enabled }}
+
+  # Keytab only: the proxy never contacts the KDC.
+  kerberos {
+    keytab            = "auth/proxy.keytab"
+{{- if .servicePrincipal }}
+    service_principal = {{ include "egress.hclString" .servicePrincipal }}
+{{- end }}
+    groups_from_ldap  = {{ .groupsFromLDAP }}
+{{- if .clientRealms }}
+    client_realms     = {{ .clientRealms | toJson }}
+{{- end }}
+{{- if .clockSkew }}
+    clock_skew        = {{ include "egress.hclString" .clockSkew }}
+{{- end }}
+  }
+{{- end }}
+{{- end }}
+}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+A projected-volume source for one file from an existing Secret or ConfigMap:
+dict "secret" NAME "configMap" NAME "items" (list (list KEY PATH MODE)...).
+MODE "" keeps the volume default (0644); private keys and passwords get 0440
+(readable by fsGroup, the proxy's group).
+*/}}
+{{/*
+A string as an HCL literal: JSON escaping (which HCL reads), with HCL's
+template sequences ${ and %{ doubled so they stay literal text.
+*/}}
+{{- define "egress.hclString" -}}
+{{- toJson (toString .) | replace "${" "$${" | replace "%{" "%%{" }}
+{{- end }}
+
+{{- define "egress.fileSource" -}}
+{{- if .secret }}
+- secret:
+    name: {{ .secret | quote }}
+{{- else }}
+- configMap:
+    name: {{ .configMap | quote }}
+{{- end }}
+    items:
+      {{- range .items }}
+      - key: {{ index . 0 | quote }}
+        path: {{ index . 1 }}
+        {{- if index . 2 }}
+        mode: {{ index . 2 }}
+        {{- end }}
+      {{- end }}
+{{- end }}
+
+{{/* The Secrets and ConfigMaps of the TLS proxy listener and of auth, projected into the config volume. */}}
+{{- define "egress.identityVolumeSources" -}}
+{{- with .Values.proxyTLS }}
+{{- if .enabled }}
+{{- include "egress.fileSource" (dict "secret" .secretName "items" (list (list "tls.crt" "proxy-tls/tls.crt" "") (list "tls.key" "proxy-tls/tls.key" "0440"))) }}
+{{- if or .clientCA.secretName .clientCA.configMapName }}
+{{- $items := list (list .clientCA.key "proxy-tls/client-ca.crt" "") }}
+{{- if .clientCA.crlKey }}
+{{- $items = append $items (list .clientCA.crlKey "proxy-tls/client.crl" "") }}
+{{- end }}
+{{- include "egress.fileSource" (dict "secret" .clientCA.secretName "configMap" .clientCA.configMapName "items" $items) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.auth }}
+{{- if .enabled }}
+{{- if .htpasswd.secretName }}
+{{- include "egress.fileSource" (dict "secret" .htpasswd.secretName "items" (list (list .htpasswd.key "auth/users.htpasswd" "0440"))) }}
+{{- end }}
+{{- if .groupFile.secretName }}
+{{- include "egress.fileSource" (dict "secret" .groupFile.secretName "items" (list (list .groupFile.key "auth/groups.txt" ""))) }}
+{{- end }}
+{{- if .ldap.enabled }}
+{{- if or .ldap.ca.secretName .ldap.ca.configMapName }}
+{{- include "egress.fileSource" (dict "secret" .ldap.ca.secretName "configMap" .ldap.ca.configMapName "items" (list (list .ldap.ca.key "auth/ldap-ca.crt" ""))) }}
+{{- end }}
+{{- if .ldap.bindDN }}
+{{- include "egress.fileSource" (dict "secret" .ldap.bindPassword.secretName "items" (list (list .ldap.bindPassword.key "auth/ldap-bind-password" "0440"))) }}
+{{- end }}
+{{- end }}
+{{- if .kerberos.enabled }}
+{{- include "egress.fileSource" (dict "secret" .kerberos.keytab.secretName "items" (list (list .kerberos.keytab.key "auth/proxy.keytab" "0440"))) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* TCP port of auth.ldap.url (389 for ldap://, 636 for ldaps:// when absent), or networkPolicy.ldap.port. */}}
+{{- define "egress.ldapPort" -}}
+{{- if .Values.networkPolicy.ldap.port }}
+{{- int .Values.networkPolicy.ldap.port }}
+{{- else }}
+{{- $u := .Values.auth.ldap.url }}
+{{- $p := regexFind ":[0-9]+$" $u | trimPrefix ":" }}
+{{- if $p }}{{ $p }}{{ else if hasPrefix "ldaps://" $u }}636{{ else }}389{{ end }}
 {{- end }}
 {{- end }}
