@@ -81,9 +81,28 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 func printSummary(w io.Writer, cfg *rules.Config) {
 	fmt.Fprintf(w, "%s: valid (config_version %s)\n", cfg.Source, cfg.Version)
 	fmt.Fprintf(w, "  proxy:       %s (proxy_protocol %t)\n", cfg.Proxy.Listen, cfg.Proxy.ProxyProtocol)
+	if t := cfg.Proxy.TLS; t != nil {
+		fmt.Fprintf(w, "  proxy_tls:   %s (client certificates %s)\n", t.Listen, map[bool]string{true: "required", false: "off"}[t.RequiresClientCert()])
+	}
+	if a := cfg.Auth.Sources; !a.Empty() {
+		var src []string
+		if a.Htpasswd != nil {
+			src = append(src, "htpasswd")
+		}
+		if a.LDAP != nil {
+			src = append(src, "ldap")
+		}
+		if a.Kerberos != nil {
+			src = append(src, "kerberos")
+		}
+		fmt.Fprintf(w, "  auth:        %s (Basic on the plain listener %t, cache %s)\n", strings.Join(src, ", "), cfg.Auth.AllowBasicWithoutTLS, a.CacheTTL)
+	}
 	if cfg.Transparent.Enabled {
 		fmt.Fprintf(w, "  transparent: https %s -> :%d, http %s -> :%d (proxy_protocol %t)\n",
 			orOff(cfg.Transparent.HTTPSListen), cfg.Transparent.HTTPSPort, orOff(cfg.Transparent.HTTPListen), cfg.Transparent.HTTPPort, cfg.Transparent.ProxyProtocol)
+		if cfg.Transparent.QUICListen != "" {
+			fmt.Fprintf(w, "  transparent: quic %s -> udp :%d\n", cfg.Transparent.QUICListen, cfg.Transparent.QUICPort)
+		}
 	}
 	fmt.Fprintf(w, "  admin:       %s\n", cfg.Admin.Listen)
 	fmt.Fprintf(w, "  log:         %s to %s\n", cfg.Log.Format, cfg.Log.Output)
