@@ -76,6 +76,7 @@ type direction struct {
 	running  bool // guarded by Pipe.mu
 	parked   bool // guarded by Pipe.mu
 	done     bool // guarded by Pipe.mu
+	bulk     bool // copied with splice from now on; only the way's goroutine touches it
 }
 
 // Pipe is a running tunnel.
@@ -99,6 +100,7 @@ type Pipe struct {
 	closed   bool
 	finished bool
 	err      error
+	res      Result // set by finishLocked
 	doneCh   chan struct{}
 }
 
@@ -195,10 +197,9 @@ func (p *Pipe) recoverCopy(d *direction) {
 	if h := p.opt.OnPanic; h != nil {
 		h(v)
 	}
-	p.fail(fmt.Errorf("tunnel: panic: %v", v))
-	p.mu.Lock()
-	p.stopLocked(d)
-	p.mu.Unlock()
+	if p.failWay(d, fmt.Errorf("tunnel: panic: %v", v)) {
+		p.deliver()
+	}
 }
 
 func (p *Pipe) other(d *direction) *direction {
@@ -215,7 +216,82 @@ func (p *Pipe) wake() time.Duration {
 	return p.opt.Idle / 2
 }
 
+// run copies one way until it ends, fails or parks: inline first, then, if
+// the way turned out to carry bulk, with splice.
 func (p *Pipe) run(d *direction) {
+	if !d.bulk {
+		if stop, deliver := p.runInline(d); stop {
+			if deliver {
+				p.deliver()
+			}
+			return
+		}
+		d.bulk = true
+	}
+	if p.runSplice(d) {
+		p.deliver()
+	}
+}
+
+// Inline copying: the first bulkAfter bytes of a way are copied with plain
+// read(2) and write(2) through a pooled buffer, on the way's goroutine. A
+// short tunnel (a handshake, a request, an answer: a few kilobytes each way)
+// never needs more, and so never takes a splice pipe pair, nor the extra
+// splice(2) per chunk that the pipe costs. A way that passes bulkAfter bytes
+// switches to splice for the rest of its life (no user-space copy).
+const (
+	bulkAfter  = 128 << 10
+	inlineSize = 16 << 10 // one TLS record (16 KiB of plaintext) in one read
+)
+
+// inlineBufs holds the inline buffers: one is held only while a way copies
+// inline (never while parked).
+var inlineBufs = sync.Pool{New: func() any { return new([inlineSize]byte) }}
+
+// runInline copies d inline until it passes bulkAfter bytes (stop false:
+// continue with splice) or stops (stop true: EOF, error, parked or closed).
+// deliver: the caller must call p.deliver (the tunnel finished with it).
+func (p *Pipe) runInline(d *direction) (stop, deliver bool) {
+	buf := inlineBufs.Get().(*[inlineSize]byte)
+	defer inlineBufs.Put(buf)
+	wake := p.wake()
+	armed := false
+	for d.n.Load() < bulkAfter {
+		// The read deadline is how the way looks up from a quiet socket; it
+		// is set again only after it passed, not before every read.
+		if wake > 0 && !armed {
+			d.src.SetReadDeadline(time.Now().Add(wake))
+			armed = true
+		}
+		n, rerr := d.src.Read(buf[:])
+		if n > 0 {
+			// No write deadline, as with splice: only closing the tunnel
+			// ends a blocked write.
+			w, werr := d.dst.Write(buf[:n])
+			p.moved(d, int64(w), time.Now().UnixNano())
+			if werr != nil {
+				return true, p.failWay(d, werr)
+			}
+		}
+		switch {
+		case rerr == nil:
+		case rerr == io.EOF:
+			return true, p.eof(d)
+		case errors.Is(rerr, os.ErrDeadlineExceeded):
+			armed = false
+			if stop, deliver := p.lookUp(d, false, time.Now().UnixNano()); stop {
+				return true, deliver
+			}
+		default:
+			return true, p.failWay(d, rerr)
+		}
+	}
+	return false, false
+}
+
+// runSplice copies d with splice(2) until it ends, fails, parks or the
+// tunnel closes; true when the caller must call p.deliver.
+func (p *Pipe) runSplice(d *direction) bool {
 	wake := p.wake()
 	for {
 		if wake > 0 {
@@ -226,85 +302,112 @@ func (p *Pipe) run(d *direction) {
 		// pipe, so only closing the tunnel ends a blocked write.
 		k, err := io.Copy(d.dst, d.src)
 		now := time.Now().UnixNano()
-		if k > 0 {
-			d.n.Add(k)
-			p.lastActive.Store(now)
-			if c := p.opt.Counter; c != nil {
-				if d.upload {
-					c.Add(k, 0)
-				} else {
-					c.Add(0, k)
-				}
-			}
-		}
+		p.moved(d, k, now)
 		switch {
-		case err == nil: // EOF from src: pass the half-close on
-			if hc, ok := d.dst.(halfCloser); ok {
-				hc.CloseWrite()
-			} else {
-				d.dst.Close()
-			}
-			p.mu.Lock()
-			d.done = true
-			p.stopLocked(d)
-			p.mu.Unlock()
-			return
+		case err == nil: // EOF from src
+			return p.eof(d)
 		case !errors.Is(err, os.ErrDeadlineExceeded):
-			p.fail(err)
-			p.mu.Lock()
-			p.stopLocked(d)
-			p.mu.Unlock()
-			return
+			return p.failWay(d, err)
 		}
-		// A wake-up: the deadline passed.
-		p.mu.Lock()
-		if p.closed {
-			p.stopLocked(d)
-			p.mu.Unlock()
-			return
+		if stop, deliver := p.lookUp(d, k > 0, now); stop {
+			return deliver
 		}
-		if k > 0 || p.opt.ParkAfter <= 0 || time.Duration(now-p.lastActive.Load()) < p.opt.ParkAfter {
-			p.mu.Unlock()
-			continue
-		}
-		// Quiet long enough: park this way (its source is watched from now
-		// on, whatever the other way does), and have the other way look up
-		// now, so that it parks too if it is quiet. A way blocked in a write
-		// does not see the nudge and needs not: it is not waiting for this one.
-		if err := parkLocked(p, d); err != nil {
-			p.mu.Unlock() // could not park: keep copying
-			continue
-		}
-		if o := p.other(d); o.running {
-			o.src.SetReadDeadline(time.Now())
-		}
-		p.stopLocked(d)
-		p.mu.Unlock()
-		return
 	}
 }
 
-// stopLocked records that d's goroutine ends, and finishes the tunnel, or
-// counts it as parked, when it was the last one.
-func (p *Pipe) stopLocked(d *direction) {
-	if !d.running {
+// moved accounts k bytes copied on d at now.
+func (p *Pipe) moved(d *direction, k int64, now int64) {
+	if k <= 0 {
 		return
+	}
+	d.n.Add(k)
+	p.lastActive.Store(now)
+	if c := p.opt.Counter; c != nil {
+		if d.upload {
+			c.Add(k, 0)
+		} else {
+			c.Add(0, k)
+		}
+	}
+}
+
+// eof ends d after EOF from its source: the half-close is passed on, unless
+// the other way has ended too (then both connections are closed at once,
+// and a close sends the FIN that a shutdown would). True: call p.deliver.
+func (p *Pipe) eof(d *direction) bool {
+	p.mu.Lock()
+	skip := p.other(d).done || p.closed
+	p.mu.Unlock()
+	if !skip {
+		if hc, ok := d.dst.(halfCloser); ok {
+			hc.CloseWrite()
+		} else {
+			d.dst.Close()
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	d.done = true
+	return p.stopLocked(d)
+}
+
+// failWay ends the tunnel with err, seen by d's copy. True: call p.deliver.
+func (p *Pipe) failWay(d *direction, err error) bool {
+	p.fail(err)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stopLocked(d)
+}
+
+// lookUp decides, when d's read deadline passed, whether d goes on copying
+// (stop false) or stops: the tunnel is closed, or d was quiet long enough and
+// is parked. active: d moved bytes since it last looked up. deliver: call
+// p.deliver.
+func (p *Pipe) lookUp(d *direction, active bool, now int64) (stop, deliver bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return true, p.stopLocked(d)
+	}
+	if active || p.opt.ParkAfter <= 0 || time.Duration(now-p.lastActive.Load()) < p.opt.ParkAfter {
+		return false, false
+	}
+	// Quiet long enough: park this way (its source is watched from now
+	// on, whatever the other way does), and have the other way look up
+	// now, so that it parks too if it is quiet. A way blocked in a write
+	// does not see the nudge and needs not: it is not waiting for this one.
+	if err := parkLocked(p, d); err != nil {
+		return false, false // could not park: keep copying
+	}
+	if o := p.other(d); o.running {
+		o.src.SetReadDeadline(time.Now())
+	}
+	return true, p.stopLocked(d)
+}
+
+// stopLocked records that d's goroutine ends, and finishes the tunnel, or
+// counts it as parked, when it was the last one. True: the tunnel finished,
+// and d's goroutine must call p.deliver once it released p.mu.
+func (p *Pipe) stopLocked(d *direction) bool {
+	if !d.running {
+		return false
 	}
 	d.running = false
 	p.running--
 	if p.running > 0 {
-		return
+		return false
 	}
 	switch {
 	case p.closed:
-		p.finishLocked()
+		return p.finishLocked()
 	case p.dirs[0].done && p.dirs[1].done:
 		p.closeConnsLocked(nil)
-		p.finishLocked()
+		return p.finishLocked()
 	default:
 		// Every way that is still open is parked (a way stops only at EOF,
 		// on an error that closes the tunnel, or parked).
 		p.setParkedLocked(true)
+		return false
 	}
 }
 
@@ -374,8 +477,10 @@ func (p *Pipe) fail(err error) {
 		return
 	}
 	p.closeConnsLocked(err)
-	if p.running == 0 {
-		p.finishLocked()
+	if p.running == 0 && p.finishLocked() {
+		// No copy runs to deliver the result (the tunnel was parked): not
+		// on the caller, which may be closing many tunnels (a reload).
+		go p.deliver()
 	}
 }
 
@@ -400,9 +505,12 @@ func (p *Pipe) closeConnsLocked(err error) {
 	p.server.Close()
 }
 
-func (p *Pipe) finishLocked() {
+// finishLocked marks the tunnel finished and computes its result; true the
+// first time, when the caller must call p.deliver after releasing p.mu (the
+// copy that finished it, on its own goroutine: no goroutine more per tunnel).
+func (p *Pipe) finishLocked() bool {
 	if p.finished {
-		return
+		return false
 	}
 	p.finished = true
 	if p.watch != nil {
@@ -410,22 +518,25 @@ func (p *Pipe) finishLocked() {
 	}
 	p.setParkedLocked(false)
 	forget(p)
-	res := Result{Upload: p.dirs[0].n.Load(), Download: p.dirs[1].n.Load()}
+	p.res = Result{Upload: p.dirs[0].n.Load(), Download: p.dirs[1].n.Load()}
 	if p.err != nil && !errors.Is(p.err, net.ErrClosed) && !errors.Is(p.err, io.EOF) {
-		res.Err = p.err
+		p.res.Err = p.err
 	}
-	if done := p.opt.OnDone; done != nil {
-		// Outside the lock: OnDone may take its time (write an event).
-		go func() {
-			defer close(p.doneCh)
-			defer func() {
-				if v := recover(); v != nil && p.opt.OnPanic != nil {
-					p.opt.OnPanic(v)
-				}
-			}()
-			done(res)
-		}()
+	return true
+}
+
+// deliver calls OnDone with the result (a panic in it goes to OnPanic) and
+// closes Done. Called once, by whoever finishLocked told to, without p.mu.
+func (p *Pipe) deliver() {
+	defer close(p.doneCh)
+	done := p.opt.OnDone
+	if done == nil {
 		return
 	}
-	close(p.doneCh)
+	defer func() {
+		if v := recover(); v != nil && p.opt.OnPanic != nil {
+			p.opt.OnPanic(v)
+		}
+	}()
+	done(p.res)
 }
