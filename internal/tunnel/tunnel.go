@@ -244,16 +244,15 @@ const (
 	inlineSize = 16 << 10 // one TLS record (16 KiB of plaintext) in one read
 )
 
-// inlineBufs holds the inline buffers: one is held only while a way copies
-// inline (never while parked).
+// inlineBufs holds the inline buffers: one is held only while bytes are
+// being copied (inlineReader), never while a way waits or is parked.
 var inlineBufs = sync.Pool{New: func() any { return new([inlineSize]byte) }}
 
 // runInline copies d inline until it passes bulkAfter bytes (stop false:
 // continue with splice) or stops (stop true: EOF, error, parked or closed).
 // deliver: the caller must call p.deliver (the tunnel finished with it).
 func (p *Pipe) runInline(d *direction) (stop, deliver bool) {
-	buf := inlineBufs.Get().(*[inlineSize]byte)
-	defer inlineBufs.Put(buf)
+	r := newInlineReader(d.src)
 	wake := p.wake()
 	armed := false
 	for d.n.Load() < bulkAfter {
@@ -263,18 +262,19 @@ func (p *Pipe) runInline(d *direction) (stop, deliver bool) {
 			d.src.SetReadDeadline(time.Now().Add(wake))
 			armed = true
 		}
-		n, rerr := d.src.Read(buf[:])
+		buf, n, rerr := r.read()
 		if n > 0 {
 			// No write deadline, as with splice: only closing the tunnel
 			// ends a blocked write.
 			w, werr := d.dst.Write(buf[:n])
+			inlineBufs.Put(buf)
 			p.moved(d, int64(w), time.Now().UnixNano())
 			if werr != nil {
 				return true, p.failWay(d, werr)
 			}
+			continue
 		}
 		switch {
-		case rerr == nil:
 		case rerr == io.EOF:
 			return true, p.eof(d)
 		case errors.Is(rerr, os.ErrDeadlineExceeded):
@@ -287,6 +287,21 @@ func (p *Pipe) runInline(d *direction) (stop, deliver bool) {
 		}
 	}
 	return false, false
+}
+
+// readPlain reads src into a buffer from inlineBufs (a source that is not a
+// socket: the buffer is held while the read waits).
+func readPlain(src net.Conn) (*[inlineSize]byte, int, error) {
+	buf := inlineBufs.Get().(*[inlineSize]byte)
+	n, err := src.Read(buf[:])
+	if n > 0 {
+		return buf, n, nil // an error with bytes comes again at the next read
+	}
+	inlineBufs.Put(buf)
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return nil, 0, err
 }
 
 // runSplice copies d with splice(2) until it ends, fails, parks or the

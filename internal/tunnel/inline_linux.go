@@ -1,0 +1,72 @@
+package tunnel
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// inlineReader reads one way's source for the inline phase. On a socket it
+// waits for input without a buffer (Go's poller, with the source's read
+// deadline) and takes one from inlineBufs only for the read(2) itself: a way
+// waiting for its peer holds no buffer, so the buffers in use are the
+// copies in progress, not the tunnels open. Anything else is read with Read.
+type inlineReader struct {
+	src net.Conn
+	rc  syscall.RawConn // nil: not a socket
+}
+
+func newInlineReader(src net.Conn) inlineReader {
+	r := inlineReader{src: src}
+	if sc, ok := src.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			r.rc = rc
+		}
+	}
+	return r
+}
+
+// read returns a buffer from inlineBufs holding n > 0 bytes, which the
+// caller puts back, or an error (io.EOF at the end of the source).
+func (r inlineReader) read() (*[inlineSize]byte, int, error) {
+	if r.rc == nil {
+		return readPlain(r.src)
+	}
+	var (
+		buf  *[inlineSize]byte
+		n    int
+		serr error
+	)
+	err := r.rc.Read(func(fd uintptr) bool {
+		b := inlineBufs.Get().(*[inlineSize]byte)
+		for {
+			n, serr = unix.Read(int(fd), b[:])
+			if serr != unix.EINTR {
+				break
+			}
+		}
+		if serr == unix.EAGAIN {
+			inlineBufs.Put(b)
+			return false // wait for input (or the deadline) without a buffer
+		}
+		buf = b
+		return true
+	})
+	switch {
+	case err != nil: // the deadline, or the tunnel closed
+		if buf != nil {
+			inlineBufs.Put(buf)
+		}
+		return nil, 0, err
+	case serr != nil:
+		inlineBufs.Put(buf)
+		return nil, 0, &net.OpError{Op: "read", Net: "tcp", Source: r.src.LocalAddr(), Addr: r.src.RemoteAddr(), Err: os.NewSyscallError("read", serr)}
+	case n <= 0:
+		inlineBufs.Put(buf)
+		return nil, 0, io.EOF
+	}
+	return buf, n, nil
+}

@@ -1,0 +1,13 @@
+//go:build !linux
+
+package tunnel
+
+import "net"
+
+// inlineReader reads one way's source for the inline phase (Read into a
+// buffer from inlineBufs; inline_linux.go waits without one).
+type inlineReader struct{ src net.Conn }
+
+func newInlineReader(src net.Conn) inlineReader { return inlineReader{src: src} }
+
+func (r inlineReader) read() (*[inlineSize]byte, int, error) { return readPlain(r.src) }
