@@ -14,47 +14,58 @@ import (
 // deadline) and takes one from inlineBufs only for the read(2) itself: a way
 // waiting for its peer holds no buffer, so the buffers in use are the
 // copies in progress, not the tunnels open. Anything else is read with Read.
+// It lives in its direction and is set up once (init): a read allocates
+// nothing. Only the way's goroutine uses it.
 type inlineReader struct {
 	src net.Conn
-	rc  syscall.RawConn // nil: not a socket
+	rc  syscall.RawConn    // nil: not a socket
+	fn  func(uintptr) bool // r.readFD, made once
+	// The last read's result, set by readFD.
+	buf  *[inlineSize]byte
+	n    int
+	serr error
 }
 
-func newInlineReader(src net.Conn) inlineReader {
-	r := inlineReader{src: src}
+func (r *inlineReader) init(src net.Conn) {
+	if r.src != nil {
+		return
+	}
+	r.src = src
 	if sc, ok := src.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			r.rc = rc
+			r.fn = r.readFD
 		}
 	}
-	return r
+}
+
+// readFD is the RawConn.Read callback: false (wait for input) on EAGAIN.
+func (r *inlineReader) readFD(fd uintptr) bool {
+	b := inlineBufs.Get().(*[inlineSize]byte)
+	for {
+		r.n, r.serr = unix.Read(int(fd), b[:])
+		if r.serr != unix.EINTR {
+			break
+		}
+	}
+	if r.serr == unix.EAGAIN {
+		inlineBufs.Put(b)
+		return false // wait for input (or the deadline) without a buffer
+	}
+	r.buf = b
+	return true
 }
 
 // read returns a buffer from inlineBufs holding n > 0 bytes, which the
 // caller puts back, or an error (io.EOF at the end of the source).
-func (r inlineReader) read() (*[inlineSize]byte, int, error) {
+func (r *inlineReader) read() (*[inlineSize]byte, int, error) {
 	if r.rc == nil {
 		return readPlain(r.src)
 	}
-	var (
-		buf  *[inlineSize]byte
-		n    int
-		serr error
-	)
-	err := r.rc.Read(func(fd uintptr) bool {
-		b := inlineBufs.Get().(*[inlineSize]byte)
-		for {
-			n, serr = unix.Read(int(fd), b[:])
-			if serr != unix.EINTR {
-				break
-			}
-		}
-		if serr == unix.EAGAIN {
-			inlineBufs.Put(b)
-			return false // wait for input (or the deadline) without a buffer
-		}
-		buf = b
-		return true
-	})
+	r.buf, r.n, r.serr = nil, 0, nil
+	err := r.rc.Read(r.fn)
+	buf, n, serr := r.buf, r.n, r.serr
+	r.buf = nil
 	switch {
 	case err != nil: // the deadline, or the tunnel closed
 		if buf != nil {

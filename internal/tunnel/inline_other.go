@@ -8,6 +8,6 @@ import "net"
 // buffer from inlineBufs; inline_linux.go waits without one).
 type inlineReader struct{ src net.Conn }
 
-func newInlineReader(src net.Conn) inlineReader { return inlineReader{src: src} }
+func (r *inlineReader) init(src net.Conn) { r.src = src }
 
-func (r inlineReader) read() (*[inlineSize]byte, int, error) { return readPlain(r.src) }
+func (r *inlineReader) read() (*[inlineSize]byte, int, error) { return readPlain(r.src) }

@@ -73,10 +73,11 @@ type direction struct {
 	upload   bool
 	index    int // in Pipe.dirs
 	n        atomic.Int64
-	running  bool // guarded by Pipe.mu
-	parked   bool // guarded by Pipe.mu
-	done     bool // guarded by Pipe.mu
-	bulk     bool // copied with splice from now on; only the way's goroutine touches it
+	running  bool         // guarded by Pipe.mu
+	parked   bool         // guarded by Pipe.mu
+	done     bool         // guarded by Pipe.mu
+	bulk     bool         // copied with splice from now on; only the way's goroutine touches it
+	in       inlineReader // the inline phase's reader; only the way's goroutine touches it
 }
 
 // Pipe is a running tunnel.
@@ -252,7 +253,8 @@ var inlineBufs = sync.Pool{New: func() any { return new([inlineSize]byte) }}
 // continue with splice) or stops (stop true: EOF, error, parked or closed).
 // deliver: the caller must call p.deliver (the tunnel finished with it).
 func (p *Pipe) runInline(d *direction) (stop, deliver bool) {
-	r := newInlineReader(d.src)
+	r := &d.in
+	r.init(d.src)
 	wake := p.wake()
 	armed := false
 	for d.n.Load() < bulkAfter {
