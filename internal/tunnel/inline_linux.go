@@ -26,16 +26,13 @@ type inlineReader struct {
 	serr error
 }
 
-func (r *inlineReader) init(src net.Conn) {
+func (r *inlineReader) init(src net.Conn, rc syscall.RawConn) {
 	if r.src != nil {
 		return
 	}
-	r.src = src
-	if sc, ok := src.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			r.rc = rc
-			r.fn = r.readFD
-		}
+	r.src, r.rc = src, rc
+	if rc != nil {
+		r.fn = r.readFD
 	}
 }
 

@@ -28,6 +28,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -70,6 +71,7 @@ type halfCloser interface{ CloseWrite() error }
 // source reached EOF), or the tunnel is closed.
 type direction struct {
 	dst, src net.Conn
+	rc       syscall.RawConn // src's descriptor; nil when src is not a socket
 	upload   bool
 	index    int // in Pipe.dirs
 	n        atomic.Int64
@@ -84,8 +86,8 @@ type direction struct {
 type Pipe struct {
 	client, server net.Conn
 	opt            Options
-	dirs           [2]*direction // 0: upload (client → server), 1: download
-	lastActive     atomic.Int64  // unix nanos of the last byte a copy reported either way
+	dirs           [2]direction // 0: upload (client → server), 1: download
+	lastActive     atomic.Int64 // unix nanos of the last byte a copy reported either way
 
 	// The idle watchdog's state: touched only by its timer's callback, which
 	// never runs twice at once (it re-arms itself last).
@@ -118,6 +120,54 @@ func Parked() int { return int(parkedTunnels.Load()) }
 // notsentLowat, rcvbufCap). Both connections are closed before opt.OnDone is
 // called.
 func Start(client, server net.Conn, opt Options) *Pipe {
+	p := New(client, server, opt)
+	if p.begin() {
+		p.startLocked(&p.dirs[0])
+		p.mu.Unlock()
+	}
+	return p
+}
+
+// Serve runs a tunnel made by New as Start would, but copies the upload way
+// (client → destination) on the caller's goroutine: a short tunnel then
+// takes one goroutine more than its connection's, not two. It returns when
+// that way stops (the client's EOF, an error, parked when quiet, or the
+// tunnel closed); the tunnel goes on without it, and a parked upload way
+// wakes on a goroutine of its own. Called once, instead of Start.
+func (p *Pipe) Serve() {
+	if !p.begin() {
+		return
+	}
+	d := &p.dirs[0]
+	d.running = true
+	p.running++
+	p.mu.Unlock()
+	copyUpload(p, d)
+}
+
+// begin arms the idle watchdog and starts the download way. It returns with
+// p.mu held, true, or false (without the lock) when the tunnel was closed
+// before it began.
+func (p *Pipe) begin() bool {
+	p.mu.Lock()
+	if p.closed || p.finished {
+		p.mu.Unlock()
+		return false
+	}
+	if p.opt.Idle > 0 {
+		// The kernel's counters are first read at the first look (a tunnel
+		// quiet from the start closes a quarter of Idle late, not early).
+		p.kMovedAt = time.Now().UnixNano()
+		p.watch = time.AfterFunc(p.watchEvery(), p.checkIdle)
+	}
+	p.startLocked(&p.dirs[1])
+	return true
+}
+
+// New makes a tunnel between client and server and sets its socket options;
+// nothing is copied until Serve (or use Start). Close may be called from
+// here on: a tunnel closed before Serve ends without copying a byte.
+func New(client, server net.Conn, opt Options) *Pipe {
 	if opt.ParkAfter == 0 {
 		opt.ParkAfter = DefaultParkAfter
 	}
@@ -127,25 +177,26 @@ func Start(client, server net.Conn, opt Options) *Pipe {
 	if opt.ParkAfter > 0 && opt.Idle > 0 && opt.Idle < 2*opt.ParkAfter {
 		opt.ParkAfter = opt.Idle / 2
 	}
-	tune(client, opt.Idle)
-	tune(server, opt.Idle)
 	p := &Pipe{client: client, server: server, opt: opt, doneCh: make(chan struct{})}
-	p.dirs[0] = &direction{dst: server, src: client, upload: true, index: 0}
-	p.dirs[1] = &direction{dst: client, src: server, index: 1}
-	now := time.Now().UnixNano()
-	p.lastActive.Store(now)
-	p.mu.Lock()
-	if opt.Idle > 0 {
-		// The kernel's counters are first read at the first look (a tunnel
-		// quiet from the start closes a quarter of Idle late, not early).
-		p.kMovedAt = now
-		p.watch = time.AfterFunc(p.watchEvery(), p.checkIdle)
-	}
-	for _, d := range p.dirs {
-		p.startLocked(d)
-	}
-	p.mu.Unlock()
+	// One RawConn per socket for the tunnel's life (socket options, the
+	// inline reads, the parker, the watchdog's counters).
+	crc, src := rawConn(client), rawConn(server)
+	p.dirs[0] = direction{dst: server, src: client, rc: crc, upload: true, index: 0}
+	p.dirs[1] = direction{dst: client, src: server, rc: src, index: 1}
+	tune(crc, opt.Idle)
+	tune(src, opt.Idle)
+	p.lastActive.Store(time.Now().UnixNano())
 	return p
+}
+
+// rawConn returns c's RawConn, nil when c is not a socket.
+func rawConn(c net.Conn) syscall.RawConn {
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			return rc
+		}
+	}
+	return nil
 }
 
 // Pipe copies client ↔ server until the tunnel ends (see Start) and returns
@@ -204,7 +255,7 @@ func (p *Pipe) recoverCopy(d *direction) {
 }
 
 func (p *Pipe) other(d *direction) *direction {
-	return p.dirs[1-d.index]
+	return &p.dirs[1-d.index]
 }
 
 // wake is how often a copy looks up from a quiet socket: to park, or (when
@@ -254,7 +305,7 @@ var inlineBufs = sync.Pool{New: func() any { return new([inlineSize]byte) }}
 // deliver: the caller must call p.deliver (the tunnel finished with it).
 func (p *Pipe) runInline(d *direction) (stop, deliver bool) {
 	r := &d.in
-	r.init(d.src)
+	r.init(d.src, d.rc)
 	wake := p.wake()
 	armed := false
 	for d.n.Load() < bulkAfter {
@@ -445,7 +496,7 @@ func (p *Pipe) setParkedLocked(v bool) {
 func (p *Pipe) unpark(i int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	d := p.dirs[i]
+	d := &p.dirs[i]
 	if !d.parked || p.closed {
 		return
 	}
@@ -467,7 +518,7 @@ func (p *Pipe) watchEvery() time.Duration {
 // count too: a slow reader that takes a byte now and then keeps its tunnel.
 func (p *Pipe) checkIdle() {
 	now := time.Now().UnixNano()
-	if sum, ok := moved(p.client, p.server); ok {
+	if sum, ok := moved(p.dirs[0].rc, p.dirs[1].rc); ok {
 		if !p.kOK || sum != p.kMoved {
 			p.kMoved, p.kMovedAt = sum, now
 		}
@@ -509,14 +560,14 @@ func (p *Pipe) closeConnsLocked(err error) {
 	}
 	p.closed = true
 	p.err = err
-	for _, d := range p.dirs {
-		unparkLocked(p, d)
+	for i := range p.dirs {
+		unparkLocked(p, &p.dirs[i])
 	}
 	if errors.Is(err, ErrIdle) {
 		// Bytes still queued for a peer that took none for the idle timeout
 		// are dropped with a reset, not kept by the kernel after the close.
-		abortIfQueued(p.client)
-		abortIfQueued(p.server)
+		abortIfQueued(p.dirs[0].rc)
+		abortIfQueued(p.dirs[1].rc)
 	}
 	p.client.Close()
 	p.server.Close()
