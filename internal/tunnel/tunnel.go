@@ -3,10 +3,15 @@
 // propagated, closed when idle, counted, and the socket options that bound
 // what a tunnel holds in the kernel (sockopt_linux.go).
 //
-// Between two *net.TCPConn the kernel moves the bytes (io.Copy →
-// TCPConn.ReadFrom → splice(2) on Linux): no user-space buffer per direction.
-// A way (direction) that has nothing to read for ParkAfter gives its
-// goroutine (and the splice pipe it holds) back and is parked: its source
+// Each way (direction) is copied inline first: its first bulkAfter bytes
+// with read(2)/write(2) through a pooled buffer that is held only while
+// bytes are being copied (inline_linux.go). A short tunnel (a handshake, a
+// request, an answer) ends in that phase. A way that passes bulkAfter is
+// copied by the kernel from then on (io.Copy → TCPConn.ReadFrom → splice(2)
+// on Linux): no user-space buffer. Start runs each way on a goroutine of its
+// own; New + Serve runs the upload way on the caller's (the connection's)
+// goroutine. A way that has nothing to read for ParkAfter gives its
+// goroutine (and the splice pipe it may hold) back and is parked: its source
 // waits in one shared epoll set (park_linux.go), and the first byte starts
 // its copy again. Each way parks on its own, so a way blocked in a write
 // (its peer stopped reading) never stops the other. A tunnel with both ways
