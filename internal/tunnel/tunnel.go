@@ -293,9 +293,12 @@ func (p *Pipe) run(d *direction) {
 // Inline copying: the first bulkAfter bytes of a way are copied with plain
 // read(2) and write(2) through a pooled buffer, on the way's goroutine. A
 // short tunnel (a handshake, a request, an answer: a few kilobytes each way)
-// never needs more, and so never takes a splice pipe pair, nor the extra
-// splice(2) per chunk that the pipe costs. A way that passes bulkAfter bytes
-// switches to splice for the rest of its life (no user-space copy).
+// never needs more, and so never takes a splice pipe pair (the system calls
+// per chunk are the same: read, write and the EAGAIN read before a wait,
+// against two splices and the EAGAIN splice). A way that passes bulkAfter
+// bytes switches to splice for the rest of its life (no user-space copy).
+// A buffer is held by a write blocked on a peer that does not read: one
+// per way at most, until the peer reads or the tunnel closes.
 const (
 	bulkAfter  = 128 << 10
 	inlineSize = 16 << 10 // one TLS record (16 KiB of plaintext) in one read
