@@ -2,19 +2,22 @@
 # Compare two builds of egress on this machine, same run, same loads
 # (cmd/egress-bench), interleaved rounds: new CONNECT tunnels/s and proxy CPU
 # per tunnel (c=64), transparent connections/s, plain-HTTP requests/s, p99 at
-# c=8, and idle memory per tunnel (each build freshly started). Everything on
-# 127.0.0.1. Prints one table of medians, "direct" as the baseline.
+# c=8, one tunnel's throughput (TPUT_BYTES each way) and idle memory per
+# tunnel (each build freshly started). Everything on 127.0.0.1. Prints one
+# table of medians, "direct" as the baseline.
 #
 #   bash bench/compare-builds.sh                      # HEAD~1 (BASE) against the working tree
 #   BASE=7e1aeda bash bench/compare-builds.sh         # another baseline commit
 #   OLD_BIN=/tmp/a NEW_BIN=/tmp/b bash bench/compare-builds.sh
 #   ROUNDS=1 DUR=5s IDLE_TUNNELS=1000 bash bench/compare-builds.sh   # quicker, noisier
+#   TPUT_BYTES=0 bash bench/compare-builds.sh         # without the throughput figure
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-3}
 DUR=${DUR:-8s}
 IDLE_TUNNELS=${IDLE_TUNNELS:-2000}
+TPUT_BYTES=${TPUT_BYTES:-1073741824}
 BASE=${BASE:-HEAD~1}
 NAME=bench.test
 OUT=${OUT:-$(mktemp -d /tmp/egress-builds.XXXXXX)}
@@ -77,6 +80,7 @@ start egress-new "$NEW_BIN" 26200
 for round in $(seq 1 "$ROUNDS"); do
 	log "round $round of $ROUNDS"
 	bench direct rate64 -mode direct -c 64 -d "$DUR"
+	if [ "$TPUT_BYTES" != 0 ]; then bench direct tput -mode throughput -via direct -bytes "$TPUT_BYTES" -d 60s; fi
 	# Alternate which build goes first: the one run second meets a machine
 	# warmed (and loaded) by the first.
 	order="egress-old:26100 egress-new:26200"
@@ -87,6 +91,7 @@ for round in $(seq 1 "$ROUNDS"); do
 		bench "$l" trate64 -mode transparent -proxy "127.0.0.1:$(($p + 1))" -pid "${PID[$l]}" -c 64 -d "$DUR"
 		bench "$l" p99c8 -mode connect -proxy "127.0.0.1:$p" -c 8 -d "$DUR"
 		bench "$l" http8 -mode http -proxy "127.0.0.1:$p" -pid "${PID[$l]}" -c 8 -d "$DUR"
+		if [ "$TPUT_BYTES" != 0 ]; then bench "$l" tput -mode throughput -via connect -proxy "127.0.0.1:$p" -bytes "$TPUT_BYTES" -d 60s; fi
 	done
 done
 

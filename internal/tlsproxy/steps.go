@@ -241,7 +241,8 @@ func (fl *flow) dial() (net.Conn, bool) {
 	return server, true
 }
 
-// start hands both connections to the tunnel, which ends the flow.
+// start hands both connections to the tunnel, which ends the flow. It
+// returns once the tunnel no longer needs this goroutine (tunnel.Pipe.Serve).
 func (fl *flow) start(server net.Conn) bool {
 	f, c := fl.f, fl.f.Conn
 	rawLen := int64(len(fl.raw))
@@ -252,7 +253,7 @@ func (fl *flow) start(server net.Conn) bool {
 	if h := fl.p.Panicked; h != nil {
 		onPanic = func(v any) { h(f.Listener, v) }
 	}
-	pipe := tunnel.Start(f.Client, server, tunnel.Options{Idle: fl.st.Config.Limits.IdleTimeout, Counter: fl.p.Record, OnPanic: onPanic,
+	pipe := tunnel.New(f.Client, server, tunnel.Options{Idle: fl.st.Config.Limits.IdleTimeout, Counter: fl.p.Record, OnPanic: onPanic,
 		OnDone: func(res tunnel.Result) {
 			ev := fl.o.Event
 			ev.SourceBytes, ev.DestBytes = res.Upload+rawLen, res.Download
@@ -267,5 +268,8 @@ func (fl *flow) start(server net.Conn) bool {
 	if c.ClosedBy() != "" {
 		pipe.Close() // closed before the pipe was its closer
 	}
+	// The upload way runs on this goroutine (the connection's) until it
+	// stops or parks; the tunnel goes on after Serve returns.
+	pipe.Serve()
 	return true
 }

@@ -69,10 +69,10 @@ func parkLocked(p *Pipe, d *direction) error {
 		pk.pipes[pk.next] = p
 		pk.mu.Unlock()
 	}
-	err := ctl(d.src, unix.EPOLL_CTL_ADD, uint32(p.parkID), d.index)
+	err := ctl(d.rc, unix.EPOLL_CTL_ADD, uint32(p.parkID), d.index)
 	if err == unix.EEXIST {
 		// Still in the set, disabled by its one-shot: arm it again.
-		err = ctl(d.src, unix.EPOLL_CTL_MOD, uint32(p.parkID), d.index)
+		err = ctl(d.rc, unix.EPOLL_CTL_MOD, uint32(p.parkID), d.index)
 	}
 	if err != nil {
 		return err
@@ -87,7 +87,7 @@ func unparkLocked(p *Pipe, d *direction) {
 		return
 	}
 	d.parked = false
-	ctl(d.src, unix.EPOLL_CTL_DEL, uint32(p.parkID), d.index) // a closed socket left the set by itself
+	ctl(d.rc, unix.EPOLL_CTL_DEL, uint32(p.parkID), d.index) // a closed socket left the set by itself
 }
 
 // forget removes a finished tunnel from the parker's table (p.mu held).
@@ -102,17 +102,12 @@ func forget(p *Pipe) {
 	pk.mu.Unlock()
 }
 
-func ctl(c net.Conn, op int, id uint32, way int) error {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
+func ctl(rc syscall.RawConn, op int, id uint32, way int) error {
+	if rc == nil {
 		return syscall.EINVAL
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return err
-	}
 	var cerr error
-	err = rc.Control(func(fd uintptr) {
+	err := rc.Control(func(fd uintptr) {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(id), Pad: int32(way)}
 		cerr = unix.EpollCtl(pk.epfd, op, int(fd), &ev)
 	})

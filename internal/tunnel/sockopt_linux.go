@@ -2,7 +2,6 @@ package tunnel
 
 import (
 	"math"
-	"net"
 	"syscall"
 	"time"
 
@@ -13,7 +12,7 @@ import (
 
 // tune sets the tunnel's socket options on c (best effort: a failure leaves
 // the kernel's defaults).
-func tune(c net.Conn, idle time.Duration) {
+func tune(c syscall.RawConn, idle time.Duration) {
 	control(c, func(fd int) {
 		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, notsentLowat)
 		// Fixed, not autotuned: autotuning would grow it to tcp_rmem[2].
@@ -29,7 +28,7 @@ func tune(c net.Conn, idle time.Duration) {
 // tcpi_bytes_acked + tcpi_bytes_received). It sees progress that the copy
 // cannot report while it is blocked in a write. ok is false when a
 // connection is not a TCP socket (or is closed).
-func moved(conns ...net.Conn) (sum uint64, ok bool) {
+func moved(conns ...syscall.RawConn) (sum uint64, ok bool) {
 	for _, c := range conns {
 		var got bool
 		control(c, func(fd int) {
@@ -49,7 +48,7 @@ func moved(conns ...net.Conn) (sum uint64, ok bool) {
 // queue: a tunnel closed as idle had a peer that took no byte for the idle
 // timeout, and without this the kernel would keep those bytes (and keep
 // probing) long after the tunnel is gone.
-func abortIfQueued(c net.Conn) {
+func abortIfQueued(c syscall.RawConn) {
 	control(c, func(fd int) {
 		if n, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ); err == nil && n > 0 {
 			unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
@@ -57,14 +56,9 @@ func abortIfQueued(c net.Conn) {
 	})
 }
 
-func control(c net.Conn, fn func(fd int)) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return
+// control runs fn on c's descriptor; nothing when c is nil (not a socket).
+func control(c syscall.RawConn, fn func(fd int)) {
+	if c != nil {
+		c.Control(func(fd uintptr) { fn(int(fd)) })
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return
-	}
-	rc.Control(func(fd uintptr) { fn(int(fd)) })
 }

@@ -3,10 +3,15 @@
 // propagated, closed when idle, counted, and the socket options that bound
 // what a tunnel holds in the kernel (sockopt_linux.go).
 //
-// Between two *net.TCPConn the kernel moves the bytes (io.Copy →
-// TCPConn.ReadFrom → splice(2) on Linux): no user-space buffer per direction.
-// A way (direction) that has nothing to read for ParkAfter gives its
-// goroutine (and the splice pipe it holds) back and is parked: its source
+// Each way (direction) is copied inline first: its first bulkAfter bytes
+// with read(2)/write(2) through a pooled buffer that is held only while
+// bytes are being copied (inline_linux.go). A short tunnel (a handshake, a
+// request, an answer) ends in that phase. A way that passes bulkAfter is
+// copied by the kernel from then on (io.Copy → TCPConn.ReadFrom → splice(2)
+// on Linux): no user-space buffer. Start runs each way on a goroutine of its
+// own; New + Serve runs the upload way on the caller's (the connection's)
+// goroutine. A way that has nothing to read for ParkAfter gives its
+// goroutine (and the splice pipe it may hold) back and is parked: its source
 // waits in one shared epoll set (park_linux.go), and the first byte starts
 // its copy again. Each way parks on its own, so a way blocked in a write
 // (its peer stopped reading) never stops the other. A tunnel with both ways
@@ -28,6 +33,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -70,20 +76,23 @@ type halfCloser interface{ CloseWrite() error }
 // source reached EOF), or the tunnel is closed.
 type direction struct {
 	dst, src net.Conn
+	rc       syscall.RawConn // src's descriptor; nil when src is not a socket
 	upload   bool
 	index    int // in Pipe.dirs
 	n        atomic.Int64
-	running  bool // guarded by Pipe.mu
-	parked   bool // guarded by Pipe.mu
-	done     bool // guarded by Pipe.mu
+	running  bool         // guarded by Pipe.mu
+	parked   bool         // guarded by Pipe.mu
+	done     bool         // guarded by Pipe.mu
+	bulk     bool         // copied with splice from now on; only the way's goroutine touches it
+	in       inlineReader // the inline phase's reader; only the way's goroutine touches it
 }
 
 // Pipe is a running tunnel.
 type Pipe struct {
 	client, server net.Conn
 	opt            Options
-	dirs           [2]*direction // 0: upload (client → server), 1: download
-	lastActive     atomic.Int64  // unix nanos of the last byte a copy reported either way
+	dirs           [2]direction // 0: upload (client → server), 1: download
+	lastActive     atomic.Int64 // unix nanos of the last byte a copy reported either way
 
 	// The idle watchdog's state: touched only by its timer's callback, which
 	// never runs twice at once (it re-arms itself last).
@@ -99,6 +108,7 @@ type Pipe struct {
 	closed   bool
 	finished bool
 	err      error
+	res      Result // set by finishLocked
 	doneCh   chan struct{}
 }
 
@@ -115,6 +125,54 @@ func Parked() int { return int(parkedTunnels.Load()) }
 // notsentLowat, rcvbufCap). Both connections are closed before opt.OnDone is
 // called.
 func Start(client, server net.Conn, opt Options) *Pipe {
+	p := New(client, server, opt)
+	if p.begin() {
+		p.startLocked(&p.dirs[0])
+		p.mu.Unlock()
+	}
+	return p
+}
+
+// Serve runs a tunnel made by New as Start would, but copies the upload way
+// (client → destination) on the caller's goroutine: a short tunnel then
+// takes one goroutine more than its connection's, not two. It returns when
+// that way stops (the client's EOF, an error, parked when quiet, or the
+// tunnel closed); the tunnel goes on without it, and a parked upload way
+// wakes on a goroutine of its own. Called once, instead of Start.
+func (p *Pipe) Serve() {
+	if !p.begin() {
+		return
+	}
+	d := &p.dirs[0]
+	d.running = true
+	p.running++
+	p.mu.Unlock()
+	copyUpload(p, d)
+}
+
+// begin arms the idle watchdog and starts the download way. It returns with
+// p.mu held, true, or false (without the lock) when the tunnel was closed
+// before it began.
+func (p *Pipe) begin() bool {
+	p.mu.Lock()
+	if p.closed || p.finished {
+		p.mu.Unlock()
+		return false
+	}
+	if p.opt.Idle > 0 {
+		// The kernel's counters are first read at the first look (a tunnel
+		// quiet from the start closes a quarter of Idle late, not early).
+		p.kMovedAt = time.Now().UnixNano()
+		p.watch = time.AfterFunc(p.watchEvery(), p.checkIdle)
+	}
+	p.startLocked(&p.dirs[1])
+	return true
+}
+
+// New makes a tunnel between client and server and sets its socket options;
+// nothing is copied until Serve (or use Start). Close may be called from
+// here on: a tunnel closed before Serve ends without copying a byte.
+func New(client, server net.Conn, opt Options) *Pipe {
 	if opt.ParkAfter == 0 {
 		opt.ParkAfter = DefaultParkAfter
 	}
@@ -124,25 +182,26 @@ func Start(client, server net.Conn, opt Options) *Pipe {
 	if opt.ParkAfter > 0 && opt.Idle > 0 && opt.Idle < 2*opt.ParkAfter {
 		opt.ParkAfter = opt.Idle / 2
 	}
-	tune(client, opt.Idle)
-	tune(server, opt.Idle)
 	p := &Pipe{client: client, server: server, opt: opt, doneCh: make(chan struct{})}
-	p.dirs[0] = &direction{dst: server, src: client, upload: true, index: 0}
-	p.dirs[1] = &direction{dst: client, src: server, index: 1}
-	now := time.Now().UnixNano()
-	p.lastActive.Store(now)
-	p.mu.Lock()
-	if opt.Idle > 0 {
-		// The kernel's counters are first read at the first look (a tunnel
-		// quiet from the start closes a quarter of Idle late, not early).
-		p.kMovedAt = now
-		p.watch = time.AfterFunc(p.watchEvery(), p.checkIdle)
-	}
-	for _, d := range p.dirs {
-		p.startLocked(d)
-	}
-	p.mu.Unlock()
+	// One RawConn per socket for the tunnel's life (socket options, the
+	// inline reads, the parker, the watchdog's counters).
+	crc, src := rawConn(client), rawConn(server)
+	p.dirs[0] = direction{dst: server, src: client, rc: crc, upload: true, index: 0}
+	p.dirs[1] = direction{dst: client, src: server, rc: src, index: 1}
+	tune(crc, opt.Idle)
+	tune(src, opt.Idle)
+	p.lastActive.Store(time.Now().UnixNano())
 	return p
+}
+
+// rawConn returns c's RawConn, nil when c is not a socket.
+func rawConn(c net.Conn) syscall.RawConn {
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			return rc
+		}
+	}
+	return nil
 }
 
 // Pipe copies client ↔ server until the tunnel ends (see Start) and returns
@@ -195,14 +254,13 @@ func (p *Pipe) recoverCopy(d *direction) {
 	if h := p.opt.OnPanic; h != nil {
 		h(v)
 	}
-	p.fail(fmt.Errorf("tunnel: panic: %v", v))
-	p.mu.Lock()
-	p.stopLocked(d)
-	p.mu.Unlock()
+	if p.failWay(d, fmt.Errorf("tunnel: panic: %v", v)) {
+		p.deliver()
+	}
 }
 
 func (p *Pipe) other(d *direction) *direction {
-	return p.dirs[1-d.index]
+	return &p.dirs[1-d.index]
 }
 
 // wake is how often a copy looks up from a quiet socket: to park, or (when
@@ -215,7 +273,101 @@ func (p *Pipe) wake() time.Duration {
 	return p.opt.Idle / 2
 }
 
+// run copies one way until it ends, fails or parks: inline first, then, if
+// the way turned out to carry bulk, with splice.
 func (p *Pipe) run(d *direction) {
+	if !d.bulk {
+		if stop, deliver := p.runInline(d); stop {
+			if deliver {
+				p.deliver()
+			}
+			return
+		}
+		d.bulk = true
+	}
+	if p.runSplice(d) {
+		p.deliver()
+	}
+}
+
+// Inline copying: the first bulkAfter bytes of a way are copied with plain
+// read(2) and write(2) through a pooled buffer, on the way's goroutine. A
+// short tunnel (a handshake, a request, an answer: a few kilobytes each way)
+// never needs more, and so never takes a splice pipe pair (the system calls
+// per chunk are the same: read, write and the EAGAIN read before a wait,
+// against two splices and the EAGAIN splice). A way that passes bulkAfter
+// bytes switches to splice for the rest of its life (no user-space copy).
+// A buffer is held by a write blocked on a peer that does not read: one
+// per way at most, until the peer reads or the tunnel closes.
+const (
+	bulkAfter  = 128 << 10
+	inlineSize = 16 << 10 // one TLS record (16 KiB of plaintext) in one read
+)
+
+// inlineBufs holds the inline buffers: one is held only while bytes are
+// being copied (inlineReader), never while a way waits or is parked.
+var inlineBufs = sync.Pool{New: func() any { return new([inlineSize]byte) }}
+
+// runInline copies d inline until it passes bulkAfter bytes (stop false:
+// continue with splice) or stops (stop true: EOF, error, parked or closed).
+// deliver: the caller must call p.deliver (the tunnel finished with it).
+func (p *Pipe) runInline(d *direction) (stop, deliver bool) {
+	r := &d.in
+	r.init(d.src, d.rc)
+	wake := p.wake()
+	armed := false
+	for d.n.Load() < bulkAfter {
+		// The read deadline is how the way looks up from a quiet socket; it
+		// is set again only after it passed, not before every read.
+		if wake > 0 && !armed {
+			d.src.SetReadDeadline(time.Now().Add(wake))
+			armed = true
+		}
+		buf, n, rerr := r.read()
+		if n > 0 {
+			// No write deadline, as with splice: only closing the tunnel
+			// ends a blocked write.
+			w, werr := d.dst.Write(buf[:n])
+			inlineBufs.Put(buf)
+			p.moved(d, int64(w), time.Now().UnixNano())
+			if werr != nil {
+				return true, p.failWay(d, werr)
+			}
+			continue
+		}
+		switch {
+		case rerr == io.EOF:
+			return true, p.eof(d)
+		case errors.Is(rerr, os.ErrDeadlineExceeded):
+			armed = false
+			if stop, deliver := p.lookUp(d, false, time.Now().UnixNano()); stop {
+				return true, deliver
+			}
+		default:
+			return true, p.failWay(d, rerr)
+		}
+	}
+	return false, false
+}
+
+// readPlain reads src into a buffer from inlineBufs (a source that is not a
+// socket: the buffer is held while the read waits).
+func readPlain(src net.Conn) (*[inlineSize]byte, int, error) {
+	buf := inlineBufs.Get().(*[inlineSize]byte)
+	n, err := src.Read(buf[:])
+	if n > 0 {
+		return buf, n, nil // an error with bytes comes again at the next read
+	}
+	inlineBufs.Put(buf)
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return nil, 0, err
+}
+
+// runSplice copies d with splice(2) until it ends, fails, parks or the
+// tunnel closes; true when the caller must call p.deliver.
+func (p *Pipe) runSplice(d *direction) bool {
 	wake := p.wake()
 	for {
 		if wake > 0 {
@@ -226,85 +378,112 @@ func (p *Pipe) run(d *direction) {
 		// pipe, so only closing the tunnel ends a blocked write.
 		k, err := io.Copy(d.dst, d.src)
 		now := time.Now().UnixNano()
-		if k > 0 {
-			d.n.Add(k)
-			p.lastActive.Store(now)
-			if c := p.opt.Counter; c != nil {
-				if d.upload {
-					c.Add(k, 0)
-				} else {
-					c.Add(0, k)
-				}
-			}
-		}
+		p.moved(d, k, now)
 		switch {
-		case err == nil: // EOF from src: pass the half-close on
-			if hc, ok := d.dst.(halfCloser); ok {
-				hc.CloseWrite()
-			} else {
-				d.dst.Close()
-			}
-			p.mu.Lock()
-			d.done = true
-			p.stopLocked(d)
-			p.mu.Unlock()
-			return
+		case err == nil: // EOF from src
+			return p.eof(d)
 		case !errors.Is(err, os.ErrDeadlineExceeded):
-			p.fail(err)
-			p.mu.Lock()
-			p.stopLocked(d)
-			p.mu.Unlock()
-			return
+			return p.failWay(d, err)
 		}
-		// A wake-up: the deadline passed.
-		p.mu.Lock()
-		if p.closed {
-			p.stopLocked(d)
-			p.mu.Unlock()
-			return
+		if stop, deliver := p.lookUp(d, k > 0, now); stop {
+			return deliver
 		}
-		if k > 0 || p.opt.ParkAfter <= 0 || time.Duration(now-p.lastActive.Load()) < p.opt.ParkAfter {
-			p.mu.Unlock()
-			continue
-		}
-		// Quiet long enough: park this way (its source is watched from now
-		// on, whatever the other way does), and have the other way look up
-		// now, so that it parks too if it is quiet. A way blocked in a write
-		// does not see the nudge and needs not: it is not waiting for this one.
-		if err := parkLocked(p, d); err != nil {
-			p.mu.Unlock() // could not park: keep copying
-			continue
-		}
-		if o := p.other(d); o.running {
-			o.src.SetReadDeadline(time.Now())
-		}
-		p.stopLocked(d)
-		p.mu.Unlock()
-		return
 	}
 }
 
-// stopLocked records that d's goroutine ends, and finishes the tunnel, or
-// counts it as parked, when it was the last one.
-func (p *Pipe) stopLocked(d *direction) {
-	if !d.running {
+// moved accounts k bytes copied on d at now.
+func (p *Pipe) moved(d *direction, k int64, now int64) {
+	if k <= 0 {
 		return
+	}
+	d.n.Add(k)
+	p.lastActive.Store(now)
+	if c := p.opt.Counter; c != nil {
+		if d.upload {
+			c.Add(k, 0)
+		} else {
+			c.Add(0, k)
+		}
+	}
+}
+
+// eof ends d after EOF from its source: the half-close is passed on, unless
+// the other way has ended too (then both connections are closed at once,
+// and a close sends the FIN that a shutdown would). True: call p.deliver.
+func (p *Pipe) eof(d *direction) bool {
+	p.mu.Lock()
+	skip := p.other(d).done || p.closed
+	p.mu.Unlock()
+	if !skip {
+		if hc, ok := d.dst.(halfCloser); ok {
+			hc.CloseWrite()
+		} else {
+			d.dst.Close()
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	d.done = true
+	return p.stopLocked(d)
+}
+
+// failWay ends the tunnel with err, seen by d's copy. True: call p.deliver.
+func (p *Pipe) failWay(d *direction, err error) bool {
+	p.fail(err)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stopLocked(d)
+}
+
+// lookUp decides, when d's read deadline passed, whether d goes on copying
+// (stop false) or stops: the tunnel is closed, or d was quiet long enough and
+// is parked. active: d moved bytes since it last looked up. deliver: call
+// p.deliver.
+func (p *Pipe) lookUp(d *direction, active bool, now int64) (stop, deliver bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return true, p.stopLocked(d)
+	}
+	if active || p.opt.ParkAfter <= 0 || time.Duration(now-p.lastActive.Load()) < p.opt.ParkAfter {
+		return false, false
+	}
+	// Quiet long enough: park this way (its source is watched from now
+	// on, whatever the other way does), and have the other way look up
+	// now, so that it parks too if it is quiet. A way blocked in a write
+	// does not see the nudge and needs not: it is not waiting for this one.
+	if err := parkLocked(p, d); err != nil {
+		return false, false // could not park: keep copying
+	}
+	if o := p.other(d); o.running {
+		o.src.SetReadDeadline(time.Now())
+	}
+	return true, p.stopLocked(d)
+}
+
+// stopLocked records that d's goroutine ends, and finishes the tunnel, or
+// counts it as parked, when it was the last one. True: the tunnel finished,
+// and d's goroutine must call p.deliver once it released p.mu.
+func (p *Pipe) stopLocked(d *direction) bool {
+	if !d.running {
+		return false
 	}
 	d.running = false
 	p.running--
 	if p.running > 0 {
-		return
+		return false
 	}
 	switch {
 	case p.closed:
-		p.finishLocked()
+		return p.finishLocked()
 	case p.dirs[0].done && p.dirs[1].done:
 		p.closeConnsLocked(nil)
-		p.finishLocked()
+		return p.finishLocked()
 	default:
 		// Every way that is still open is parked (a way stops only at EOF,
 		// on an error that closes the tunnel, or parked).
 		p.setParkedLocked(true)
+		return false
 	}
 }
 
@@ -325,7 +504,7 @@ func (p *Pipe) setParkedLocked(v bool) {
 func (p *Pipe) unpark(i int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	d := p.dirs[i]
+	d := &p.dirs[i]
 	if !d.parked || p.closed {
 		return
 	}
@@ -347,7 +526,7 @@ func (p *Pipe) watchEvery() time.Duration {
 // count too: a slow reader that takes a byte now and then keeps its tunnel.
 func (p *Pipe) checkIdle() {
 	now := time.Now().UnixNano()
-	if sum, ok := moved(p.client, p.server); ok {
+	if sum, ok := moved(p.dirs[0].rc, p.dirs[1].rc); ok {
 		if !p.kOK || sum != p.kMoved {
 			p.kMoved, p.kMovedAt = sum, now
 		}
@@ -374,8 +553,10 @@ func (p *Pipe) fail(err error) {
 		return
 	}
 	p.closeConnsLocked(err)
-	if p.running == 0 {
-		p.finishLocked()
+	if p.running == 0 && p.finishLocked() {
+		// No copy runs to deliver the result (the tunnel was parked): not
+		// on the caller, which may be closing many tunnels (a reload).
+		go p.deliver()
 	}
 }
 
@@ -387,22 +568,25 @@ func (p *Pipe) closeConnsLocked(err error) {
 	}
 	p.closed = true
 	p.err = err
-	for _, d := range p.dirs {
-		unparkLocked(p, d)
+	for i := range p.dirs {
+		unparkLocked(p, &p.dirs[i])
 	}
 	if errors.Is(err, ErrIdle) {
 		// Bytes still queued for a peer that took none for the idle timeout
 		// are dropped with a reset, not kept by the kernel after the close.
-		abortIfQueued(p.client)
-		abortIfQueued(p.server)
+		abortIfQueued(p.dirs[0].rc)
+		abortIfQueued(p.dirs[1].rc)
 	}
 	p.client.Close()
 	p.server.Close()
 }
 
-func (p *Pipe) finishLocked() {
+// finishLocked marks the tunnel finished and computes its result; true the
+// first time, when the caller must call p.deliver after releasing p.mu (the
+// copy that finished it, on its own goroutine: no goroutine more per tunnel).
+func (p *Pipe) finishLocked() bool {
 	if p.finished {
-		return
+		return false
 	}
 	p.finished = true
 	if p.watch != nil {
@@ -410,22 +594,25 @@ func (p *Pipe) finishLocked() {
 	}
 	p.setParkedLocked(false)
 	forget(p)
-	res := Result{Upload: p.dirs[0].n.Load(), Download: p.dirs[1].n.Load()}
+	p.res = Result{Upload: p.dirs[0].n.Load(), Download: p.dirs[1].n.Load()}
 	if p.err != nil && !errors.Is(p.err, net.ErrClosed) && !errors.Is(p.err, io.EOF) {
-		res.Err = p.err
+		p.res.Err = p.err
 	}
-	if done := p.opt.OnDone; done != nil {
-		// Outside the lock: OnDone may take its time (write an event).
-		go func() {
-			defer close(p.doneCh)
-			defer func() {
-				if v := recover(); v != nil && p.opt.OnPanic != nil {
-					p.opt.OnPanic(v)
-				}
-			}()
-			done(res)
-		}()
+	return true
+}
+
+// deliver calls OnDone with the result (a panic in it goes to OnPanic) and
+// closes Done. Called once, by whoever finishLocked told to, without p.mu.
+func (p *Pipe) deliver() {
+	defer close(p.doneCh)
+	done := p.opt.OnDone
+	if done == nil {
 		return
 	}
-	close(p.doneCh)
+	defer func() {
+		if v := recover(); v != nil && p.opt.OnPanic != nil {
+			p.opt.OnPanic(v)
+		}
+	}()
+	done(p.res)
 }
