@@ -113,11 +113,18 @@ type httpConn struct {
 	br *bufio.Reader
 }
 
-// httpGet sends one absolute-URI GET on hc, dialing the proxy if needed.
+// httpGet sends one absolute-URI GET on hc, dialing the proxy if needed;
+// with -via direct, an origin-form GET straight to the origin (the
+// baseline).
 func (d *dialer) httpGet(hc *httpConn) error {
 	deadline := time.Now().Add(d.cfg.timeout)
+	direct := d.cfg.path() == ViaDirect
 	if hc.c == nil {
-		c, err := net.DialTimeout("tcp", d.cfg.proxy, d.cfg.timeout)
+		addr := d.cfg.proxy
+		if direct {
+			addr = d.originHTTP
+		}
+		c, err := net.DialTimeout("tcp", addr, d.cfg.timeout)
 		if err != nil {
 			return err
 		}
@@ -130,7 +137,11 @@ func (d *dialer) httpGet(hc *httpConn) error {
 	}
 	hc.c.SetDeadline(deadline)
 	host := net.JoinHostPort(d.cfg.name, originPort(d.originHTTP))
-	if _, err := io.WriteString(hc.c, "GET http://"+host+"/ HTTP/1.1\r\nHost: "+host+"\r\n\r\n"); err != nil {
+	target := "http://" + host + "/"
+	if direct {
+		target = "/"
+	}
+	if _, err := io.WriteString(hc.c, "GET "+target+" HTTP/1.1\r\nHost: "+host+"\r\n\r\n"); err != nil {
 		return fail(err)
 	}
 	resp, err := http.ReadResponse(hc.br, nil)

@@ -62,6 +62,7 @@ type config struct {
 	timeout    time.Duration
 	label      string
 	figure     string
+	round      int
 	jsonOut    bool
 	report     string
 }
@@ -107,7 +108,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c := &config{}
 	var mode, via string
 	fs.StringVar(&mode, "mode", "connect", "connect | transparent | http | direct | throughput | idle")
-	fs.StringVar(&via, "via", "connect", "throughput and idle: direct | connect | transparent")
+	fs.StringVar(&via, "via", "connect", "throughput and idle: direct | connect | transparent; http: direct (straight to the origin) or connect (through -proxy)")
 	fs.StringVar(&c.proxy, "proxy", "", "proxy address (the transparent listener for -mode transparent / -via transparent); loopback only")
 	fs.StringVar(&c.name, "name", "bench.test", "origin name: CONNECT host, SNI, Host (the proxy must map it to 127.0.0.1)")
 	fs.StringVar(&c.originTLS, "origin-tls", "127.0.0.1:0", "listen address of the in-process TLS origin")
@@ -122,6 +123,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "deadline of one iteration")
 	fs.StringVar(&c.label, "label", "", "free text copied into the JSON (e.g. the proxy's name)")
 	fs.StringVar(&c.figure, "figure", "", "free text copied into the JSON (the figure this run measures)")
+	fs.IntVar(&c.round, "round", 0, "round number copied into the JSON (the report counts the rounds a target was met in)")
 	fs.BoolVar(&c.jsonOut, "json", false, "print one JSON object on stdout (the human line goes to stderr)")
 	fs.StringVar(&c.report, "report", "", "instead of a run: read JSON lines from this file and print the comparison table")
 	if err := fs.Parse(args); err != nil {
@@ -175,6 +177,12 @@ func (c *config) validate() error {
 			return fmt.Errorf("%w: -settle %v out of [0, 1m]", errUsage, c.settle)
 		}
 	}
+	if c.mode == ModeHTTP && c.via == ViaTransparent {
+		return fmt.Errorf("%w: -mode http takes -via direct or connect", errUsage)
+	}
+	if c.round < 0 {
+		return fmt.Errorf("%w: -round %d", errUsage, c.round)
+	}
 	if c.pid < 0 {
 		return fmt.Errorf("%w: -pid %d", errUsage, c.pid)
 	}
@@ -200,7 +208,12 @@ func (c *config) validate() error {
 // path is how this run reaches the origin.
 func (c *config) path() Via {
 	switch c.mode {
-	case ModeConnect, ModeHTTP:
+	case ModeConnect:
+		return ViaConnect
+	case ModeHTTP:
+		if c.via == ViaDirect {
+			return ViaDirect
+		}
 		return ViaConnect
 	case ModeTransparent:
 		return ViaTransparent
@@ -226,6 +239,7 @@ func loopback(addr string) error {
 type result struct {
 	Label          string     `json:"label,omitempty"`
 	Figure         string     `json:"figure,omitempty"`
+	Round          int        `json:"round,omitempty"`
 	Mode           Mode       `json:"mode"`
 	Via            Via        `json:"via,omitempty"`
 	Concurrency    int        `json:"concurrency,omitempty"`
@@ -250,7 +264,7 @@ func (r *result) human() string {
 	if r.Label != "" {
 		s = r.Label + " " + s
 	}
-	if r.Mode == ModeThroughput || r.Mode == ModeIdle {
+	if r.Mode == ModeThroughput || r.Mode == ModeIdle || r.Via == ViaDirect {
 		s += " via " + string(r.Via)
 	}
 	s += fmt.Sprintf(": %.1fs, %d ok, %d errors", r.Seconds, r.OK, r.Errors)
@@ -282,7 +296,7 @@ func execute(c *config) (*result, error) {
 	}
 	defer o.close()
 	d := &dialer{cfg: c, roots: o.roots, originTLS: o.tlsLn.Addr().String(), originHTTP: o.httpLn.Addr().String()}
-	res := &result{Label: c.label, Figure: c.figure, Mode: c.mode}
+	res := &result{Label: c.label, Figure: c.figure, Round: c.round, Mode: c.mode}
 	switch c.mode {
 	case ModeThroughput:
 		res.Via = c.via
@@ -290,6 +304,11 @@ func execute(c *config) (*result, error) {
 	case ModeIdle:
 		res.Via = c.via
 		err = d.idle(res)
+	case ModeHTTP:
+		if c.via == ViaDirect {
+			res.Via = ViaDirect
+		}
+		err = d.load(res)
 	default:
 		err = d.load(res)
 	}
