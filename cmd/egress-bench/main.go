@@ -250,6 +250,8 @@ type result struct {
 	Rate           float64    `json:"rate_per_s,omitempty"`
 	Latency        *latencies `json:"latency,omitempty"`
 	CPUPerIterUS   float64    `json:"proxy_cpu_us_per_iter,omitempty"`
+	CPUPerMBUS     float64    `json:"proxy_cpu_us_per_mb,omitempty"`
+	OtherCPUPct    *float64   `json:"other_cpu_pct,omitempty"` // other work's share of all CPUs during the run, %
 	Bytes          int64      `json:"bytes_each_way,omitempty"`
 	MBps           float64    `json:"mb_per_s,omitempty"`
 	Tunnels        int        `json:"tunnels,omitempty"`
@@ -271,6 +273,9 @@ func (r *result) human() string {
 	switch r.Mode {
 	case ModeThroughput:
 		s += fmt.Sprintf(", %d bytes each way, %.0f MB/s (both ways)", r.Bytes, r.MBps)
+		if r.CPUPerMBUS > 0 {
+			s += fmt.Sprintf(", proxy CPU %.0f µs/MB", r.CPUPerMBUS)
+		}
 	case ModeIdle:
 		s += fmt.Sprintf(", %d tunnels, RSS %d -> %d KB, %.1f KB per tunnel", r.Tunnels, r.RSSBeforeKB, r.RSSAfterKB, r.RSSPerTunnelKB)
 	default:
@@ -281,6 +286,9 @@ func (r *result) human() string {
 		if r.CPUPerIterUS > 0 {
 			s += fmt.Sprintf(", proxy CPU %.0f µs/iter", r.CPUPerIterUS)
 		}
+	}
+	if r.OtherCPUPct != nil {
+		s += fmt.Sprintf(", other work %.0f%% of the CPUs", *r.OtherCPUPct)
 	}
 	if r.FirstError != "" {
 		s += " (first error: " + r.FirstError + ")"

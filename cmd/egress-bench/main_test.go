@@ -197,6 +197,7 @@ func TestReportTargets(t *testing.T) {
 		add(r+1, "squid", "p99c8", "connect", `,"latency":{"p99_ms":12}`)
 		add(r+1, "haproxy", "tp99c8", "transparent", `,"latency":{"p99_ms":10}`)
 		add(r+1, "egress", "idle", "idle", `,"rss_per_tunnel_kb":4.5`)
+		add(r+1, "direct", "tput", "throughput", fmt.Sprintf(`,"other_cpu_pct":%d`, 5*r))
 	}
 	results, err := readResults(strings.NewReader(strings.Join(lines, "\n")))
 	if err != nil {
@@ -216,9 +217,14 @@ func TestReportTargets(t *testing.T) {
 		"| p99 new tunnel, c=8 ≤ the best peer's | egress 11.0 ms (CONNECT 9.00, transparent 11.0) | best peer: haproxy 10.0 ms | 1.10× | ≤ 1.00× | 0/3 | MISSED |",
 		"| RSS per idle TLS tunnel ≤ 5 KB | egress 4.50 KB | 5.00 KB (fixed) | 0.90× | ≤ 1.00× | 3/3 | MET |",
 		"| one tunnel, 1 GiB each way ≥ 0.90 × direct | egress 0.00 MB/s | direct 0.00 MB/s | – | ≥ 0.90× | – | NO DATA |",
+		// Other work: 0, 5 and 10 % in the three rounds; none above 10 %.
+		"during the 3 timed runs: median 5%, max 10% (direct tput round 3).\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
 		}
+	}
+	if strings.Contains(out, "Runs above") {
+		t.Errorf("no run was above 10%%:\n%s", out)
 	}
 }

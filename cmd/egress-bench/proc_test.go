@@ -121,3 +121,35 @@ func TestReadCPUCountsChildren(t *testing.T) {
 		t.Fatalf("readCPU(self) = %v, less than own %v + child %v", total, ownCPU, childCPU)
 	}
 }
+
+func TestParseMachineCPU(t *testing.T) {
+	stat := "cpu  100 5 50 800 20 0 15 10 7 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n"
+	busy, total, err := parseMachineCPU(stat)
+	// busy = user+nice+system+irq+softirq+steal = 100+5+50+0+15+10; guest (7) is inside user.
+	if err != nil || busy != 180 || total != 1000 {
+		t.Fatalf("busy %d total %d, %v; want 180 1000", busy, total, err)
+	}
+	for _, bad := range []string{"", "intr 1 2 3", "cpu 1 2 3", "cpu 1 2 3 4 5 6 7 x"} {
+		if _, _, err := parseMachineCPU(bad); err == nil {
+			t.Errorf("parseMachineCPU(%q) accepted", bad)
+		}
+	}
+}
+
+// A quiet run reports a share of other work; the meter never reports a
+// negative share.
+func TestCPUMeter(t *testing.T) {
+	if _, err := os.Stat("/proc/stat"); err != nil {
+		t.Skip("no /proc/stat")
+	}
+	m, err := startCPUMeter(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(100 * time.Millisecond); time.Now().Before(deadline); {
+	}
+	proxy, other, err := m.stop()
+	if err != nil || proxy < 0 || other < 0 || other > 100 {
+		t.Fatalf("proxy %v other %v%%, %v", proxy, other, err)
+	}
+}

@@ -55,6 +55,7 @@ type reportRow struct {
 func rate(r *result) float64   { return r.Rate }
 func cpu(r *result) float64    { return r.CPUPerIterUS }
 func mbps(r *result) float64   { return r.MBps }
+func cpuMB(r *result) float64  { return r.CPUPerMBUS }
 func idleKB(r *result) float64 { return r.RSSPerTunnelKB }
 func p99(r *result) float64 {
 	if r.Latency == nil {
@@ -71,6 +72,7 @@ var reportRows = []reportRow{
 	{"p99 new CONNECT tunnel, c=8", FigP99, p99, FigP99, "ms"},
 	{"p99 new transparent conn, c=8", FigTP99, p99, FigP99, "ms"},
 	{"one tunnel, 1 GiB each way, both ways", FigTput, mbps, FigTput, "MB/s"},
+	{"proxy CPU per MB carried (1 GiB tunnel)", FigTput, cpuMB, "", "µs"},
 	{"RSS per idle TLS tunnel (2,000)", FigIdle, idleKB, "", "KB"},
 	{"plain-HTTP GETs/s, c=8 keep-alive", FigHTTP, rate, FigHTTP, "/s"},
 }
@@ -175,6 +177,7 @@ func writeReport(results []result, w io.Writer) {
 		fmt.Fprintln(w)
 		writeTargets(results, w)
 	}
+	writeNoise(results, w)
 	var errs []string
 	for _, r := range results {
 		if r.Errors > 0 {
@@ -337,6 +340,39 @@ func writeTargets(results []result, w io.Writer) {
 		fmt.Fprintf(w, "| %s | %s | %s | %.2f× | %s | %s | %s |\n", t.title, eDesc, rDesc, ratio, need, roundsMet, verdict)
 	}
 	fmt.Fprintln(w, "| `Decide` at 1M domains ≤ 1 µs, 0 allocs; compile 1M < 3 s | not measured by compare.sh: `go test ./internal/rules -run '^$' -bench 'Decide1M\\|Compile1M'` | | | | | – |")
+}
+
+// noisyPct is the share of the CPUs other work may take during a run
+// before the report names the run.
+const noisyPct = 10
+
+// writeNoise prints how much of the machine other work took during the
+// runs: the median and the worst, and the runs above noisyPct.
+func writeNoise(results []result, w io.Writer) {
+	var v []float64
+	var noisy []string
+	worst := -1
+	for i, r := range results {
+		if r.OtherCPUPct == nil {
+			continue
+		}
+		v = append(v, *r.OtherCPUPct)
+		if worst < 0 || *r.OtherCPUPct > *results[worst].OtherCPUPct {
+			worst = i
+		}
+		if *r.OtherCPUPct > noisyPct {
+			noisy = append(noisy, fmt.Sprintf("%s %s round %d: %.0f%%", r.Label, r.Figure, r.Round, *r.OtherCPUPct))
+		}
+	}
+	if len(v) == 0 {
+		return
+	}
+	slices.Sort(v)
+	fmt.Fprintf(w, "\nOther work on the machine (CPU time used by neither egress-bench nor the proxy measured, %% of all CPUs) during the %d timed runs: median %.0f%%, max %.0f%% (%s %s round %d).\n",
+		len(v), v[len(v)/2], *results[worst].OtherCPUPct, results[worst].Label, results[worst].Figure, results[worst].Round)
+	if len(noisy) > 0 {
+		fmt.Fprintf(w, "Runs above %d%% (not comparable with a quiet machine): %s.\n", noisyPct, strings.Join(noisy, "; "))
+	}
 }
 
 // num prints 3 significant-ish digits.

@@ -217,3 +217,86 @@ func readCPU(pid int) (time.Duration, error) {
 	}
 	return time.Duration(ticks) * time.Second / clockTicks, nil
 }
+
+// parseMachineCPU returns the busy and total clock ticks of all CPUs from
+// the first line of /proc/stat ("cpu user nice system idle iowait irq
+// softirq steal guest guest_nice"; guest time is already in user). Steal
+// counts as busy: time a hypervisor gave to someone else.
+func parseMachineCPU(stat string) (busy, total int64, err error) {
+	line, _, _ := strings.Cut(stat, "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0, errBadStat
+	}
+	var v [8]int64
+	for i := range v {
+		if v[i], err = strconv.ParseInt(f[i+1], 10, 64); err != nil || v[i] < 0 {
+			return 0, 0, errBadStat
+		}
+	}
+	idle := v[3] + v[4]
+	for _, x := range v {
+		total += x
+	}
+	return total - idle, total, nil
+}
+
+func readMachineCPU() (busy, total int64, err error) {
+	b, err := os.ReadFile(filepath.Join(procRoot, "stat"))
+	if err != nil {
+		return 0, 0, err
+	}
+	return parseMachineCPU(string(b))
+}
+
+// cpuMeter measures, over one run, the proxy's CPU (with -pid) and how
+// much of the machine other work took: all CPUs' busy time minus this
+// process's and the proxy's. The load generator and the proxy share the
+// machine with whatever else runs; a run during which others took a large
+// share is not comparable with a quiet one.
+type cpuMeter struct {
+	pid                int
+	proxy0, self0      time.Duration
+	busy0, total0      int64
+	machineOK, proxyOK bool
+}
+
+func startCPUMeter(pid int) (*cpuMeter, error) {
+	m := &cpuMeter{pid: pid}
+	if pid > 0 {
+		var err error
+		if m.proxy0, err = readCPU(pid); err != nil {
+			return nil, err
+		}
+		m.proxyOK = true
+	}
+	var err error
+	if m.self0, err = readCPU(os.Getpid()); err == nil {
+		m.busy0, m.total0, err = readMachineCPU()
+	}
+	m.machineOK = err == nil
+	return m, nil
+}
+
+// stop returns the proxy's CPU time during the run (0 without -pid) and
+// the percentage of all CPUs' time that other work used (-1 if unknown).
+func (m *cpuMeter) stop() (proxy time.Duration, otherPct float64, err error) {
+	if m.proxyOK {
+		p1, err := readCPU(m.pid)
+		if err != nil {
+			return 0, -1, err
+		}
+		proxy = p1 - m.proxy0
+	}
+	otherPct = -1
+	if m.machineOK {
+		self1, err1 := readCPU(os.Getpid())
+		busy1, total1, err2 := readMachineCPU()
+		if err1 == nil && err2 == nil && total1 > m.total0 {
+			tick := time.Second / clockTicks
+			other := time.Duration(busy1-m.busy0)*tick - (self1 - m.self0) - proxy
+			otherPct = max(0, 100*float64(other)/float64(time.Duration(total1-m.total0)*tick))
+		}
+	}
+	return proxy, otherPct, nil
+}
