@@ -5,7 +5,7 @@
 # loads from cmd/egress-bench, in interleaved rounds whose order rotates.
 # Prints one table of medians with ratios against direct, then issue 15's
 # targets, each MET or MISSED from this run's figures. Installs haproxy and
-# squid-openssl from Debian packages (needs root). Bounded: about 11 minutes
+# squid-openssl from Debian packages (needs root). Bounded: about 12 minutes
 # with the defaults and Smokescreen (each round about 3.5 minutes).
 #
 #   bash bench/compare.sh                                  # defaults
@@ -26,6 +26,8 @@ DUR=${DUR:-8s}             # one rate or latency measurement
 TPUT_BYTES=${TPUT_BYTES:-1073741824}
 IDLE_TUNNELS=${IDLE_TUNNELS:-2000}
 SMOKESCREEN_BIN=${SMOKESCREEN_BIN:-}
+DECIDE=${DECIDE:-1}        # 0: skip the Decide/compile 1M benchmark (about 40 s)
+DECIDE_COUNT=${DECIDE_COUNT:-$ROUNDS}
 NAME=bench.test
 OUT=${OUT:-$(mktemp -d /tmp/egress-compare.XXXXXX)}
 mkdir -p "$OUT"
@@ -83,6 +85,19 @@ build() { # package output
 if [ -n "${EGRESS_BIN:-}" ]; then cp "$EGRESS_BIN" "$OUT/egress"; else build ./cmd/egress "$OUT/egress"; fi
 build ./cmd/egress-bench "$OUT/egress-bench"
 BENCH=$OUT/egress-bench
+
+# --- Decide at 1M domains: a CPU benchmark of the policy, before any proxy runs
+if [ "$DECIDE" = 1 ]; then
+	log "Decide and compile at 1M domains (go test -bench, $DECIDE_COUNT passes)"
+	if go test ./internal/rules -run '^$' -bench 'Decide1M|Compile1M' -benchmem -count "$DECIDE_COUNT" \
+		>"$OUT/decide1m.txt" 2>&1; then
+		"$BENCH" -gobench "$OUT/decide1m.txt" >>"$RESULTS" || log "no Decide1M results in $OUT/decide1m.txt"
+	else
+		log "go test -bench Decide1M failed: see $OUT/decide1m.txt"
+	fi
+else
+	log "Decide1M: skipped (DECIDE=0)"
+fi
 
 # --- egress -----------------------------------------------------------------
 egress_config "$OUT/egress.hcl" "$EGRESS_PROXY" "$EGRESS_HTTPS" "$EGRESS_HTTP" "$EGRESS_ADMIN" "$OUT/egress-events.log" "pprof  = true"
@@ -236,7 +251,9 @@ rotate() {
 	done
 }
 
-# One function per run: RUN_LABEL; block runs those whose proxy takes part.
+# One function per run: FIGURE_LABEL; block runs those whose proxy takes
+# part. Every proxied run passes -pid: the proxy's CPU is then told apart
+# from other work on the machine (and measured per tunnel at c=64).
 idle_egress() { bench egress idle -mode idle -via connect -proxy "$EGRESS_PROXY" -pid "${PID[egress]}" -tunnels "$IDLE_TUNNELS" -c 32 -d 60s; }
 idle_squid() { bench squid idle -mode idle -via connect -proxy "$SQUID_PROXY" -pid "${PID[squid]}" -tunnels "$IDLE_TUNNELS" -c 32 -d 60s; }
 idle_haproxy() { bench haproxy idle -mode idle -via transparent -proxy "$HAPROXY_HTTPS" -pid "${PID[haproxy]}" -tunnels "$IDLE_TUNNELS" -c 32 -d 60s; }
@@ -250,11 +267,11 @@ trate_haproxy() { bench haproxy trate64 -mode transparent -proxy "$HAPROXY_HTTPS
 trate_egress() { bench egress trate64 -mode transparent -proxy "$EGRESS_HTTPS" -pid "${PID[egress]}" -c 64 -d "$DUR"; }
 
 p99_direct() { bench direct p99c8 -mode direct -c 8 -d "$DUR"; }
-p99_egress() { bench egress p99c8 -mode connect -proxy "$EGRESS_PROXY" -c 8 -d "$DUR"; }
-p99_squid() { bench squid p99c8 -mode connect -proxy "$SQUID_PROXY" -c 8 -d "$DUR"; }
-p99_smokescreen() { bench smokescreen p99c8 -mode connect -proxy "$SMOKESCREEN_PROXY" -c 8 -d "$DUR"; }
-tp99_haproxy() { bench haproxy tp99c8 -mode transparent -proxy "$HAPROXY_HTTPS" -c 8 -d "$DUR"; }
-tp99_egress() { bench egress tp99c8 -mode transparent -proxy "$EGRESS_HTTPS" -c 8 -d "$DUR"; }
+p99_egress() { bench egress p99c8 -mode connect -proxy "$EGRESS_PROXY" -pid "${PID[egress]}" -c 8 -d "$DUR"; }
+p99_squid() { bench squid p99c8 -mode connect -proxy "$SQUID_PROXY" -pid "${PID[squid]}" -c 8 -d "$DUR"; }
+p99_smokescreen() { bench smokescreen p99c8 -mode connect -proxy "$SMOKESCREEN_PROXY" -pid "${PID[smokescreen]}" -c 8 -d "$DUR"; }
+tp99_haproxy() { bench haproxy tp99c8 -mode transparent -proxy "$HAPROXY_HTTPS" -pid "${PID[haproxy]}" -c 8 -d "$DUR"; }
+tp99_egress() { bench egress tp99c8 -mode transparent -proxy "$EGRESS_HTTPS" -pid "${PID[egress]}" -c 8 -d "$DUR"; }
 
 tput_direct() { bench direct tput -mode throughput -via direct -bytes "$TPUT_BYTES" -d 60s; }
 tput_egress() { bench egress tput -mode throughput -via connect -proxy "$EGRESS_PROXY" -pid "${PID[egress]}" -bytes "$TPUT_BYTES" -d 60s; }

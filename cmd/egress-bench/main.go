@@ -65,6 +65,7 @@ type config struct {
 	round      int
 	jsonOut    bool
 	report     string
+	gobench    string
 }
 
 func main() {
@@ -78,6 +79,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "egress-bench:", err)
 		}
 		return 2
+	}
+	if cfg.gobench != "" {
+		if err := convertGoBenchFile(cfg.gobench, stdout); err != nil {
+			fmt.Fprintln(stderr, "egress-bench:", err)
+			return 1
+		}
+		return 0
 	}
 	if cfg.report != "" {
 		if err := printReport(cfg.report, stdout); err != nil {
@@ -126,6 +134,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.round, "round", 0, "round number copied into the JSON (the report counts the rounds a target was met in)")
 	fs.BoolVar(&c.jsonOut, "json", false, "print one JSON object on stdout (the human line goes to stderr)")
 	fs.StringVar(&c.report, "report", "", "instead of a run: read JSON lines from this file and print the comparison table")
+	fs.StringVar(&c.gobench, "gobench", "", "instead of a run: convert this file of `go test -bench 'Decide1M|Compile1M' -benchmem` output to JSON lines")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -133,7 +142,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	}
 	c.mode, c.via = Mode(mode), Via(via)
-	if c.report != "" {
+	if c.report != "" || c.gobench != "" {
 		return c, nil
 	}
 	return c, c.validate()
@@ -258,6 +267,10 @@ type result struct {
 	RSSBeforeKB    int64      `json:"rss_before_kb,omitempty"`
 	RSSAfterKB     int64      `json:"rss_after_kb,omitempty"`
 	RSSPerTunnelKB float64    `json:"rss_per_tunnel_kb,omitempty"`
+	Case           string     `json:"case,omitempty"` // gobench: the slowest sub-benchmark
+	NsPerOp        float64    `json:"ns_per_op,omitempty"`
+	AllocsPerOp    *float64   `json:"allocs_per_op,omitempty"`
+	HeapMB         float64    `json:"heap_mb,omitempty"`
 }
 
 // human is the one-line summary.

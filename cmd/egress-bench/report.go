@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -192,25 +193,35 @@ func writeReport(results []result, w io.Writer) {
 	}
 }
 
-// view gives the value of one figure for one label: the median over every
-// round, or one round's value.
-type view func(label, figure string, value func(*result) float64) float64
+// view is the results a verdict is taken from: all of them (the medians
+// over the rounds) or one round's.
+type view []result
 
-func medianView(results []result) view {
-	return func(label, figure string, value func(*result) float64) float64 {
-		v, _ := cell(results, label, figure, value)
-		return v
+// med is the median of one figure for one label (0: no figure).
+func (v view) med(label, figure string, value func(*result) float64) float64 {
+	m, _ := cell(v, label, figure, value)
+	return m
+}
+
+// most is the largest value of one figure for one label (0: no figure).
+func (v view) most(label, figure string, value func(*result) float64) float64 {
+	m := 0.0
+	for i := range v {
+		if v[i].Label == label && v[i].Figure == figure && v[i].OK > 0 {
+			m = max(m, value(&v[i]))
+		}
 	}
+	return m
 }
 
 func roundView(results []result, round int) view {
-	var in []result
+	var in view
 	for _, r := range results {
 		if r.Round == round {
 			in = append(in, r)
 		}
 	}
-	return medianView(in)
+	return in
 }
 
 // operand is one side of a target: its value under a view (0 when there
@@ -220,7 +231,7 @@ type operand func(view) (float64, string)
 // fig is a figure of one label.
 func fig(label, figure string, value func(*result) float64, unit string) operand {
 	return func(v view) (float64, string) {
-		x := v(label, figure, value)
+		x := v.med(label, figure, value)
 		return x, label + " " + num(x) + " " + unit
 	}
 }
@@ -233,7 +244,7 @@ func constant(x float64, unit string) operand {
 // worstEgressP99 is the higher of egress's two new-tunnel p99s (CONNECT and
 // transparent): the target holds only if both paths meet it.
 func worstEgressP99(v view) (float64, string) {
-	c, t := v(LabelEgress, FigP99, p99), v(LabelEgress, FigTP99, p99)
+	c, t := v.med(LabelEgress, FigP99, p99), v.med(LabelEgress, FigTP99, p99)
 	if c == 0 || t == 0 {
 		return 0, "egress (CONNECT or transparent missing)"
 	}
@@ -244,7 +255,7 @@ func worstEgressP99(v view) (float64, string) {
 func bestPeerP99(v view) (float64, string) {
 	best, who := 0.0, ""
 	for _, p := range peers {
-		if x := v(p.label, p.p99, p99); x > 0 && (best == 0 || x < best) {
+		if x := v.med(p.label, p.p99, p99); x > 0 && (best == 0 || x < best) {
 			best, who = x, p.label
 		}
 	}
@@ -259,23 +270,28 @@ type target struct {
 	ref    operand
 	atMost bool
 	bound  float64
+	also   func(view) bool // a further condition (0 allocations), or nil
 }
 
 var targets = []target{
 	{"proxy CPU per new tunnel, transparent ≤ HAProxy's",
-		fig(LabelEgress, FigTRate64, cpu, "µs"), fig(LabelHAProxy, FigTRate64, cpu, "µs"), true, 1},
+		fig(LabelEgress, FigTRate64, cpu, "µs"), fig(LabelHAProxy, FigTRate64, cpu, "µs"), true, 1, nil},
 	{"proxy CPU per new tunnel, CONNECT ≤ 0.75 × Squid's",
-		fig(LabelEgress, FigRate64, cpu, "µs"), fig(LabelSquid, FigRate64, cpu, "µs"), true, 0.75},
+		fig(LabelEgress, FigRate64, cpu, "µs"), fig(LabelSquid, FigRate64, cpu, "µs"), true, 0.75, nil},
 	{"transparent new conns/s, c=64 ≥ HAProxy's",
-		fig(LabelEgress, FigTRate64, rate, "/s"), fig(LabelHAProxy, FigTRate64, rate, "/s"), false, 1},
+		fig(LabelEgress, FigTRate64, rate, "/s"), fig(LabelHAProxy, FigTRate64, rate, "/s"), false, 1, nil},
 	{"CONNECT new tunnels/s, c=64 ≥ 1.1 × Squid's",
-		fig(LabelEgress, FigRate64, rate, "/s"), fig(LabelSquid, FigRate64, rate, "/s"), false, 1.1},
+		fig(LabelEgress, FigRate64, rate, "/s"), fig(LabelSquid, FigRate64, rate, "/s"), false, 1.1, nil},
 	{"p99 new tunnel, c=8 ≤ the best peer's",
-		worstEgressP99, bestPeerP99, true, 1},
+		worstEgressP99, bestPeerP99, true, 1, nil},
 	{"one tunnel, 1 GiB each way ≥ 0.90 × direct",
-		fig(LabelEgress, FigTput, mbps, "MB/s"), fig(LabelDirect, FigTput, mbps, "MB/s"), false, 0.9},
+		fig(LabelEgress, FigTput, mbps, "MB/s"), fig(LabelDirect, FigTput, mbps, "MB/s"), false, 0.9, nil},
 	{"RSS per idle TLS tunnel ≤ 5 KB",
-		fig(LabelEgress, FigIdle, idleKB, "KB"), constant(5, "KB"), true, 1},
+		fig(LabelEgress, FigIdle, idleKB, "KB"), constant(5, "KB"), true, 1, nil},
+	{"`Decide` at 1M domains ≤ 1 µs, 0 allocs",
+		decideWorst, constant(1000, "ns"), true, 1, decideNoAllocs},
+	{"compile 1M domains < 3 s",
+		fig(LabelEgress, FigCompile1M, secs, "s"), constant(3, "s"), true, 1, nil},
 }
 
 // judge returns egress ÷ reference and whether the target is met; ok is
@@ -288,9 +304,47 @@ func (t *target) judge(v view) (ratio float64, met, ok bool) {
 	}
 	ratio = e / r
 	if t.atMost {
-		return ratio, ratio <= t.bound, true
+		met = ratio <= t.bound
+	} else {
+		met = ratio >= t.bound
 	}
-	return ratio, ratio >= t.bound, true
+	if t.also != nil {
+		met = met && t.also(v)
+	}
+	return ratio, met, true
+}
+
+func nsPerOp(r *result) float64 { return r.NsPerOp }
+func secs(r *result) float64    { return r.Seconds }
+
+// allocsPlusOne is allocs/op + 1, so that 0 allocations is a value and not
+// "no figure"; 0 when the run did not report allocations.
+func allocsPlusOne(r *result) float64 {
+	if r.AllocsPerOp == nil {
+		return 0
+	}
+	return *r.AllocsPerOp + 1
+}
+
+// decideWorst is the median over passes of the slowest Decide case, and
+// the most allocations any case made in any pass.
+func decideWorst(v view) (float64, string) {
+	ns := v.med(LabelEgress, FigDecide1M, nsPerOp)
+	a := v.most(LabelEgress, FigDecide1M, allocsPlusOne)
+	allocs := "allocations not reported"
+	switch {
+	case a == 1:
+		allocs = "0 allocs/op in every case"
+	case a > 1:
+		allocs = fmt.Sprintf("up to %.0f allocs/op", a-1)
+	}
+	return ns, fmt.Sprintf("egress %s ns (slowest case), %s", num(ns), allocs)
+}
+
+// decideNoAllocs holds when every case of every pass reported 0
+// allocations.
+func decideNoAllocs(v view) bool {
+	return v.most(LabelEgress, FigDecide1M, allocsPlusOne) == 1
 }
 
 // writeTargets prints issue 15's targets with the verdict from the medians
@@ -304,7 +358,7 @@ func writeTargets(results []result, w io.Writer) {
 		}
 	}
 	slices.Sort(rounds)
-	all := medianView(results)
+	all := view(results)
 	fmt.Fprintln(w, "| target (issue 15) | egress | against | ratio | needed | rounds met | verdict |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
 	for i := range targets {
@@ -339,7 +393,6 @@ func writeTargets(results []result, w io.Writer) {
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %.2f× | %s | %s | %s |\n", t.title, eDesc, rDesc, ratio, need, roundsMet, verdict)
 	}
-	fmt.Fprintln(w, "| `Decide` at 1M domains ≤ 1 µs, 0 allocs; compile 1M < 3 s | not measured by compare.sh: `go test ./internal/rules -run '^$' -bench 'Decide1M\\|Compile1M'` | | | | | – |")
 }
 
 // noisyPct is the share of the CPUs other work may take during a run
@@ -349,31 +402,39 @@ const noisyPct = 10
 // writeNoise prints how much of the machine other work took during the
 // runs: the median and the worst, and the runs above noisyPct.
 func writeNoise(results []result, w io.Writer) {
-	var v []float64
-	var noisy []string
-	worst := -1
-	for i, r := range results {
-		if r.OtherCPUPct == nil {
-			continue
-		}
-		v = append(v, *r.OtherCPUPct)
-		if worst < 0 || *r.OtherCPUPct > *results[worst].OtherCPUPct {
-			worst = i
-		}
-		if *r.OtherCPUPct > noisyPct {
-			noisy = append(noisy, fmt.Sprintf("%s %s round %d: %.0f%%", r.Label, r.Figure, r.Round, *r.OtherCPUPct))
+	var measured []*result
+	for i := range results {
+		if results[i].OtherCPUPct != nil {
+			measured = append(measured, &results[i])
 		}
 	}
-	if len(v) == 0 {
+	if len(measured) == 0 {
 		return
 	}
-	slices.Sort(v)
-	fmt.Fprintf(w, "\nOther work on the machine (CPU time used by neither egress-bench nor the proxy measured, %% of all CPUs) during the %d timed runs: median %.0f%%, max %.0f%% (%s %s round %d).\n",
-		len(v), v[len(v)/2], *results[worst].OtherCPUPct, results[worst].Label, results[worst].Figure, results[worst].Round)
-	if len(noisy) > 0 {
-		fmt.Fprintf(w, "Runs above %d%% (not comparable with a quiet machine): %s.\n", noisyPct, strings.Join(noisy, "; "))
+	// Worst first.
+	slices.SortStableFunc(measured, func(a, b *result) int { return cmp.Compare(*b.OtherCPUPct, *a.OtherCPUPct) })
+	fmt.Fprintf(w, "\nOther work on the machine (CPU time used by neither egress-bench nor the proxy measured, %% of all CPUs) during the %d timed runs: median %.0f%%, max %.0f%%.\n",
+		len(measured), *measured[len(measured)/2].OtherCPUPct, *measured[0].OtherCPUPct)
+	var noisy []string
+	for _, r := range measured {
+		if *r.OtherCPUPct <= noisyPct {
+			break
+		}
+		noisy = append(noisy, fmt.Sprintf("%s %s round %d: %.0f%%", r.Label, r.Figure, r.Round, *r.OtherCPUPct))
+	}
+	if total := len(noisy); total > 0 {
+		more := ""
+		if total > maxNamed {
+			more = fmt.Sprintf("; %d more", total-maxNamed)
+			noisy = noisy[:maxNamed]
+		}
+		fmt.Fprintf(w, "%d of %d runs above %d%%, not comparable with a quiet machine's (worst first): %s%s.\n",
+			total, len(measured), noisyPct, strings.Join(noisy, "; "), more)
 	}
 }
+
+// maxNamed is how many noisy runs the report names.
+const maxNamed = 6
 
 // num prints 3 significant-ish digits.
 func num(v float64) string {
