@@ -134,19 +134,21 @@ func TestReport(t *testing.T) {
 		`{"label":"direct","figure":"rate64","mode":"direct","ok":10,"rate_per_s":2000}`,
 		`{"label":"egress","figure":"rate64","mode":"connect","ok":10,"rate_per_s":1500,"proxy_cpu_us_per_iter":300}`,
 		`{"label":"egress","figure":"rate64","mode":"connect","ok":0,"errors":5,"first_error":"boom"}`,
+		`{"label":"squid","figure":"rate64","mode":"connect","ok":10,"rate_per_s":1400,"proxy_cpu_us_per_iter":400}`,
 		`not json: a human line`,
 	}, "\n")
 	results, err := readResults(strings.NewReader(in))
-	if err != nil || len(results) != 5 {
+	if err != nil || len(results) != 6 {
 		t.Fatalf("read %d, %v", len(results), err)
 	}
 	var b bytes.Buffer
 	writeReport(results, &b)
 	out := b.String()
 	for _, want := range []string{
-		"| figure | direct | egress |\n",
-		"| CONNECT new tunnels/s, c=64 (/s) | 2000 | 1500 (0.75×) |",
-		"| proxy CPU per new CONNECT tunnel (µs) | – | 300 |",
+		"| figure | direct | egress | squid |\n",
+		"| CONNECT new tunnels/s, c=64 (/s) | 2000 | 1500 (0.75×) | 1400 (0.70×) |",
+		// No direct baseline: a peer's ratio is egress ÷ peer.
+		"| proxy CPU per new CONNECT tunnel (µs; × = egress ÷ peer) | – | 300 | 400 (0.75×) |",
 		"egress rate64: 5 errors (boom)",
 	} {
 		if !strings.Contains(out, want) {

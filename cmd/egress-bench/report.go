@@ -74,7 +74,7 @@ var reportRows = []reportRow{
 	{"p99 new transparent conn, c=8", FigTP99, p99, FigP99, "ms"},
 	{"one tunnel, 1 GiB each way, both ways", FigTput, mbps, FigTput, "MB/s"},
 	{"proxy CPU per MB carried (1 GiB tunnel)", FigTput, cpuMB, "", "µs"},
-	{"RSS per idle TLS tunnel (2,000)", FigIdle, idleKB, "", "KB"},
+	{"RSS per idle TLS tunnel, 2,000 held", FigIdle, idleKB, "", "KB"},
 	{"plain-HTTP GETs/s, c=8 keep-alive", FigHTTP, rate, FigHTTP, "/s"},
 }
 
@@ -161,6 +161,16 @@ func writeReport(results []result, w io.Writer) {
 		if row.base != "" {
 			base, _ = cell(results, LabelDirect, row.base, row.value)
 		}
+		// A figure with no direct baseline (CPU, memory) is compared with
+		// egress's: a peer's cell carries egress ÷ that peer.
+		mine := 0.0
+		if row.base == "" {
+			mine, _ = cell(results, LabelEgress, row.figure, row.value)
+		}
+		unit := row.unit
+		if mine > 0 {
+			unit += "; × = egress ÷ peer"
+		}
 		for _, col := range columns {
 			v, n := cell(results, col, row.figure, row.value)
 			switch {
@@ -168,11 +178,13 @@ func writeReport(results []result, w io.Writer) {
 				cells = append(cells, "–")
 			case base > 0 && !(col == LabelDirect && row.figure == row.base):
 				cells = append(cells, fmt.Sprintf("%s (%.2f×)", num(v), v/base))
+			case mine > 0 && col != LabelEgress:
+				cells = append(cells, fmt.Sprintf("%s (%.2f×)", num(v), mine/v))
 			default:
 				cells = append(cells, num(v))
 			}
 		}
-		fmt.Fprintf(w, "| %s (%s) | %s |\n", row.title, row.unit, strings.Join(cells, " | "))
+		fmt.Fprintf(w, "| %s (%s) | %s |\n", row.title, unit, strings.Join(cells, " | "))
 	}
 	if slices.Contains(columns, LabelEgress) {
 		fmt.Fprintln(w)
