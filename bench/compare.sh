@@ -312,15 +312,21 @@ ELAPSED=$(($(date +%s) - STARTED))
 first_line() { "$@" 2>&1 | head -1 || true; }
 VERSIONS="egress $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(first_line squid -v), $(first_line haproxy -v)"
 if has smokescreen; then
-	VERSIONS+=", Smokescreen $(first_line "$SMOKESCREEN_BIN" --version | sed 's/^smokescreen version //')"
+	# Built from a source tree without git metadata it says "devel":
+	# SMOKESCREEN_VERSION=<commit> names what was built.
+	VERSIONS+=", Smokescreen ${SMOKESCREEN_VERSION:-$(first_line "$SMOKESCREEN_BIN" --version | sed 's/^smokescreen version //')}"
 fi
+summary() {
+	echo
+	echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r)"
+	echo "Versions: $VERSIONS"
+	echo "Medians of $ROUNDS interleaved rounds (order rotated each round, every proxy restarted each round) of $DUR per rate/latency figure."
+	echo "egress writes every event (ECS) to a file; Squid, HAProxy and Smokescreen log every request to a file."
+	echo "Wall time: $((ELAPSED / 60)) min $((ELAPSED % 60)) s (ROUNDS=$ROUNDS DUR=$DUR)."
+	echo
+	"$BENCH" -report "$RESULTS"
+	echo
+}
+summary | tee "$OUT/report.md"
 echo
-echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r)"
-echo "Versions: $VERSIONS"
-echo "Medians of $ROUNDS interleaved rounds (order rotated each round, every proxy restarted each round) of $DUR per rate/latency figure."
-echo "egress writes every event (ECS) to a file; Squid, HAProxy and Smokescreen log every request to a file."
-echo "Wall time: $((ELAPSED / 60)) min $((ELAPSED % 60)) s (ROUNDS=$ROUNDS DUR=$DUR)."
-echo
-"$BENCH" -report "$RESULTS"
-echo
-echo "Raw results and logs: $OUT"
+echo "Raw results and logs: $OUT (the tables also in report.md)"
