@@ -209,16 +209,16 @@ func TestReportTargets(t *testing.T) {
 	writeReport(results, &b)
 	out := b.String()
 	for _, want := range []string{
-		"| proxy CPU per new tunnel, transparent ≤ HAProxy's | egress 150 µs | haproxy 160 µs | 0.94× | ≤ 1.00× | 2/3 | MET |",
+		"| proxy CPU per new tunnel, transparent ≤ HAProxy's | egress 150 µs | haproxy 160 µs | 0.94× | ≤ 1.00× | 2/3 (0.94, 1.06, 0.88) | MET |",
 		// 200 / 300 = 0.67 ≤ 0.75.
-		"| proxy CPU per new tunnel, CONNECT ≤ 0.75 × Squid's | egress 200 µs | squid 300 µs | 0.67× | ≤ 0.75× | 3/3 | MET |",
-		"| transparent new conns/s, c=64 ≥ HAProxy's | egress 1000 /s | haproxy 1250 /s | 0.80× | ≥ 1.00× | 0/3 | MISSED |",
+		"| proxy CPU per new tunnel, CONNECT ≤ 0.75 × Squid's | egress 200 µs | squid 300 µs | 0.67× | ≤ 0.75× | 3/3 (0.67, 0.67, 0.67) | MET |",
+		"| transparent new conns/s, c=64 ≥ HAProxy's | egress 1000 /s | haproxy 1250 /s | 0.80× | ≥ 1.00× | 0/3 (0.80, 0.80, 0.80) | MISSED |",
 		// 1500 / 1400 = 1.07 < 1.1.
-		"| CONNECT new tunnels/s, c=64 ≥ 1.1 × Squid's | egress 1500 /s | squid 1400 /s | 1.07× | ≥ 1.10× | 0/3 | MISSED |",
+		"| CONNECT new tunnels/s, c=64 ≥ 1.1 × Squid's | egress 1500 /s | squid 1400 /s | 1.07× | ≥ 1.10× | 0/3 (1.07, 1.07, 1.07) | MISSED |",
 		// Worse egress path 11 ms (transparent) against HAProxy's 10 ms.
-		"| p99 new tunnel, c=8 ≤ the best peer's | egress 11.0 ms (CONNECT 9.00, transparent 11.0) | best peer: haproxy 10.0 ms | 1.10× | ≤ 1.00× | 0/3 | MISSED |",
-		"| RSS per idle TLS tunnel ≤ 5 KB | egress 4.50 KB | 5.00 KB (fixed) | 0.90× | ≤ 1.00× | 3/3 | MET |",
-		"| one tunnel, 1 GiB each way ≥ 0.90 × direct | egress 0.00 MB/s | direct 0.00 MB/s | – | ≥ 0.90× | – | NO DATA |",
+		"| p99 new tunnel, c=8 ≤ the best peer's | egress 11.0 ms (CONNECT 9.00, transparent 11.0) | best peer: haproxy 10.0 ms | 1.10× | ≤ 1.00× | 0/3 (1.10, 1.10, 1.10) | MISSED |",
+		"| RSS per idle TLS tunnel ≤ 5 KB | egress 4.50 KB | 5.00 KB (fixed) | 0.90× | ≤ 1.00× | 3/3 (0.90, 0.90, 0.90) | MET |",
+		"| one tunnel, 1 GiB each way ≥ 0.90 × direct | egress – | direct – | – | ≥ 0.90× | – | NO DATA |",
 		// Other work: 0, 5 and 10 % in the three rounds; none above 10 %.
 		"during the 3 timed runs: median 5%, max 10%.\n",
 	} {

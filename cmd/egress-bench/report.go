@@ -244,6 +244,9 @@ type operand func(view) (float64, string)
 func fig(label, figure string, value func(*result) float64, unit string) operand {
 	return func(v view) (float64, string) {
 		x := v.med(label, figure, value)
+		if x == 0 {
+			return 0, label + " –"
+		}
 		return x, label + " " + num(x) + " " + unit
 	}
 }
@@ -270,6 +273,9 @@ func bestPeerP99(v view) (float64, string) {
 		if x := v.med(p.label, p.p99, p99); x > 0 && (best == 0 || x < best) {
 			best, who = x, p.label
 		}
+	}
+	if best == 0 {
+		return 0, "best peer: –"
 	}
 	return best, fmt.Sprintf("best peer: %s %s ms", who, num(best))
 }
@@ -342,6 +348,9 @@ func allocsPlusOne(r *result) float64 {
 // the most allocations any case made in any pass.
 func decideWorst(v view) (float64, string) {
 	ns := v.med(LabelEgress, FigDecide1M, nsPerOp)
+	if ns == 0 {
+		return 0, "egress –"
+	}
 	a := v.most(LabelEgress, FigDecide1M, allocsPlusOne)
 	allocs := "allocations not reported"
 	switch {
@@ -371,7 +380,7 @@ func writeTargets(results []result, w io.Writer) {
 	}
 	slices.Sort(rounds)
 	all := view(results)
-	fmt.Fprintln(w, "| target (issue 15) | egress | against | ratio | needed | rounds met | verdict |")
+	fmt.Fprintln(w, "| target (issue 15) | egress | against | ratio | needed | rounds met (each round's ratio) | verdict |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
 	for i := range targets {
 		t := &targets[i]
@@ -393,15 +402,17 @@ func writeTargets(results []result, w io.Writer) {
 		roundsMet := "–"
 		if len(rounds) > 0 {
 			n, judged := 0, 0
+			var each []string
 			for _, r := range rounds {
-				if _, m, ok := t.judge(roundView(results, r)); ok {
+				if x, m, ok := t.judge(roundView(results, r)); ok {
 					judged++
 					if m {
 						n++
 					}
+					each = append(each, fmt.Sprintf("%.2f", x))
 				}
 			}
-			roundsMet = fmt.Sprintf("%d/%d", n, judged)
+			roundsMet = fmt.Sprintf("%d/%d (%s)", n, judged, strings.Join(each, ", "))
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %.2f× | %s | %s | %s |\n", t.title, eDesc, rDesc, ratio, need, roundsMet, verdict)
 	}
