@@ -310,7 +310,8 @@ for p in "${PROXIES[@]}"; do stop "${PID[$p]}"; done
 # --- the table ---------------------------------------------------------------
 ELAPSED=$(($(date +%s) - STARTED))
 first_line() { "$@" 2>&1 | head -1 || true; }
-VERSIONS="egress $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(first_line squid -v), $(first_line haproxy -v)"
+# With EGRESS_BIN from another commit, EGRESS_VERSION=<commit> names it.
+VERSIONS="egress ${EGRESS_VERSION:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}, $(first_line squid -v), $(first_line haproxy -v)"
 if has smokescreen; then
 	# Built from a source tree without git metadata it says "devel":
 	# SMOKESCREEN_VERSION=<commit> names what was built.
