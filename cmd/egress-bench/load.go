@@ -113,11 +113,18 @@ type httpConn struct {
 	br *bufio.Reader
 }
 
-// httpGet sends one absolute-URI GET on hc, dialing the proxy if needed.
+// httpGet sends one absolute-URI GET on hc, dialing the proxy if needed;
+// with -via direct, an origin-form GET straight to the origin (the
+// baseline).
 func (d *dialer) httpGet(hc *httpConn) error {
 	deadline := time.Now().Add(d.cfg.timeout)
+	direct := d.cfg.path() == ViaDirect
 	if hc.c == nil {
-		c, err := net.DialTimeout("tcp", d.cfg.proxy, d.cfg.timeout)
+		addr := d.cfg.proxy
+		if direct {
+			addr = d.originHTTP
+		}
+		c, err := net.DialTimeout("tcp", addr, d.cfg.timeout)
 		if err != nil {
 			return err
 		}
@@ -130,7 +137,11 @@ func (d *dialer) httpGet(hc *httpConn) error {
 	}
 	hc.c.SetDeadline(deadline)
 	host := net.JoinHostPort(d.cfg.name, originPort(d.originHTTP))
-	if _, err := io.WriteString(hc.c, "GET http://"+host+"/ HTTP/1.1\r\nHost: "+host+"\r\n\r\n"); err != nil {
+	target := "http://" + host + "/"
+	if direct {
+		target = "/"
+	}
+	if _, err := io.WriteString(hc.c, "GET "+target+" HTTP/1.1\r\nHost: "+host+"\r\n\r\n"); err != nil {
 		return fail(err)
 	}
 	resp, err := http.ReadResponse(hc.br, nil)
@@ -157,12 +168,9 @@ func (d *dialer) httpGet(hc *httpConn) error {
 func (d *dialer) load(res *result) error {
 	c := d.cfg
 	res.Concurrency = c.conc
-	var cpu0 time.Duration
-	if c.pid > 0 {
-		var err error
-		if cpu0, err = readCPU(c.pid); err != nil {
-			return err
-		}
+	meter, err := startCPUMeter(c.pid)
+	if err != nil {
+		return err
 	}
 	var (
 		issued   atomic.Int64
@@ -219,12 +227,15 @@ func (d *dialer) load(res *result) error {
 	res.Rate = float64(res.OK) / elapsed.Seconds()
 	l := summarize(all)
 	res.Latency = &l
+	proxyCPU, other, err := meter.stop()
+	if err != nil {
+		return err
+	}
+	if other >= 0 {
+		res.OtherCPUPct = &other
+	}
 	if c.pid > 0 && res.OK > 0 {
-		cpu1, err := readCPU(c.pid)
-		if err != nil {
-			return err
-		}
-		res.CPUPerIterUS = float64(cpu1-cpu0) / float64(time.Microsecond) / float64(res.OK)
+		res.CPUPerIterUS = float64(proxyCPU) / float64(time.Microsecond) / float64(res.OK)
 	}
 	return nil
 }
@@ -245,6 +256,10 @@ func (d *dialer) throughput(res *result) error {
 	if err := tc.Handshake(); err != nil {
 		return err
 	}
+	meter, err := startCPUMeter(c.pid)
+	if err != nil {
+		return err
+	}
 	start := time.Now()
 	if _, err := fmt.Fprintf(tc, "%s%d\n", bulkVerb, c.bytes); err != nil {
 		return err
@@ -258,6 +273,16 @@ func (d *dialer) throughput(res *result) error {
 	n := <-readDone
 	elapsed := time.Since(start)
 	res.Seconds = elapsed.Seconds()
+	proxyCPU, other, err := meter.stop()
+	if err != nil {
+		return err
+	}
+	if other >= 0 {
+		res.OtherCPUPct = &other
+	}
+	if c.pid > 0 {
+		res.CPUPerMBUS = float64(proxyCPU) / float64(time.Microsecond) / (2 * float64(c.bytes) / 1e6)
+	}
 	if werr != nil || n != c.bytes {
 		res.Errors = 1
 		res.FirstError = fmt.Sprintf("%v: read %d of %d (write: %v)", errShortTransfer, n, c.bytes, werr)

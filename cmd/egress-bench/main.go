@@ -62,8 +62,10 @@ type config struct {
 	timeout    time.Duration
 	label      string
 	figure     string
+	round      int
 	jsonOut    bool
 	report     string
+	gobench    string
 }
 
 func main() {
@@ -77,6 +79,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "egress-bench:", err)
 		}
 		return 2
+	}
+	if cfg.gobench != "" {
+		if err := convertGoBenchFile(cfg.gobench, stdout); err != nil {
+			fmt.Fprintln(stderr, "egress-bench:", err)
+			return 1
+		}
+		return 0
 	}
 	if cfg.report != "" {
 		if err := printReport(cfg.report, stdout); err != nil {
@@ -107,7 +116,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c := &config{}
 	var mode, via string
 	fs.StringVar(&mode, "mode", "connect", "connect | transparent | http | direct | throughput | idle")
-	fs.StringVar(&via, "via", "connect", "throughput and idle: direct | connect | transparent")
+	fs.StringVar(&via, "via", "connect", "throughput and idle: direct | connect | transparent; http: direct (straight to the origin) or connect (through -proxy)")
 	fs.StringVar(&c.proxy, "proxy", "", "proxy address (the transparent listener for -mode transparent / -via transparent); loopback only")
 	fs.StringVar(&c.name, "name", "bench.test", "origin name: CONNECT host, SNI, Host (the proxy must map it to 127.0.0.1)")
 	fs.StringVar(&c.originTLS, "origin-tls", "127.0.0.1:0", "listen address of the in-process TLS origin")
@@ -122,8 +131,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "deadline of one iteration")
 	fs.StringVar(&c.label, "label", "", "free text copied into the JSON (e.g. the proxy's name)")
 	fs.StringVar(&c.figure, "figure", "", "free text copied into the JSON (the figure this run measures)")
+	fs.IntVar(&c.round, "round", 0, "round number copied into the JSON (the report counts the rounds a target was met in)")
 	fs.BoolVar(&c.jsonOut, "json", false, "print one JSON object on stdout (the human line goes to stderr)")
 	fs.StringVar(&c.report, "report", "", "instead of a run: read JSON lines from this file and print the comparison table")
+	fs.StringVar(&c.gobench, "gobench", "", "instead of a run: convert this file of `go test -bench 'Decide1M|Compile1M' -benchmem` output to JSON lines")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -131,7 +142,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	}
 	c.mode, c.via = Mode(mode), Via(via)
-	if c.report != "" {
+	if c.report != "" || c.gobench != "" {
 		return c, nil
 	}
 	return c, c.validate()
@@ -175,6 +186,12 @@ func (c *config) validate() error {
 			return fmt.Errorf("%w: -settle %v out of [0, 1m]", errUsage, c.settle)
 		}
 	}
+	if c.mode == ModeHTTP && c.via == ViaTransparent {
+		return fmt.Errorf("%w: -mode http takes -via direct or connect", errUsage)
+	}
+	if c.round < 0 {
+		return fmt.Errorf("%w: -round %d", errUsage, c.round)
+	}
 	if c.pid < 0 {
 		return fmt.Errorf("%w: -pid %d", errUsage, c.pid)
 	}
@@ -200,7 +217,12 @@ func (c *config) validate() error {
 // path is how this run reaches the origin.
 func (c *config) path() Via {
 	switch c.mode {
-	case ModeConnect, ModeHTTP:
+	case ModeConnect:
+		return ViaConnect
+	case ModeHTTP:
+		if c.via == ViaDirect {
+			return ViaDirect
+		}
 		return ViaConnect
 	case ModeTransparent:
 		return ViaTransparent
@@ -226,6 +248,7 @@ func loopback(addr string) error {
 type result struct {
 	Label          string     `json:"label,omitempty"`
 	Figure         string     `json:"figure,omitempty"`
+	Round          int        `json:"round,omitempty"`
 	Mode           Mode       `json:"mode"`
 	Via            Via        `json:"via,omitempty"`
 	Concurrency    int        `json:"concurrency,omitempty"`
@@ -236,12 +259,18 @@ type result struct {
 	Rate           float64    `json:"rate_per_s,omitempty"`
 	Latency        *latencies `json:"latency,omitempty"`
 	CPUPerIterUS   float64    `json:"proxy_cpu_us_per_iter,omitempty"`
+	CPUPerMBUS     float64    `json:"proxy_cpu_us_per_mb,omitempty"`
+	OtherCPUPct    *float64   `json:"other_cpu_pct,omitempty"` // other work's share of all CPUs during the run, %
 	Bytes          int64      `json:"bytes_each_way,omitempty"`
 	MBps           float64    `json:"mb_per_s,omitempty"`
 	Tunnels        int        `json:"tunnels,omitempty"`
 	RSSBeforeKB    int64      `json:"rss_before_kb,omitempty"`
 	RSSAfterKB     int64      `json:"rss_after_kb,omitempty"`
 	RSSPerTunnelKB float64    `json:"rss_per_tunnel_kb,omitempty"`
+	Case           string     `json:"case,omitempty"` // gobench: the slowest sub-benchmark
+	NsPerOp        float64    `json:"ns_per_op,omitempty"`
+	AllocsPerOp    *float64   `json:"allocs_per_op,omitempty"`
+	HeapMB         float64    `json:"heap_mb,omitempty"`
 }
 
 // human is the one-line summary.
@@ -250,13 +279,16 @@ func (r *result) human() string {
 	if r.Label != "" {
 		s = r.Label + " " + s
 	}
-	if r.Mode == ModeThroughput || r.Mode == ModeIdle {
+	if r.Mode == ModeThroughput || r.Mode == ModeIdle || r.Via == ViaDirect {
 		s += " via " + string(r.Via)
 	}
 	s += fmt.Sprintf(": %.1fs, %d ok, %d errors", r.Seconds, r.OK, r.Errors)
 	switch r.Mode {
 	case ModeThroughput:
 		s += fmt.Sprintf(", %d bytes each way, %.0f MB/s (both ways)", r.Bytes, r.MBps)
+		if r.CPUPerMBUS > 0 {
+			s += fmt.Sprintf(", proxy CPU %.0f µs/MB", r.CPUPerMBUS)
+		}
 	case ModeIdle:
 		s += fmt.Sprintf(", %d tunnels, RSS %d -> %d KB, %.1f KB per tunnel", r.Tunnels, r.RSSBeforeKB, r.RSSAfterKB, r.RSSPerTunnelKB)
 	default:
@@ -267,6 +299,9 @@ func (r *result) human() string {
 		if r.CPUPerIterUS > 0 {
 			s += fmt.Sprintf(", proxy CPU %.0f µs/iter", r.CPUPerIterUS)
 		}
+	}
+	if r.OtherCPUPct != nil {
+		s += fmt.Sprintf(", other work %.0f%% of the CPUs", *r.OtherCPUPct)
 	}
 	if r.FirstError != "" {
 		s += " (first error: " + r.FirstError + ")"
@@ -282,7 +317,7 @@ func execute(c *config) (*result, error) {
 	}
 	defer o.close()
 	d := &dialer{cfg: c, roots: o.roots, originTLS: o.tlsLn.Addr().String(), originHTTP: o.httpLn.Addr().String()}
-	res := &result{Label: c.label, Figure: c.figure, Mode: c.mode}
+	res := &result{Label: c.label, Figure: c.figure, Round: c.round, Mode: c.mode}
 	switch c.mode {
 	case ModeThroughput:
 		res.Via = c.via
@@ -290,6 +325,11 @@ func execute(c *config) (*result, error) {
 	case ModeIdle:
 		res.Via = c.via
 		err = d.idle(res)
+	case ModeHTTP:
+		if c.via == ViaDirect {
+			res.Via = ViaDirect
+		}
+		err = d.load(res)
 	default:
 		err = d.load(res)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -76,6 +77,9 @@ func TestParseFlags(t *testing.T) {
 		{"connect with loopback proxy", []string{"-mode", "connect", "-proxy", "127.0.0.1:3128"}, true},
 		{"IPv6 loopback", []string{"-mode", "transparent", "-proxy", "[::1]:8443"}, true},
 		{"throughput direct", []string{"-mode", "throughput", "-via", "direct", "-bytes", "1024"}, true},
+		{"http direct needs no proxy", []string{"-mode", "http", "-via", "direct"}, true},
+		{"http not transparent", []string{"-mode", "http", "-via", "transparent", "-proxy", "127.0.0.1:1"}, false},
+		{"negative round", []string{"-mode", "direct", "-round", "-1"}, false},
 		{"idle with pid", []string{"-mode", "idle", "-proxy", "127.0.0.1:1", "-pid", "1"}, true},
 		{"report skips run checks", []string{"-report", "x.jsonl", "-c", "0"}, true},
 		{"unknown mode", []string{"-mode", "flood"}, false},
@@ -130,18 +134,21 @@ func TestReport(t *testing.T) {
 		`{"label":"direct","figure":"rate64","mode":"direct","ok":10,"rate_per_s":2000}`,
 		`{"label":"egress","figure":"rate64","mode":"connect","ok":10,"rate_per_s":1500,"proxy_cpu_us_per_iter":300}`,
 		`{"label":"egress","figure":"rate64","mode":"connect","ok":0,"errors":5,"first_error":"boom"}`,
+		`{"label":"squid","figure":"rate64","mode":"connect","ok":10,"rate_per_s":1400,"proxy_cpu_us_per_iter":400}`,
 		`not json: a human line`,
 	}, "\n")
 	results, err := readResults(strings.NewReader(in))
-	if err != nil || len(results) != 5 {
+	if err != nil || len(results) != 6 {
 		t.Fatalf("read %d, %v", len(results), err)
 	}
 	var b bytes.Buffer
 	writeReport(results, &b)
 	out := b.String()
 	for _, want := range []string{
-		"| CONNECT new tunnels/s, c=64 (/s) | 2000 | 1500 (0.75×) | – | – |",
-		"| proxy CPU per new CONNECT tunnel (µs) | – | 300 | – | – |",
+		"| figure | direct | egress | squid |\n",
+		"| CONNECT new tunnels/s, c=64 (/s) | 2000 | 1500 (0.75×) | 1400 (0.70×) |",
+		// No direct baseline: a peer's ratio is egress ÷ peer.
+		"| proxy CPU per new CONNECT tunnel (µs; × = egress ÷ peer) | – | 300 | 400 (0.75×) |",
 		"egress rate64: 5 errors (boom)",
 	} {
 		if !strings.Contains(out, want) {
@@ -170,5 +177,76 @@ func TestMedian(t *testing.T) {
 	}
 	if m := median(nil); m != 0 {
 		t.Errorf("empty median %v", m)
+	}
+}
+
+// The targets table: verdicts from the medians, rounds counted one by one,
+// the p99 target taken on egress's worse path against the best peer.
+func TestReportTargets(t *testing.T) {
+	var lines []string
+	add := func(round int, label, figure, mode, extra string) {
+		lines = append(lines, fmt.Sprintf(`{"label":%q,"figure":%q,"round":%d,"mode":%q,"ok":10%s}`, label, figure, round, mode, extra))
+	}
+	// Three rounds: egress CPU (transparent) 150, 170, 140 µs against
+	// HAProxy's 160 in each: median 150 ≤ 160, met in rounds 1 and 3.
+	for r, e := range []float64{150, 170, 140} {
+		add(r+1, "egress", "trate64", "transparent", fmt.Sprintf(`,"rate_per_s":1000,"proxy_cpu_us_per_iter":%v`, e))
+		add(r+1, "haproxy", "trate64", "transparent", `,"rate_per_s":1250,"proxy_cpu_us_per_iter":160`)
+		add(r+1, "egress", "rate64", "connect", `,"rate_per_s":1500,"proxy_cpu_us_per_iter":200`)
+		add(r+1, "squid", "rate64", "connect", `,"rate_per_s":1400,"proxy_cpu_us_per_iter":300`)
+		add(r+1, "egress", "p99c8", "connect", `,"latency":{"p99_ms":9}`)
+		add(r+1, "egress", "tp99c8", "transparent", `,"latency":{"p99_ms":11}`)
+		add(r+1, "squid", "p99c8", "connect", `,"latency":{"p99_ms":12}`)
+		add(r+1, "haproxy", "tp99c8", "transparent", `,"latency":{"p99_ms":10}`)
+		add(r+1, "egress", "idle", "idle", `,"rss_per_tunnel_kb":4.5`)
+		add(r+1, "direct", "tput", "throughput", fmt.Sprintf(`,"other_cpu_pct":%d`, 5*r))
+	}
+	results, err := readResults(strings.NewReader(strings.Join(lines, "\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	writeReport(results, &b)
+	out := b.String()
+	for _, want := range []string{
+		"| proxy CPU per new tunnel, transparent ≤ HAProxy's | egress 150 µs | haproxy 160 µs | 0.94× | ≤ 1.00× | 2/3 (0.94, 1.06, 0.88) | MET |",
+		// 200 / 300 = 0.67 ≤ 0.75.
+		"| proxy CPU per new tunnel, CONNECT ≤ 0.75 × Squid's | egress 200 µs | squid 300 µs | 0.67× | ≤ 0.75× | 3/3 (0.67, 0.67, 0.67) | MET |",
+		"| transparent new conns/s, c=64 ≥ HAProxy's | egress 1000 /s | haproxy 1250 /s | 0.80× | ≥ 1.00× | 0/3 (0.80, 0.80, 0.80) | MISSED |",
+		// 1500 / 1400 = 1.07 < 1.1.
+		"| CONNECT new tunnels/s, c=64 ≥ 1.1 × Squid's | egress 1500 /s | squid 1400 /s | 1.07× | ≥ 1.10× | 0/3 (1.07, 1.07, 1.07) | MISSED |",
+		// Worse egress path 11 ms (transparent) against HAProxy's 10 ms.
+		"| p99 new tunnel, c=8 ≤ the best peer's | egress 11.0 ms (CONNECT 9.00, transparent 11.0) | best peer: haproxy 10.0 ms | 1.10× | ≤ 1.00× | 0/3 (1.10, 1.10, 1.10) | MISSED |",
+		"| RSS per idle TLS tunnel ≤ 5 KB | egress 4.50 KB | 5.00 KB (fixed) | 0.90× | ≤ 1.00× | 3/3 (0.90, 0.90, 0.90) | MET |",
+		"| one tunnel, 1 GiB each way ≥ 0.90 × direct | egress – | direct – | – | ≥ 0.90× | – | NO DATA |",
+		// Other work: 0, 5 and 10 % in the three rounds; none above 10 %.
+		"during the 3 timed runs: median 5%, max 10%.\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "runs above") {
+		t.Errorf("no run was above 10%%:\n%s", out)
+	}
+}
+
+// Noisy runs are named, worst first, at most maxNamed of them.
+func TestReportNoise(t *testing.T) {
+	var lines []string
+	for i := 1; i <= 9; i++ {
+		lines = append(lines, fmt.Sprintf(`{"label":"egress","figure":"rate64","round":%d,"mode":"connect","ok":1,"other_cpu_pct":%d}`, i, i*5))
+	}
+	results, err := readResults(strings.NewReader(strings.Join(lines, "\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	writeNoise(results, &b)
+	want := "median 25%, max 45%.\n7 of 9 runs above 10%, not comparable with a quiet machine's (worst first): " +
+		"egress rate64 round 9: 45%; egress rate64 round 8: 40%; egress rate64 round 7: 35%; egress rate64 round 6: 30%; " +
+		"egress rate64 round 5: 25%; egress rate64 round 4: 20%; 1 more.\n"
+	if !strings.HasSuffix(b.String(), want) {
+		t.Errorf("noise:\n%s\nwant suffix:\n%s", b.String(), want)
 	}
 }
