@@ -5,8 +5,9 @@
 # loads from cmd/egress-bench, in interleaved rounds whose order rotates.
 # Prints one table of medians with ratios against direct, then issue 15's
 # targets, each MET or MISSED from this run's figures. Installs haproxy and
-# squid-openssl from Debian packages (needs root). Bounded: about 12 minutes
-# with the defaults and Smokescreen (each round about 3.5 minutes).
+# squid-openssl from Debian packages (needs root). Bounded: about 10 minutes
+# with the defaults and Smokescreen (9 min 44 s and 10 min 41 s measured on
+# 2 cores; each round about 3 minutes), about 8 without Smokescreen.
 #
 #   bash bench/compare.sh                                  # defaults
 #   SMOKESCREEN_BIN=/path/to/smokescreen bash bench/compare.sh

@@ -250,3 +250,14 @@ func TestReportNoise(t *testing.T) {
 		t.Errorf("noise:\n%s\nwant suffix:\n%s", b.String(), want)
 	}
 }
+
+func TestRatioText(t *testing.T) {
+	for _, c := range []struct {
+		ratio, bound float64
+		want         string
+	}{{1.098, 1.1, "1.098"}, {1.1, 1.1, "1.10"}, {0.94, 1, "0.94"}, {0.999, 1, "0.999"}} {
+		if got := ratioText(c.ratio, c.bound); got != c.want {
+			t.Errorf("ratioText(%v, %v) = %q, want %q", c.ratio, c.bound, got, c.want)
+		}
+	}
+}

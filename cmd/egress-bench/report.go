@@ -414,8 +414,17 @@ func writeTargets(results []result, w io.Writer) {
 			}
 			roundsMet = fmt.Sprintf("%d/%d (%s)", n, judged, strings.Join(each, ", "))
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %.2f× | %s | %s | %s |\n", t.title, eDesc, rDesc, ratio, need, roundsMet, verdict)
+		fmt.Fprintf(w, "| %s | %s | %s | %s× | %s | %s | %s |\n", t.title, eDesc, rDesc, ratioText(ratio, t.bound), need, roundsMet, verdict)
 	}
+}
+
+// ratioText prints a ratio with two decimals, or three when two would
+// print the bound itself (1.098 against 1.10 is a miss, not "1.10×").
+func ratioText(ratio, bound float64) string {
+	if t := fmt.Sprintf("%.2f", ratio); t != fmt.Sprintf("%.2f", bound) || ratio == bound {
+		return t
+	}
+	return fmt.Sprintf("%.3f", ratio)
 }
 
 // noisyPct is the share of the CPUs other work may take during a run
