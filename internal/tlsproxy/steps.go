@@ -8,8 +8,10 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/egress-proxy/egress/internal/active"
 	"github.com/egress-proxy/egress/internal/hostname"
 	"github.com/egress-proxy/egress/internal/metrics"
+	"github.com/egress-proxy/egress/internal/outcome"
 	"github.com/egress-proxy/egress/internal/rules"
 	"github.com/egress-proxy/egress/internal/sni"
 	"github.com/egress-proxy/egress/internal/tunnel"
@@ -164,24 +166,45 @@ func (fl *flow) resolve(d rules.Decision) bool {
 	if target == "" {
 		target = fl.names.Inner
 	}
-	name, ip, _ := hostname.Normalize(target)
-	fl.o.Event.DestDomain = name
-	dest, err := fl.st.Dialer.Resolve(context.Background(), name, ip)
-	if err != nil {
-		if errors.Is(err, upstream.ErrPrivate) {
-			fl.deny(rules.ReasonPrivateDestination, sni.AlertAccessDenied, err.Error())
-			return false
-		}
-		fl.o.Decide(d)
-		fl.o.Fail(rules.ReasonDNSError, err)
-		fl.p.Metrics.UpstreamErrors.WithLabelValues(metrics.UpstreamDNSError).Inc()
-		fl.alert(sni.AlertInternalError)
+	var monitor []*rules.Rule
+	if c := fl.f.Connect; c != nil {
+		monitor = c.Outer.Decision.Monitor
+	}
+	dest, alert := ResolveAllowed(fl.st, fl.o, fl.p.Metrics, d, fl.seg, monitor, target)
+	if alert != 0 {
+		fl.alert(alert)
 		return false
 	}
 	fl.dest = dest
-	fl.o.Event.DestIP = dest.String()
-	fl.o.Decide(d)
 	return true
+}
+
+// ResolveAllowed finds and checks the address of target (the name an allow
+// decision d was made for) and records the outcome on o, for every path that
+// relays by SNI (transparent TLS, a CONNECT's inner hello, QUIC): a refused
+// (private) address turns the allow into a deny, a name that does not
+// resolve is an allow that failed (counted as a DNS error), and otherwise d
+// stands with the checked address in the event. It returns the address, or
+// the TLS alert to answer the client with.
+func ResolveAllowed(st *active.State, o *outcome.Outcome, m *metrics.Metrics, d rules.Decision, seg *rules.Segment,
+	monitor []*rules.Rule, target string) (netip.Addr, uint8) {
+	name, ip, _ := hostname.Normalize(target)
+	o.Event.DestDomain = name
+	dest, err := st.Dialer.Resolve(context.Background(), name, ip)
+	if err != nil {
+		if errors.Is(err, upstream.ErrPrivate) {
+			o.Deny(rules.ReasonPrivateDestination, seg, monitor)
+			o.Event.Error = err.Error()
+			return netip.Addr{}, sni.AlertAccessDenied
+		}
+		o.Decide(d)
+		o.Fail(rules.ReasonDNSError, err)
+		m.UpstreamErrors.WithLabelValues(metrics.UpstreamDNSError).Inc()
+		return netip.Addr{}, sni.AlertInternalError
+	}
+	o.Event.DestIP = dest.String()
+	o.Decide(d)
+	return dest, 0
 }
 
 // register tells the registry which names the flow carries, before anything

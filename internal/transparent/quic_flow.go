@@ -1,7 +1,6 @@
 package transparent
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -261,25 +260,12 @@ func (f *quicFlow) decide() (rules.Decision, bool) {
 // refused address is a deny, a name that does not resolve an allow that
 // failed.
 func (f *quicFlow) resolve(d rules.Decision) bool {
-	name, ip, _ := hostname.Normalize(f.names.Inner)
-	f.o.Event.DestDomain = name
-	dest, err := f.st.Dialer.Resolve(context.Background(), name, ip)
-	if err != nil {
-		if errors.Is(err, upstream.ErrPrivate) {
-			f.o.Deny(rules.ReasonPrivateDestination, f.seg, nil)
-			f.o.Event.Error = err.Error()
-			f.sendClose(sni.AlertAccessDenied)
-			return false
-		}
-		f.o.Decide(d)
-		f.o.Fail(rules.ReasonDNSError, err)
-		f.s.Metrics.UpstreamErrors.WithLabelValues(metrics.UpstreamDNSError).Inc()
-		f.sendClose(sni.AlertInternalError)
+	dest, alert := tlsproxy.ResolveAllowed(f.st, f.o, f.s.Metrics, d, f.seg, nil, f.names.Inner)
+	if alert != 0 {
+		f.sendClose(alert)
 		return false
 	}
 	f.dest = dest
-	f.o.Event.DestIP = dest.String()
-	f.o.Decide(d)
 	return true
 }
 
