@@ -104,22 +104,7 @@ func (l *loader) authFiles(cfg *Config, root *rawRoot, version hash.Hash) hcl.Di
 		diags = append(diags, errorAt(attrRange(body, attr, def), summary, format, args...))
 	}
 	read := func(body hcl.Body, def hcl.Range, attr string, p *string) (string, []byte) {
-		if p == nil {
-			return "", nil
-		}
-		if *p == "" {
-			errAt(body, def, attr, "Empty path", "%s needs a file path; remove the attribute to leave it unset.", attr)
-			return "", nil
-		}
-		full := l.join(l.dir(def.Filename), *p)
-		data, err := l.readFile(full)
-		if err != nil {
-			errAt(body, def, attr, "Cannot read file", "%s (resolved to %s): %v. Paths are relative to the folder of the file that names them.",
-				*p, full, unwrapPathError(err))
-			return "", nil
-		}
-		l.files = append(l.files, full)
-		return full, data
+		return l.attrFile(body, def, attr, p, "Cannot read file", &diags)
 	}
 	ck := &settingsChecker{}
 	ck.duration(b.CacheTTL, b.Body, "cache_ttl", b.DefRange, &cfg.Auth.Sources.CacheTTL)
@@ -264,23 +249,11 @@ func (l *loader) proxyTLS(cfg *Config, b *rawProxy) hcl.Diagnostics {
 	}
 	digest := sha256.New()
 	read := func(attr string, p *string) (string, []byte) {
-		if p == nil {
-			return "", nil
+		full, data := l.attrFile(b.Body, b.DefRange, attr, p, "Cannot read TLS file", &diags)
+		if full != "" {
+			digest.Write([]byte(attr + "\x00"))
+			digest.Write(data)
 		}
-		if *p == "" {
-			errAt(attr, "Empty path", "%s needs a file path; remove the attribute to leave it unset.", attr)
-			return "", nil
-		}
-		full := l.join(l.dir(b.DefRange.Filename), *p)
-		data, err := l.readFile(full)
-		if err != nil {
-			errAt(attr, "Cannot read TLS file", "%s (resolved to %s): %v. Paths are relative to the folder of the file that names them.",
-				*p, full, unwrapPathError(err))
-			return "", nil
-		}
-		l.files = append(l.files, full)
-		digest.Write([]byte(attr + "\x00"))
-		digest.Write(data)
 		return full, data
 	}
 	if b.TLSCertFile == nil || b.TLSKeyFile == nil {

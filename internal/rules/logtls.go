@@ -26,7 +26,6 @@ func (l *loader) logTLSFiles(cfg *Config, root *rawRoot) hcl.Diagnostics {
 		diags = append(diags, errorAt(attrRange(b.Body, attr, b.DefRange), summary, format, args...))
 	}
 	isTLS := strings.HasPrefix(cfg.Log.Output, "syslog+tls://")
-	base := l.dir(b.DefRange.Filename)
 	digest := sha256.New()
 	read := func(attr string, p *string) (string, []byte) {
 		if p == nil {
@@ -37,20 +36,11 @@ func (l *loader) logTLSFiles(cfg *Config, root *rawRoot) hcl.Diagnostics {
 				"%s applies to output = \"syslog+tls://host:port\" only; the output is %q.", attr, cfg.Log.Output)
 			return "", nil
 		}
-		if *p == "" {
-			errAt(attr, "Empty path", "%s needs a file path; remove the attribute to leave it unset.", attr)
-			return "", nil
+		full, data := l.attrFile(b.Body, b.DefRange, attr, p, "Cannot read TLS file", &diags)
+		if full != "" {
+			digest.Write([]byte(attr + "\x00"))
+			digest.Write(data)
 		}
-		full := l.join(base, *p)
-		data, err := l.readFile(full)
-		if err != nil {
-			errAt(attr, "Cannot read TLS file", "%s (resolved to %s): %v. Paths are relative to the folder of the file that names them.",
-				*p, full, unwrapPathError(err))
-			return "", nil
-		}
-		l.files = append(l.files, full)
-		digest.Write([]byte(attr + "\x00"))
-		digest.Write(data)
 		return full, data
 	}
 	ca, caPEM := read("tls_ca_file", b.TLSCAFile)
@@ -86,4 +76,29 @@ func (l *loader) logTLSFiles(cfg *Config, root *rawRoot) hcl.Diagnostics {
 		cfg.Log.TLSDigest = hex.EncodeToString(digest.Sum(nil))
 	}
 	return nil
+}
+
+// attrFile reads the file a block's attribute names. The path is relative to
+// the folder of the file holding the block (def), like list files, and the
+// file is watched for changes like every file the config reads. A nil path is
+// an unset attribute ("", nil); an empty path or an unreadable file is an
+// error in diags at the attribute, summarised as cannotRead.
+func (l *loader) attrFile(body hcl.Body, def hcl.Range, attr string, p *string, cannotRead string, diags *hcl.Diagnostics) (string, []byte) {
+	if p == nil {
+		return "", nil
+	}
+	if *p == "" {
+		*diags = append(*diags, errorAt(attrRange(body, attr, def), "Empty path",
+			"%s needs a file path; remove the attribute to leave it unset.", attr))
+		return "", nil
+	}
+	full := l.join(l.dir(def.Filename), *p)
+	data, err := l.readFile(full)
+	if err != nil {
+		*diags = append(*diags, errorAt(attrRange(body, attr, def), cannotRead,
+			"%s (resolved to %s): %v. Paths are relative to the folder of the file that names them.", *p, full, unwrapPathError(err)))
+		return "", nil
+	}
+	l.files = append(l.files, full)
+	return full, data
 }
