@@ -139,6 +139,7 @@ type Metrics struct {
 	UpstreamErrors        *prometheus.CounterVec // egress_upstream_errors_total{reason}
 	TunnelsClosedOnReload prometheus.Counter     // egress_tunnels_closed_on_reload_total
 	ShutdownForced        prometheus.Counter     // egress_shutdown_connections_closed_total
+	MemoryTrims           prometheus.Counter     // egress_memory_trims_total
 	LimitsMaxConnections  prometheus.Gauge       // egress_limits_max_connections
 	LimitsPerSource       prometheus.Gauge       // egress_limits_per_source
 	BuildInfo             *prometheus.GaugeVec   // egress_build_info{version,commit,goversion}
@@ -245,6 +246,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: Namespace, Name: "shutdown_connections_closed_total",
 			Help: "Connections still open at the end of the shutdown grace period and closed.",
 		}),
+		MemoryTrims: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "memory_trims_total",
+			Help: "Times free heap memory was returned to the operating system after a burst (internal/memtrim).",
+		}),
 		LimitsMaxConnections: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: Namespace, Name: "limits_max_connections",
 			Help: "Configured limits.max_connections: client connections allowed across all listeners.",
@@ -289,7 +294,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.ConfigReloads, m.ConfigLastSuccess, m.ConfigLastSuccessful, m.ConfigInfo,
 		m.LogEventsDropped, m.LogEvents, m.LogQueueLength, m.LogQueueCapacity,
 		m.ConnectionsRejected, m.ClientHelloErrors, m.UpstreamErrors,
-		m.TunnelsClosedOnReload, m.ShutdownForced,
+		m.TunnelsClosedOnReload, m.ShutdownForced, m.MemoryTrims,
 		m.LimitsMaxConnections, m.LimitsPerSource, m.BuildInfo,
 		m.Panics, m.UpstreamConnections,
 		m.FeedUpdates, m.FeedLastSuccess, m.FeedEntries, m.Auth,

@@ -79,6 +79,7 @@ func TestNamesAndFixedSeries(t *testing.T) {
 		"egress_upstream_dial_seconds":                        1,
 		"egress_tunnels_closed_on_reload_total":               1,
 		"egress_shutdown_connections_closed_total":            1,
+		"egress_memory_trims_total":                           1,
 		"egress_config_last_reload_success_timestamp_seconds": 1,
 		"egress_limits_max_connections":                       1,
 	}

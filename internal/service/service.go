@@ -23,6 +23,7 @@ import (
 	"github.com/egress-proxy/egress/internal/audit"
 	"github.com/egress-proxy/egress/internal/conntrack"
 	"github.com/egress-proxy/egress/internal/httpproxy"
+	"github.com/egress-proxy/egress/internal/memtrim"
 	"github.com/egress-proxy/egress/internal/metrics"
 	"github.com/egress-proxy/egress/internal/outcome"
 	"github.com/egress-proxy/egress/internal/rules"
@@ -94,6 +95,12 @@ func Run(ctx context.Context, o Options) error {
 		go admin.Serve(adminCtx, s.adminLn, h)
 	}
 	s.serve()
+	trimCtx, stopTrim := context.WithCancel(context.Background())
+	defer stopTrim()
+	go (&memtrim.Trimmer{Trimmed: func(took time.Duration) {
+		m.MemoryTrims.Inc()
+		log.Debug("returned free memory to the OS after a burst", "took", took)
+	}}).Run(trimCtx)
 	s.feeds = newFeedLoops(store, m, log)
 	s.feeds.sync(cfg)
 	defer s.feeds.stop()
