@@ -59,9 +59,10 @@ start() { # LABEL BIN BASEPORT
 	PID[$1]=$!; PIDS+=("$!")
 	wait_port "127.0.0.1:$3"; wait_port "127.0.0.1:$(($3 + 1))"
 }
+ROUND=0
 bench() { # LABEL FIGURE ARGS...
 	local label=$1 figure=$2; shift 2
-	"$BENCH" -json -label "$label" -figure "$figure" -name "$NAME" \
+	"$BENCH" -json -label "$label" -figure "$figure" -round "$ROUND" -name "$NAME" \
 		-origin-tls "$ORIGIN_TLS" -origin-http "$ORIGIN_HTTP" "$@" >>"$RESULTS" ||
 		log "run $label $figure failed"
 	sleep 1
@@ -78,6 +79,7 @@ stop "${PID[egress-new]}"
 start egress-old "$OLD_BIN" 26100
 start egress-new "$NEW_BIN" 26200
 for round in $(seq 1 "$ROUNDS"); do
+	ROUND=$round
 	log "round $round of $ROUNDS"
 	bench direct rate64 -mode direct -c 64 -d "$DUR"
 	if [ "$TPUT_BYTES" != 0 ]; then bench direct tput -mode throughput -via direct -bytes "$TPUT_BYTES" -d 60s; fi
