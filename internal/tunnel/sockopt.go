@@ -47,17 +47,18 @@ const (
 // and for the bytes the kernel keeps sending after the tunnel closed.
 func userTimeout(idle time.Duration) time.Duration { return 2 * idle }
 
-// orphanLimit is how long, at most, the kernel keeps sending the bytes of a
-// socket closed without TCP_USER_TIMEOUT (an orphan) with its default
-// net.ipv4.tcp_orphan_retries (0, which means 8 while the retransmission
-// timeout is below its 120 s maximum, and none once it reaches it): about
-// 100 s of retransmissions to a peer that acknowledges nothing
-// (tcp_model_timeout(8, 200 ms) = 102 s, checked when a timer fires, at most
-// 120 s later), and zero-window probes backed off from at least 200 ms until
-// the interval reaches 120 s (~205 s of probes, aborted at the next one, 120 s
-// later: ~5.4 min) to a peer that answers them with its window closed, which
-// TCP_USER_TIMEOUT covers only from Linux 5.11 anyway. The kernel also resets
-// orphans beyond net.ipv4.tcp_max_orphans or under memory pressure.
+// orphanLimit is more than the kernel keeps sending the bytes of a socket
+// closed without TCP_USER_TIMEOUT (an orphan) with its default
+// net.ipv4.tcp_orphan_retries (0, which means 8 while the backed-off
+// retransmission timeout is below its 120 s maximum, and none once it would
+// reach it): to a peer that acknowledges nothing, retransmissions until
+// tcp_model_timeout(8, 200 ms) = 102 s have passed, checked when a
+// retransmission timer fires (at most 120 s later); to a peer that answers
+// window probes with its window closed (which TCP_USER_TIMEOUT covers only
+// from Linux 5.11 anyway), probes backed off from the retransmission
+// timeout (200 ms at least) until the next interval would pass 120 s: 205 s
+// at most (TestMeasureOrphanLifetime). The kernel also resets orphans beyond
+// net.ipv4.tcp_max_orphans or under memory pressure.
 const orphanLimit = 6 * time.Minute
 
 // userTimeoutAtStart says whether TCP_USER_TIMEOUT is set when the tunnel

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -190,4 +191,33 @@ func TestBulkWaySetsNotsentLowat(t *testing.T) {
 	if got := notsentLowatOf(t, proxyClient); !lowatUnset(got) {
 		t.Errorf("download's destination TCP_NOTSENT_LOWAT = %d while that way is inline, want unset", got)
 	}
+}
+
+// BenchmarkTuneAtStart: the socket options a short tunnel pays for when it
+// starts, before (NOTSENT_LOWAT, SO_RCVBUF and USER_TIMEOUT on both sockets)
+// and now (SO_RCVBUF on the dialed socket; the rest later or never), with
+// the default idle timeout. Go's TCP_NODELAY on each is the same in both.
+func BenchmarkTuneAtStart(b *testing.B) {
+	a, c := pair(b)
+	defer a.Close()
+	defer c.Close()
+	ra, rc := rawConn(a), rawConn(c)
+	const idle = 5 * time.Minute
+	b.Run("before", func(b *testing.B) {
+		for range b.N {
+			for _, r := range []syscall.RawConn{ra, rc} {
+				control(r, func(fd int) {
+					unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, notsentLowat)
+					unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbufCap)
+					setUserTimeout(fd, idle)
+				})
+			}
+		}
+	})
+	b.Run("now", func(b *testing.B) {
+		for range b.N {
+			tune(rc, false, idle)
+			tune(ra, true, idle)
+		}
+	})
 }
