@@ -56,9 +56,12 @@ func userTimeout(idle time.Duration) time.Duration { return 2 * idle }
 // retransmission timer fires (at most 120 s later); to a peer that answers
 // window probes with its window closed (which TCP_USER_TIMEOUT covers only
 // from Linux 5.11 anyway), probes backed off from the retransmission
-// timeout (200 ms at least) until the next interval would pass 120 s: 205 s
-// at most (TestMeasureOrphanLifetime). The kernel also resets orphans beyond
-// net.ipv4.tcp_max_orphans or under memory pressure.
+// timeout rto until the first backoff k with rto × 2^k ≥ 120 s
+// (net.ipv4.tcp_rto_max_ms), then one more 120 s interval: rto × (2^k − 1)
+// + 120 s, under 240 + 120 s since rto × 2^(k−1) < 120 s
+// (TestMeasureOrphanLifetime: 5 min 40 s on loopback, rto 208 ms). The
+// kernel also resets orphans beyond net.ipv4.tcp_max_orphans or under memory
+// pressure.
 const orphanLimit = 6 * time.Minute
 
 // userTimeoutAtStart says whether TCP_USER_TIMEOUT is set when the tunnel
