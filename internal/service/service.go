@@ -29,6 +29,7 @@ import (
 	"github.com/egress-proxy/egress/internal/rules"
 	"github.com/egress-proxy/egress/internal/tlsproxy"
 	"github.com/egress-proxy/egress/internal/transparent"
+	"github.com/egress-proxy/egress/internal/tunnel"
 	"github.com/hashicorp/hcl/v2"
 )
 
@@ -206,11 +207,13 @@ func udpAddrOf(c *net.UDPConn) string {
 	return c.LocalAddr().String()
 }
 
-// clientListen opens a client-facing listener. TCP keepalive is off: dead
-// clients are reaped by limits.idle_timeout, and every accepted connection
-// saves four setsockopt calls.
+// clientListen opens a client-facing listener, one whose connections carry
+// tunnels (not admin). TCP keepalive is off: dead clients are reaped by
+// limits.idle_timeout, and every accepted connection saves four setsockopt
+// calls. The tunnel's SO_RCVBUF is set on the listener, which accepted
+// sockets inherit (tunnel.ListenControl): one call per tunnel fewer.
 func clientListen(addr string) (net.Listener, error) {
-	lc := net.ListenConfig{KeepAlive: -1}
+	lc := net.ListenConfig{KeepAlive: -1, Control: tunnel.ListenControl}
 	return lc.Listen(context.Background(), "tcp", addr)
 }
 

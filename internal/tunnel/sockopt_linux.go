@@ -10,16 +10,58 @@ import (
 
 // The socket options themselves and the kernel counters (see sockopt.go).
 
-// tune sets the tunnel's socket options on c (best effort: a failure leaves
-// the kernel's defaults).
-func tune(c syscall.RawConn, idle time.Duration) {
+// ListenControl is the net.ListenConfig Control of a listener whose accepted
+// connections carry tunnels: it sets SO_RCVBUF (rcvbufCap) on the listening
+// socket, which every accepted socket inherits, so that Start need not set it
+// on each (one system call per tunnel). A tunnel's client connection must
+// come from such a listener for its receive queue to be bounded.
+func ListenControl(_, _ string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbufCap)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// tune sets the socket options a tunnel's socket needs from the start (best
+// effort: a failure leaves the kernel's defaults): SO_RCVBUF on a dialed
+// socket (an accepted one has its listener's), and TCP_USER_TIMEOUT when
+// userTimeoutAtStart.
+func tune(c syscall.RawConn, dialed bool, idle time.Duration) {
+	early := userTimeoutAtStart(idle)
+	if !dialed && !early {
+		return
+	}
+	control(c, func(fd int) {
+		if dialed {
+			// Fixed, not autotuned: autotuning would grow it to tcp_rmem[2].
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbufCap)
+		}
+		if early {
+			setUserTimeout(fd, idle)
+		}
+	})
+}
+
+// tuneLate sets TCP_USER_TIMEOUT on c at the watchdog's first look when it
+// was not set at the start.
+func tuneLate(c syscall.RawConn, idle time.Duration) {
+	if idle > 0 && !userTimeoutAtStart(idle) {
+		control(c, func(fd int) { setUserTimeout(fd, idle) })
+	}
+}
+
+func setUserTimeout(fd int, idle time.Duration) {
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(min(userTimeout(idle).Milliseconds(), math.MaxInt32)))
+}
+
+// tuneBulk sets TCP_NOTSENT_LOWAT on c, the socket a way that turned bulk
+// writes to.
+func tuneBulk(c syscall.RawConn) {
 	control(c, func(fd int) {
 		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, notsentLowat)
-		// Fixed, not autotuned: autotuning would grow it to tcp_rmem[2].
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbufCap)
-		if idle > 0 {
-			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(min(userTimeout(idle).Milliseconds(), math.MaxInt32)))
-		}
 	})
 }
 

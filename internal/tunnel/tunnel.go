@@ -99,6 +99,7 @@ type Pipe struct {
 	kMoved   uint64 // the kernel's byte counters (moved) at kMovedAt
 	kMovedAt int64  // unix nanos when kMoved was last seen to change
 	kOK      bool   // kMoved has been read
+	looked   bool   // the first look happened (tuneLate)
 
 	mu       sync.Mutex
 	watch    *time.Timer // the idle watchdog; nil without an idle timeout
@@ -121,8 +122,9 @@ func Parked() int { return int(parkedTunnels.Load()) }
 
 // Start copies client ↔ server in the background until both directions have
 // ended, one fails, no byte moved either way for opt.Idle, or Close is
-// called. It sets the tunnel's socket options on both connections (see
-// notsentLowat, rcvbufCap). Both connections are closed before opt.OnDone is
+// called. It sets the tunnel's socket options on both connections as they
+// start to matter (see sockopt.go; the client's SO_RCVBUF comes from its
+// listener, ListenControl). Both connections are closed before opt.OnDone is
 // called.
 func Start(client, server net.Conn, opt Options) *Pipe {
 	p := New(client, server, opt)
@@ -188,8 +190,8 @@ func New(client, server net.Conn, opt Options) *Pipe {
 	crc, src := rawConn(client), rawConn(server)
 	p.dirs[0] = direction{dst: server, src: client, rc: crc, upload: true, index: 0}
 	p.dirs[1] = direction{dst: client, src: server, rc: src, index: 1}
-	tune(crc, opt.Idle)
-	tune(src, opt.Idle)
+	tune(crc, false, opt.Idle) // its SO_RCVBUF is its listener's (ListenControl)
+	tune(src, true, opt.Idle)
 	p.lastActive.Store(time.Now().UnixNano())
 	return p
 }
@@ -284,6 +286,7 @@ func (p *Pipe) run(d *direction) {
 			return
 		}
 		d.bulk = true
+		tuneBulk(p.other(d).rc) // the socket d writes to
 	}
 	if p.runSplice(d) {
 		p.deliver()
@@ -526,6 +529,11 @@ func (p *Pipe) watchEvery() time.Duration {
 // count too: a slow reader that takes a byte now and then keeps its tunnel.
 func (p *Pipe) checkIdle() {
 	now := time.Now().UnixNano()
+	if !p.looked {
+		p.looked = true
+		tuneLate(p.dirs[0].rc, p.opt.Idle)
+		tuneLate(p.dirs[1].rc, p.opt.Idle)
+	}
 	if sum, ok := moved(p.dirs[0].rc, p.dirs[1].rc); ok {
 		if !p.kOK || sum != p.kMoved {
 			p.kMoved, p.kMovedAt = sum, now

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
@@ -13,10 +14,13 @@ import (
 	"time"
 )
 
-// pair returns two ends of a loopback TCP connection.
+// pair returns two ends of a loopback TCP connection: the dialed one, and
+// the accepted one, from a listener with ListenControl as the proxy's
+// client-facing listeners have.
 func pair(t testing.TB) (*net.TCPConn, *net.TCPConn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	lc := net.ListenConfig{Control: ListenControl}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
