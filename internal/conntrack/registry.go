@@ -39,8 +39,15 @@ func (t *Conn) Names() (rules.Names, bool) {
 
 // SetOnSwap makes every configuration swap call fn (a keep-alive connection
 // drops its idle upstream connection: it was dialed under the old config).
-// fn must be quick and safe to call from any goroutine.
-func (t *Conn) SetOnSwap(fn func()) { t.onSwap.Store(&fn) }
+// fn must be quick and safe to call from any goroutine. nil removes it (a
+// connection handed to a tunnel keeps nothing of its request loop).
+func (t *Conn) SetOnSwap(fn func()) {
+	if fn == nil {
+		t.onSwap.Store(nil)
+		return
+	}
+	t.onSwap.Store(&fn)
+}
 
 // SetCloser makes close call fn instead of closing the connections (a
 // running tunnel.Pipe, which must learn it was closed even while parked);
