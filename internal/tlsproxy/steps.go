@@ -305,7 +305,7 @@ type tunnelEnd struct {
 	conn   *conntrack.Conn
 	done   func()
 	start  time.Duration // the 200 or the accept, as sinceEpoch
-	rawLen int64 // bytes the client sent before the tunnel (the hello, replayed)
+	rawLen int64         // bytes the client sent before the tunnel (the hello, replayed)
 }
 
 // onDone is the tunnel's OnDone: the event gets its byte counts, duration
