@@ -269,7 +269,8 @@ func (fl *flow) dial() (net.Conn, bool) {
 // returns once the tunnel no longer needs this goroutine (tunnel.Pipe.Serve).
 //
 // A tunnel may be parked for hours: what it keeps of the flow is the
-// outcome (the event), the registry entry and a tunnelEnd, nothing more.
+// sealed outcome (the event's fields), the registry entry and a tunnelEnd,
+// nothing more.
 // The Flow (and a CONNECT's request state behind it), the hello and the
 // bytes replayed become garbage once Serve returns.
 func (fl *flow) start(server net.Conn) bool {
@@ -277,7 +278,7 @@ func (fl *flow) start(server net.Conn) bool {
 	rawLen := int64(len(fl.raw))
 	fl.p.Record.Add(rawLen, 0)
 	f.Client.SetWriteDeadline(time.Time{})
-	end := &tunnelEnd{o: fl.o, client: f.Client, conn: c, done: f.Done, start: sinceEpoch(f.Start), rawLen: rawLen}
+	end := &tunnelEnd{o: fl.o.Seal(), client: f.Client, conn: c, done: f.Done, start: sinceEpoch(f.Start), rawLen: rawLen}
 	var onPanic func(any)
 	if h := fl.p.Panicked; h != nil {
 		listener := f.Listener
@@ -300,7 +301,7 @@ func (fl *flow) start(server net.Conn) bool {
 // outcome to finish, the client connection to close, the registry entry
 // that says whether the proxy closed it, and the caller's Done.
 type tunnelEnd struct {
-	o      *outcome.Outcome
+	o      *outcome.Sealed
 	client net.Conn
 	conn   *conntrack.Conn
 	done   func()
@@ -311,15 +312,13 @@ type tunnelEnd struct {
 // onDone is the tunnel's OnDone: the event gets its byte counts, duration
 // and how the tunnel ended, and the flow ends.
 func (e *tunnelEnd) onDone(res tunnel.Result) {
-	ev := e.o.Event
-	ev.SourceBytes, ev.DestBytes = res.Upload+e.rawLen, res.Download
+	end := outcome.End{SourceBytes: res.Upload + e.rawLen, DestBytes: res.Download, Duration: sinceEpoch(time.Now()) - e.start}
 	if why := e.conn.ClosedBy(); why != "" {
-		e.o.Cut(why)
+		end.Cut = why
 	} else if res.Err != nil {
-		ev.Error = res.Err.Error()
+		end.Err = res.Err.Error()
 	}
-	ev.Duration = sinceEpoch(time.Now()) - e.start
-	e.o.Finish()
+	e.o.Finish(end)
 	e.client.Close()
 	if e.done != nil {
 		e.done()
