@@ -16,8 +16,8 @@ type Conn struct {
 	Listener string
 	names    atomic.Pointer[rules.Names] // nil: nothing decided now (pending hello, idle keep-alive)
 	conns    []net.Conn
-	closedBy atomic.Value // string: "config_reload" or "shutdown"
-	idle     atomic.Bool  // a keep-alive connection waiting for its next request
+	closedBy atomic.Pointer[string] // "config_reload" or "shutdown"
+	idle     atomic.Bool            // a keep-alive connection waiting for its next request
 	closer   atomic.Pointer[func()]
 	onSwap   atomic.Pointer[func()]
 }
@@ -87,12 +87,14 @@ func (tr *Tracker) Untrack(t *Conn) {
 
 // ClosedBy says why the engine closed the tunnel ("" if it did not).
 func (t *Conn) ClosedBy() string {
-	s, _ := t.closedBy.Load().(string)
-	return s
+	if s := t.closedBy.Load(); s != nil {
+		return *s
+	}
+	return ""
 }
 
 func (t *Conn) close(why string) {
-	t.closedBy.CompareAndSwap(nil, why)
+	t.closedBy.CompareAndSwap(nil, &why)
 	if fn := t.closer.Load(); fn != nil {
 		(*fn)()
 		return

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/egress-proxy/egress/internal/active"
@@ -110,7 +111,9 @@ func (fl *flow) decide() (rules.Decision, bool) {
 	}
 	var outer *rules.Outer
 	if c := f.Connect; c != nil {
-		fl.names.Target = c.Outer.Raw
+		// A copy: the CONNECT target is part of its request line, which a
+		// tunnel's registry entry would otherwise keep whole.
+		fl.names.Target = strings.Clone(c.Outer.Raw)
 		fl.names.User, fl.names.Groups = c.Identity.User, c.Identity.Groups
 		if c.State != fl.st {
 			o := cfg.DecideOuterAs(f.Src.Addr(), c.Identity.User, c.Identity.Groups, c.Outer.Raw, f.Port) // the config changed since the 200
