@@ -218,6 +218,9 @@ func ResolveAllowed(st *active.State, o *outcome.Outcome, m *metrics.Metrics, d 
 func (fl *flow) register() bool {
 	f, c := fl.f, fl.f.Conn
 	c.SetCloser(func() { f.Client.Close() })
+	// A copy of the SNI: the hello's strings (SNI, ALPN, JA4) share one
+	// allocation, which the registry entry would otherwise keep whole.
+	fl.names.Inner = strings.Clone(fl.names.Inner)
 	c.Decided(fl.names)
 	if cur := fl.p.Active.Load(); cur != fl.st && cur.Config.DecideAll(fl.names).Action == rules.Deny {
 		c.Close(string(rules.ReasonReload))
