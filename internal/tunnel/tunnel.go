@@ -77,13 +77,14 @@ type halfCloser interface{ CloseWrite() error }
 type direction struct {
 	dst, src net.Conn
 	rc       syscall.RawConn // src's descriptor; nil when src is not a socket
-	upload   bool
-	index    int // in Pipe.dirs
 	n        atomic.Int64
-	running  bool // guarded by Pipe.mu
-	parked   bool // guarded by Pipe.mu
-	done     bool // guarded by Pipe.mu
-	bulk     bool // copied with splice from now on; only the way's goroutine touches it
+	// The one-byte fields together, after the 8-byte ones: no padding.
+	upload  bool
+	index   uint8 // in Pipe.dirs
+	running bool  // guarded by Pipe.mu
+	parked  bool  // guarded by Pipe.mu
+	done    bool  // guarded by Pipe.mu
+	bulk    bool  // copied with splice from now on; only the way's goroutine touches it
 }
 
 // Pipe is a running tunnel.
@@ -275,7 +276,7 @@ func (p *Pipe) recoverCopy(d *direction) {
 }
 
 func (p *Pipe) other(d *direction) *direction {
-	return &p.dirs[1-d.index]
+	return &p.dirs[1-int(d.index)]
 }
 
 // wake is how often a copy looks up from a quiet socket: to park, or (when
