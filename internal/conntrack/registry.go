@@ -16,8 +16,8 @@ type Conn struct {
 	Listener string
 	names    atomic.Pointer[rules.Names] // nil: nothing decided now (pending hello, idle keep-alive)
 	conns    []net.Conn
-	closedBy atomic.Value // string: "config_reload" or "shutdown"
-	idle     atomic.Bool  // a keep-alive connection waiting for its next request
+	closedBy atomic.Pointer[string] // "config_reload" or "shutdown"
+	idle     atomic.Bool            // a keep-alive connection waiting for its next request
 	closer   atomic.Pointer[func()]
 	onSwap   atomic.Pointer[func()]
 }
@@ -39,8 +39,15 @@ func (t *Conn) Names() (rules.Names, bool) {
 
 // SetOnSwap makes every configuration swap call fn (a keep-alive connection
 // drops its idle upstream connection: it was dialed under the old config).
-// fn must be quick and safe to call from any goroutine.
-func (t *Conn) SetOnSwap(fn func()) { t.onSwap.Store(&fn) }
+// fn must be quick and safe to call from any goroutine. nil removes it (a
+// connection handed to a tunnel keeps nothing of its request loop).
+func (t *Conn) SetOnSwap(fn func()) {
+	if fn == nil {
+		t.onSwap.Store(nil)
+		return
+	}
+	t.onSwap.Store(&fn)
+}
 
 // SetCloser makes close call fn instead of closing the connections (a
 // running tunnel.Pipe, which must learn it was closed even while parked);
@@ -80,12 +87,14 @@ func (tr *Tracker) Untrack(t *Conn) {
 
 // ClosedBy says why the engine closed the tunnel ("" if it did not).
 func (t *Conn) ClosedBy() string {
-	s, _ := t.closedBy.Load().(string)
-	return s
+	if s := t.closedBy.Load(); s != nil {
+		return *s
+	}
+	return ""
 }
 
 func (t *Conn) close(why string) {
-	t.closedBy.CompareAndSwap(nil, why)
+	t.closedBy.CompareAndSwap(nil, &why)
 	if fn := t.closer.Load(); fn != nil {
 		(*fn)()
 		return

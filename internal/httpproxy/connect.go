@@ -79,16 +79,11 @@ func (cn *conn) connect(st *active.State, req *http.Request) {
 		peek, _ := cn.br.Peek(n)
 		buffered = append([]byte(nil), peek...)
 	}
-	// Release the request reader before a tunnel that may live for hours.
-	cn.br.Reset(nil)
-	readerPool.Put(cn.br)
-	cn.br = nil
 	// Nothing of the request stays with a tunnel that may live for hours.
-	cn.lr.buf, cn.hosts = nil, nil
-	cn.handedOff = true
+	done := cn.handOff()
 	cn.s.TLS.Serve(&tlsproxy.Flow{
 		Listener: cn.s.listener(), Client: cn.c, Buffered: buffered, Src: cn.src, Start: time.Now(), Port: uint16(port),
-		Conn: cn.t, Done: cn.done, Connect: &tlsproxy.Connect{Outer: outer, State: st, Dest: dest, Identity: id},
+		Conn: cn.t, Done: done, Connect: &tlsproxy.Connect{Outer: outer, State: st, Dest: dest, Identity: id},
 	})
 }
 

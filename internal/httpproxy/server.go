@@ -158,9 +158,11 @@ type conn struct {
 	// reset closes the connection with a TCP reset: a client that stopped
 	// reading leaves nothing queued in the kernel for it.
 	reset bool
-	// done ends the connection; handedOff says a tunnel owns it now and
-	// will call done.
-	done      func()
+	// release frees the connection's limit slot (conntrack.Admit); nil
+	// before it was admitted.
+	release func()
+	// handedOff says a tunnel owns the connection now and will end it
+	// (handOff).
 	handedOff bool
 	// who is the client's identity (explicit proxy only, auth.go).
 	who who
@@ -174,20 +176,6 @@ func (s *Server) serveConn(c net.Conn) {
 	// Tracked from accept: a shutdown closes it even while its PROXY header
 	// or its first request is pending.
 	cn := &conn{s: s, c: c, lr: lr, br: br, src: conntrack.PeerAddr(c), t: s.Track.Track(s.listener(), c)}
-	var release func()
-	// cleanup ends the connection; after a CONNECT hands it to a tunnel, the
-	// tunnel calls it when it is over.
-	cleanup := func() {
-		s.Track.Untrack(cn.t)
-		if release != nil {
-			release()
-		}
-		if cn.reset {
-			resetOnClose(c)
-		}
-		c.Close()
-		s.wg.Done()
-	}
 	defer func() {
 		cn.dropOrigin()
 		if cn.br != nil {
@@ -196,7 +184,7 @@ func (s *Server) serveConn(c net.Conn) {
 			cn.br = nil
 		}
 		if !cn.handedOff {
-			cleanup()
+			s.end(cn.t, c, cn.release, cn.reset)
 		}
 	}()
 	if s.ProxyProtocol {
@@ -206,8 +194,8 @@ func (s *Server) serveConn(c net.Conn) {
 		}
 		cn.src = src
 	}
-	var refused string
-	release, refused = s.Track.Admit(s.listener(), cn.src.Addr())
+	release, refused := s.Track.Admit(s.listener(), cn.src.Addr())
+	cn.release = release
 	if release == nil {
 		cn.refuse(st, refused)
 		return
@@ -220,8 +208,40 @@ func (s *Server) serveConn(c net.Conn) {
 			o.closeIfIdle() // dialed under the old config: never reused, so let it go now
 		}
 	})
-	cn.done = cleanup
 	cn.loop()
+}
+
+// end ends a client connection: untracked, its limit slot released (nil:
+// none was taken), closed. A tunnel calls it through handOff when it is
+// over; otherwise serveConn does when the connection's loop returns.
+func (s *Server) end(t *conntrack.Conn, c net.Conn, release func(), reset bool) {
+	s.Track.Untrack(t)
+	if release != nil {
+		release()
+	}
+	if reset {
+		resetOnClose(c)
+	}
+	c.Close()
+	s.wg.Done()
+}
+
+// handOff gives the connection to a tunnel that may live for hours, and
+// returns what the tunnel calls when it is over. Nothing of the connection's
+// request loop stays reachable from the tunnel: not the conn, its request
+// reader, the request or its header (what the tunnel keeps of a CONNECT is
+// in its event and its registry entry).
+func (cn *conn) handOff() (done func()) {
+	cn.handedOff = true
+	cn.t.SetOnSwap(nil)
+	if cn.br != nil {
+		cn.br.Reset(nil)
+		readerPool.Put(cn.br)
+		cn.br = nil
+	}
+	cn.lr.buf, cn.hosts = nil, nil
+	s, t, c, release, reset := cn.s, cn.t, cn.c, cn.release, cn.reset
+	return func() { s.end(t, c, release, reset) }
 }
 
 // begin starts the outcome of a decision on this connection.

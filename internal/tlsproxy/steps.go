@@ -6,9 +6,11 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/egress-proxy/egress/internal/active"
+	"github.com/egress-proxy/egress/internal/conntrack"
 	"github.com/egress-proxy/egress/internal/hostname"
 	"github.com/egress-proxy/egress/internal/metrics"
 	"github.com/egress-proxy/egress/internal/outcome"
@@ -109,7 +111,9 @@ func (fl *flow) decide() (rules.Decision, bool) {
 	}
 	var outer *rules.Outer
 	if c := f.Connect; c != nil {
-		fl.names.Target = c.Outer.Raw
+		// A copy: the CONNECT target is part of its request line, which a
+		// tunnel's registry entry would otherwise keep whole.
+		fl.names.Target = strings.Clone(c.Outer.Raw)
 		fl.names.User, fl.names.Groups = c.Identity.User, c.Identity.Groups
 		if c.State != fl.st {
 			o := cfg.DecideOuterAs(f.Src.Addr(), c.Identity.User, c.Identity.Groups, c.Outer.Raw, f.Port) // the config changed since the 200
@@ -214,6 +218,9 @@ func ResolveAllowed(st *active.State, o *outcome.Outcome, m *metrics.Metrics, d 
 func (fl *flow) register() bool {
 	f, c := fl.f, fl.f.Conn
 	c.SetCloser(func() { f.Client.Close() })
+	// A copy of the SNI: the hello's strings (SNI, ALPN, JA4) share one
+	// allocation, which the registry entry would otherwise keep whole.
+	fl.names.Inner = strings.Clone(fl.names.Inner)
 	c.Decided(fl.names)
 	if cur := fl.p.Active.Load(); cur != fl.st && cur.Config.DecideAll(fl.names).Action == rules.Deny {
 		c.Close(string(rules.ReasonReload))
@@ -266,27 +273,26 @@ func (fl *flow) dial() (net.Conn, bool) {
 
 // start hands both connections to the tunnel, which ends the flow. It
 // returns once the tunnel no longer needs this goroutine (tunnel.Pipe.Serve).
+//
+// A tunnel may be parked for hours: what it keeps of the flow is the
+// sealed outcome (the event's fields), the registry entry and a tunnelEnd,
+// nothing more.
+// The Flow (and a CONNECT's request state behind it), the hello and the
+// bytes replayed become garbage once Serve returns.
 func (fl *flow) start(server net.Conn) bool {
 	f, c := fl.f, fl.f.Conn
 	rawLen := int64(len(fl.raw))
 	fl.p.Record.Add(rawLen, 0)
-	fl.raw, fl.hello, fl.names = nil, nil, rules.Names{}
 	f.Client.SetWriteDeadline(time.Time{})
+	end := &tunnelEnd{o: fl.o.Seal(), client: f.Client, conn: c, done: f.Done, start: sinceEpoch(f.Start), rawLen: rawLen}
 	var onPanic func(any)
 	if h := fl.p.Panicked; h != nil {
-		onPanic = func(v any) { h(f.Listener, v) }
+		listener := f.Listener
+		onPanic = func(v any) { h(listener, v) }
 	}
-	pipe := tunnel.New(f.Client, server, tunnel.Options{Idle: fl.st.Config.Limits.IdleTimeout, Counter: fl.p.Record, OnPanic: onPanic,
-		OnDone: func(res tunnel.Result) {
-			ev := fl.o.Event
-			ev.SourceBytes, ev.DestBytes = res.Upload+rawLen, res.Download
-			if why := c.ClosedBy(); why != "" {
-				fl.o.Cut(why)
-			} else if res.Err != nil {
-				ev.Error = res.Err.Error()
-			}
-			fl.finish()
-		}})
+	idle, rec := fl.st.Config.Limits.IdleTimeout, fl.p.Record
+	*fl = flow{} // nothing of the flow outlives this call
+	pipe := tunnel.New(f.Client, server, tunnel.Options{Idle: idle, Counter: rec, OnPanic: onPanic, OnDone: end.onDone})
 	c.SetCloser(pipe.Close)
 	if c.ClosedBy() != "" {
 		pipe.Close() // closed before the pipe was its closer
@@ -296,3 +302,38 @@ func (fl *flow) start(server net.Conn) bool {
 	pipe.Serve()
 	return true
 }
+
+// tunnelEnd is what a running tunnel keeps of its flow to end it: the
+// outcome to finish, the client connection to close, the registry entry
+// that says whether the proxy closed it, and the caller's Done.
+type tunnelEnd struct {
+	o      *outcome.Sealed
+	client net.Conn
+	conn   *conntrack.Conn
+	done   func()
+	start  time.Duration // the 200 or the accept, as sinceEpoch
+	rawLen int64         // bytes the client sent before the tunnel (the hello, replayed)
+}
+
+// onDone is the tunnel's OnDone: the event gets its byte counts, duration
+// and how the tunnel ended, and the flow ends.
+func (e *tunnelEnd) onDone(res tunnel.Result) {
+	end := outcome.End{SourceBytes: res.Upload + e.rawLen, DestBytes: res.Download, Duration: sinceEpoch(time.Now()) - e.start}
+	if why := e.conn.ClosedBy(); why != "" {
+		end.Cut = why
+	} else if res.Err != nil {
+		end.Err = res.Err.Error()
+	}
+	e.o.Finish(end)
+	e.client.Close()
+	if e.done != nil {
+		e.done()
+	}
+}
+
+// epoch is the process's reference for the monotonic instants a tunnel keeps
+// in 8 bytes instead of a time.Time's 24.
+var epoch = time.Now()
+
+// sinceEpoch is t as a monotonic offset from epoch.
+func sinceEpoch(t time.Time) time.Duration { return t.Sub(epoch) }

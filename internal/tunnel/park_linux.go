@@ -69,10 +69,10 @@ func parkLocked(p *Pipe, d *direction) error {
 		pk.pipes[pk.next] = p
 		pk.mu.Unlock()
 	}
-	err := ctl(d.rc, unix.EPOLL_CTL_ADD, uint32(p.parkID), d.index)
+	err := ctl(d.rc, unix.EPOLL_CTL_ADD, uint32(p.parkID), int(d.index))
 	if err == unix.EEXIST {
 		// Still in the set, disabled by its one-shot: arm it again.
-		err = ctl(d.rc, unix.EPOLL_CTL_MOD, uint32(p.parkID), d.index)
+		err = ctl(d.rc, unix.EPOLL_CTL_MOD, uint32(p.parkID), int(d.index))
 	}
 	if err != nil {
 		return err
@@ -87,7 +87,7 @@ func unparkLocked(p *Pipe, d *direction) {
 		return
 	}
 	d.parked = false
-	ctl(d.rc, unix.EPOLL_CTL_DEL, uint32(p.parkID), d.index) // a closed socket left the set by itself
+	ctl(d.rc, unix.EPOLL_CTL_DEL, uint32(p.parkID), int(d.index)) // a closed socket left the set by itself
 }
 
 // forget removes a finished tunnel from the parker's table (p.mu held).

@@ -77,14 +77,14 @@ type halfCloser interface{ CloseWrite() error }
 type direction struct {
 	dst, src net.Conn
 	rc       syscall.RawConn // src's descriptor; nil when src is not a socket
-	upload   bool
-	index    int // in Pipe.dirs
 	n        atomic.Int64
-	running  bool         // guarded by Pipe.mu
-	parked   bool         // guarded by Pipe.mu
-	done     bool         // guarded by Pipe.mu
-	bulk     bool         // copied with splice from now on; only the way's goroutine touches it
-	in       inlineReader // the inline phase's reader; only the way's goroutine touches it
+	// The one-byte fields together, after the 8-byte ones: no padding.
+	upload  bool
+	index   uint8 // in Pipe.dirs
+	running bool  // guarded by Pipe.mu
+	parked  bool  // guarded by Pipe.mu
+	done    bool  // guarded by Pipe.mu
+	bulk    bool  // copied with splice from now on; only the way's goroutine touches it
 }
 
 // Pipe is a running tunnel.
@@ -109,9 +109,15 @@ type Pipe struct {
 	closed   bool
 	finished bool
 	err      error
-	res      Result // set by finishLocked
-	doneCh   chan struct{}
+	// doneCh is made by Done, only when asked for (most tunnels never are):
+	// a parked tunnel holds no channel. delivered: deliver has run.
+	doneCh    chan struct{}
+	delivered bool
 }
+
+// closedCh is what Done returns once a tunnel whose Done was never asked for
+// has ended.
+var closedCh = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // parkedTunnels counts the tunnels that hold no goroutine (Parked).
 var parkedTunnels atomic.Int64
@@ -184,7 +190,7 @@ func New(client, server net.Conn, opt Options) *Pipe {
 	if opt.ParkAfter > 0 && opt.Idle > 0 && opt.Idle < 2*opt.ParkAfter {
 		opt.ParkAfter = opt.Idle / 2
 	}
-	p := &Pipe{client: client, server: server, opt: opt, doneCh: make(chan struct{})}
+	p := &Pipe{client: client, server: server, opt: opt}
 	// One RawConn per socket for the tunnel's life (socket options, the
 	// inline reads, the parker, the watchdog's counters).
 	crc, src := rawConn(client), rawConn(server)
@@ -211,12 +217,22 @@ func rawConn(c net.Conn) syscall.RawConn {
 func Run(client, server net.Conn, idle time.Duration, c Counter) Result {
 	var res Result
 	p := Start(client, server, Options{Idle: idle, Counter: c, OnDone: func(r Result) { res = r }})
-	<-p.doneCh
+	<-p.Done()
 	return res
 }
 
 // Done is closed when the tunnel has ended and OnDone has returned.
-func (p *Pipe) Done() <-chan struct{} { return p.doneCh }
+func (p *Pipe) Done() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.doneCh == nil {
+		if p.delivered {
+			return closedCh
+		}
+		p.doneCh = make(chan struct{})
+	}
+	return p.doneCh
+}
 
 // Close ends the tunnel now (reload enforcement, shutdown). Safe to call more
 // than once and after the tunnel ended.
@@ -262,7 +278,7 @@ func (p *Pipe) recoverCopy(d *direction) {
 }
 
 func (p *Pipe) other(d *direction) *direction {
-	return &p.dirs[1-d.index]
+	return &p.dirs[1-int(d.index)]
 }
 
 // wake is how often a copy looks up from a quiet socket: to park, or (when
@@ -315,7 +331,8 @@ var inlineBufs = sync.Pool{New: func() any { return new([inlineSize]byte) }}
 // continue with splice) or stops (stop true: EOF, error, parked or closed).
 // deliver: the caller must call p.deliver (the tunnel finished with it).
 func (p *Pipe) runInline(d *direction) (stop, deliver bool) {
-	r := &d.in
+	// The reader lives while the way runs: a parked way holds none.
+	r := new(inlineReader)
 	r.init(d.src, d.rc)
 	wake := p.wake()
 	armed := false
@@ -602,17 +619,30 @@ func (p *Pipe) finishLocked() bool {
 	}
 	p.setParkedLocked(false)
 	forget(p)
-	p.res = Result{Upload: p.dirs[0].n.Load(), Download: p.dirs[1].n.Load()}
-	if p.err != nil && !errors.Is(p.err, net.ErrClosed) && !errors.Is(p.err, io.EOF) {
-		p.res.Err = p.err
-	}
 	return true
+}
+
+// result is how the tunnel ended; final once it finished (no copy runs).
+func (p *Pipe) result() Result {
+	res := Result{Upload: p.dirs[0].n.Load(), Download: p.dirs[1].n.Load()}
+	if p.err != nil && !errors.Is(p.err, net.ErrClosed) && !errors.Is(p.err, io.EOF) {
+		res.Err = p.err
+	}
+	return res
 }
 
 // deliver calls OnDone with the result (a panic in it goes to OnPanic) and
 // closes Done. Called once, by whoever finishLocked told to, without p.mu.
 func (p *Pipe) deliver() {
-	defer close(p.doneCh)
+	defer func() {
+		p.mu.Lock()
+		p.delivered = true
+		ch := p.doneCh
+		p.mu.Unlock()
+		if ch != nil {
+			close(ch)
+		}
+	}()
 	done := p.opt.OnDone
 	if done == nil {
 		return
@@ -622,5 +652,5 @@ func (p *Pipe) deliver() {
 			p.opt.OnPanic(v)
 		}
 	}()
-	done(p.res)
+	done(p.result())
 }
