@@ -15,8 +15,10 @@
 // waits in one shared epoll set (park_linux.go), and the first byte starts
 // its copy again. Each way parks on its own, so a way blocked in a write
 // (its peer stopped reading) never stops the other. A tunnel with both ways
-// parked costs a few hundred bytes, which is what lets one process hold tens
-// of thousands of idle tunnels.
+// parked also gives back its two net.TCPConns: it keeps the sockets as bare
+// descriptors (detach_linux.go) and makes the connections again when a way
+// wakes. It costs a few hundred bytes, which is what lets one process hold
+// tens of thousands of idle tunnels.
 //
 // The idle timeout is a per-tunnel watchdog, not the copies: a copy blocked
 // in a write cannot look up, and a write deadline cannot be used to make it
@@ -75,6 +77,9 @@ type halfCloser interface{ CloseWrite() error }
 // goroutine copies it), parked (its source waits in the parker), done (its
 // source reached EOF), or the tunnel is closed.
 type direction struct {
+	// dst and src are nil while the tunnel is detached; rc is then src's
+	// bare descriptor (Pipe.raw). Changed only under Pipe.mu with no way
+	// running: a way's goroutine reads them without the lock.
 	dst, src net.Conn
 	rc       syscall.RawConn // src's descriptor; nil when src is not a socket
 	n        atomic.Int64
@@ -89,7 +94,7 @@ type direction struct {
 
 // Pipe is a running tunnel.
 type Pipe struct {
-	client, server net.Conn
+	client, server net.Conn // nil while detached
 	opt            Options
 	dirs           [2]direction // 0: upload (client → server), 1: download
 	lastActive     atomic.Int64 // unix nanos of the last byte a copy reported either way
@@ -106,6 +111,12 @@ type Pipe struct {
 	running  int         // ways with a goroutine
 	parkID   uint64      // in the parker's table when non-zero
 	parked   bool        // counted in Parked(): no goroutine, every open way parked
+	// detached: the tunnel gave its net.Conns back and holds its sockets
+	// as the descriptors in raw (client, server) until a way wakes
+	// (detach_linux.go). The descriptors are owned by the tunnel and
+	// closed under mu, once: by attach or by closeConnsLocked.
+	detached bool
+	raw      [2]rawSock
 	closed   bool
 	finished bool
 	err      error
@@ -180,6 +191,13 @@ func (p *Pipe) begin() bool {
 // New makes a tunnel between client and server and sets its socket options;
 // nothing is copied until Serve (or use Start). Close may be called from
 // here on: a tunnel closed before Serve ends without copying a byte.
+//
+// The tunnel owns client and server from here on: the caller must not use
+// them (nor keep them, if it wants the memory back). When both are
+// *net.TCPConn and both ways park, the tunnel closes these two connections
+// and keeps their sockets as bare descriptors; the sockets stay open (no
+// FIN is sent) and are connections again when a way wakes. Close the
+// tunnel (Close), not the connections.
 func New(client, server net.Conn, opt Options) *Pipe {
 	if opt.ParkAfter == 0 {
 		opt.ParkAfter = DefaultParkAfter
@@ -190,7 +208,7 @@ func New(client, server net.Conn, opt Options) *Pipe {
 	if opt.ParkAfter > 0 && opt.Idle > 0 && opt.Idle < 2*opt.ParkAfter {
 		opt.ParkAfter = opt.Idle / 2
 	}
-	p := &Pipe{client: client, server: server, opt: opt}
+	p := &Pipe{client: client, server: server, opt: opt, raw: [2]rawSock{{-1}, {-1}}}
 	// One RawConn per socket for the tunnel's life (socket options, the
 	// inline reads, the parker, the watchdog's counters).
 	crc, src := rawConn(client), rawConn(server)
@@ -501,8 +519,10 @@ func (p *Pipe) stopLocked(d *direction) bool {
 		return p.finishLocked()
 	default:
 		// Every way that is still open is parked (a way stops only at EOF,
-		// on an error that closes the tunnel, or parked).
+		// on an error that closes the tunnel, or parked): the connections
+		// can go, the sockets stay as descriptors.
 		p.setParkedLocked(true)
+		detachLocked(p)
 		return false
 	}
 }
@@ -528,6 +548,17 @@ func (p *Pipe) unpark(i int) {
 	if !d.parked || p.closed {
 		return
 	}
+	if p.detached {
+		// The connections again, for the way that woke (the other one,
+		// if parked, waits on its new connection).
+		if err := attachLocked(p, d); err != nil {
+			p.closeConnsLocked(err)
+			if p.running == 0 && p.finishLocked() {
+				go p.deliver()
+			}
+			return
+		}
+	}
 	unparkLocked(p, d)
 	p.startLocked(d)
 }
@@ -546,12 +577,20 @@ func (p *Pipe) watchEvery() time.Duration {
 // count too: a slow reader that takes a byte now and then keeps its tunnel.
 func (p *Pipe) checkIdle() {
 	now := time.Now().UnixNano()
+	// The sockets are read under p.mu: a park or a wake may change them.
+	p.mu.Lock()
+	if p.finished || p.closed {
+		p.mu.Unlock()
+		return
+	}
 	if !p.looked {
 		p.looked = true
 		tuneLate(p.dirs[0].rc, p.opt.Idle)
 		tuneLate(p.dirs[1].rc, p.opt.Idle)
 	}
-	if sum, ok := moved(p.dirs[0].rc, p.dirs[1].rc); ok {
+	sum, ok := moved(p.dirs[0].rc, p.dirs[1].rc)
+	p.mu.Unlock()
+	if ok {
 		if !p.kOK || sum != p.kMoved {
 			p.kMoved, p.kMovedAt = sum, now
 		}
@@ -586,7 +625,7 @@ func (p *Pipe) fail(err error) {
 }
 
 // closeConnsLocked closes both connections, which also ends a copy blocked
-// in a read or a write.
+// in a read or a write; or, detached, both descriptors.
 func (p *Pipe) closeConnsLocked(err error) {
 	if p.closed {
 		return
@@ -601,6 +640,10 @@ func (p *Pipe) closeConnsLocked(err error) {
 		// are dropped with a reset, not kept by the kernel after the close.
 		abortIfQueued(p.dirs[0].rc)
 		abortIfQueued(p.dirs[1].rc)
+	}
+	if p.detached {
+		closeRawLocked(p)
+		return
 	}
 	p.client.Close()
 	p.server.Close()
