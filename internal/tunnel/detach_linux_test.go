@@ -270,4 +270,3 @@ func (p *Pipe) finishedNow() bool {
 	defer p.mu.Unlock()
 	return p.finished
 }
-

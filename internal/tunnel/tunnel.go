@@ -106,11 +106,11 @@ type Pipe struct {
 	kOK      bool   // kMoved has been read
 	looked   bool   // the first look happened (tuneLate)
 
-	mu       sync.Mutex
-	watch    *time.Timer // the idle watchdog; nil without an idle timeout
-	running  int         // ways with a goroutine
-	parkID   uint64      // in the parker's table when non-zero
-	parked   bool        // counted in Parked(): no goroutine, every open way parked
+	mu      sync.Mutex
+	watch   *time.Timer // the idle watchdog; nil without an idle timeout
+	running int         // ways with a goroutine
+	parkID  uint64      // in the parker's table when non-zero
+	parked  bool        // counted in Parked(): no goroutine, every open way parked
 	// detached: the tunnel gave its net.Conns back and holds its sockets
 	// as the descriptors in raw (client, server) until a way wakes
 	// (detach_linux.go). The descriptors are owned by the tunnel and
