@@ -110,19 +110,21 @@ type Pipe struct {
 	watch   *time.Timer // the idle watchdog; nil without an idle timeout
 	running int         // ways with a goroutine
 	parkID  uint64      // in the parker's table when non-zero
-	parked  bool        // counted in Parked(): no goroutine, every open way parked
-	// detached: the tunnel gave its net.Conns back and holds its sockets
-	// as the descriptors in raw (client, server) until a way wakes
-	// (detach_linux.go). The descriptors are owned by the tunnel and
-	// closed under mu, once: by attach or by closeConnsLocked.
-	detached bool
-	raw      [2]rawSock
-	closed   bool
-	finished bool
-	err      error
+	err     error
 	// doneCh is made by Done, only when asked for (most tunnels never are):
 	// a parked tunnel holds no channel. delivered: deliver has run.
-	doneCh    chan struct{}
+	doneCh chan struct{}
+	// raw holds the sockets (client, server) as bare descriptors while
+	// detached: the tunnel gave its net.Conns back until a way wakes
+	// (detach_linux.go). The descriptors are the tunnel's, made and closed
+	// under mu, each once: given to the new connections by a wake, or
+	// closed by closeConnsLocked.
+	raw [2]rawSock
+	// The one-byte fields together.
+	parked    bool // counted in Parked(): no goroutine, every open way parked
+	detached  bool // the sockets are raw's
+	closed    bool
+	finished  bool
 	delivered bool
 }
 
