@@ -15,9 +15,9 @@ import (
 // whole keeps a duplicate of each socket's descriptor (F_DUPFD_CLOEXEC) in
 // Pipe.raw instead, waits on those in the parker's epoll set, and closes the
 // two connections. The sockets stay open (each is still referred to by its
-// duplicate): closing a descriptor sends nothing. When a way wakes, both
-// connections are made again from the descriptors (net.FileConn) and the
-// descriptors are closed.
+// duplicate): closing a descriptor sends nothing. When a way wakes, its
+// copy's goroutine makes both connections again from the descriptors
+// (net.FileConn; Pipe.attach) and closes the descriptors.
 //
 // Ownership: the descriptors in Pipe.raw belong to the tunnel while
 // Pipe.detached; they are made, moved to the new connections (attach) or
@@ -87,15 +87,14 @@ func detachLocked(p *Pipe) {
 	}
 }
 
-// attachLocked makes the tunnel's connections again from its descriptors,
-// for way wake that woke (p.mu held): wake is taken out of the parker, the
-// other way, if parked, waits on its new connection. On an error the
-// descriptors are closed (the tunnel must be closed: closeConnsLocked).
-func attachLocked(p *Pipe, wake *direction) error {
+// attachLocked makes the tunnel's connections again from its descriptors
+// (p.mu held), on the goroutine of a way that woke: a way still parked waits
+// on its new connection. On an error the descriptors are closed (the tunnel
+// must be closed: closeConnsLocked).
+func attachLocked(p *Pipe) error {
 	for i := range p.dirs {
 		if d := &p.dirs[i]; d.parked {
 			ctl(d.rc, unix.EPOLL_CTL_DEL, uint32(p.parkID), i)
-			d.parked = d != wake
 		}
 	}
 	client, err := fileConn(&p.raw[0])

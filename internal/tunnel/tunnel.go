@@ -168,7 +168,7 @@ func (p *Pipe) Serve() {
 	d.running = true
 	p.running++
 	p.mu.Unlock()
-	copyUpload(p, d)
+	copyUpload(p, d, false)
 }
 
 // begin arms the idle watchdog and starts the download way. It returns with
@@ -264,22 +264,52 @@ func (p *Pipe) startLocked(d *direction) {
 	d.running = true
 	p.running++
 	p.setParkedLocked(false)
+	// A way woken while the tunnel is detached makes the connections
+	// again on its own goroutine (attach), not on the parker's.
+	attach := p.detached
 	if d.upload {
-		go copyUpload(p, d)
+		go copyUpload(p, d, attach)
 	} else {
-		go copyDownload(p, d)
+		go copyDownload(p, d, attach)
 	}
 }
 
 // Named functions so that stack dumps say which way a tunnel is busy.
-func copyUpload(p *Pipe, d *direction) {
+func copyUpload(p *Pipe, d *direction, attach bool) {
 	defer p.recoverCopy(d)
-	p.run(d)
+	if !attach || p.attach(d) {
+		p.run(d)
+	}
 }
 
-func copyDownload(p *Pipe, d *direction) {
+func copyDownload(p *Pipe, d *direction, attach bool) {
 	defer p.recoverCopy(d)
-	p.run(d)
+	if !attach || p.attach(d) {
+		p.run(d)
+	}
+}
+
+// attach makes the connections of a detached tunnel again before d's copy
+// runs (detach_linux.go); false when d must not run: the tunnel was closed
+// meanwhile, or its connections could not be made (then it is closed).
+// Another way woken at the same time may have done it already.
+func (p *Pipe) attach(d *direction) bool {
+	p.mu.Lock()
+	if !p.closed && p.detached {
+		if err := attachLocked(p); err != nil {
+			p.closeConnsLocked(err)
+		}
+	}
+	if !p.closed {
+		p.mu.Unlock()
+		return true
+	}
+	deliver := p.stopLocked(d)
+	p.mu.Unlock()
+	if deliver {
+		p.deliver()
+	}
+	return false
 }
 
 // recoverCopy ends the tunnel, not the process, when its copy panics (a bug):
@@ -549,17 +579,6 @@ func (p *Pipe) unpark(i int) {
 	d := &p.dirs[i]
 	if !d.parked || p.closed {
 		return
-	}
-	if p.detached {
-		// The connections again, for the way that woke (the other one,
-		// if parked, waits on its new connection).
-		if err := attachLocked(p, d); err != nil {
-			p.closeConnsLocked(err)
-			if p.running == 0 && p.finishLocked() {
-				go p.deliver()
-			}
-			return
-		}
 	}
 	unparkLocked(p, d)
 	p.startLocked(d)
