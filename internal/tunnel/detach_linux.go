@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -29,12 +30,25 @@ import (
 // turning them off again: about 25 system calls per tunnel that wakes,
 // which a tunnel quiet for ParkAfter pays once.
 
+// redetachAfter: a tunnel that parks again less than this after a wake of
+// its detached sockets keeps its connections. A detach and the wake after
+// it cost about 30 system calls, a park and a wake with the connections
+// kept a few: a peer that sends a byte every few hundred milliseconds
+// would otherwise make the proxy pay the former each time. The idle
+// watchdog detaches such a tunnel at its next look (Idle / 4) if it is
+// still parked. A variable for the tests.
+var redetachAfter = 2 * time.Second
+
 // detachLocked gives the connections of a tunnel whose every open way is
 // parked back, keeping the sockets as descriptors (p.mu held). Only when
 // both are *net.TCPConn (a TLS client connection keeps its state in
-// user space); on any failure it leaves the tunnel as it was.
-func detachLocked(p *Pipe) {
+// user space), and, unless force, not soon after a wake (redetachAfter); on
+// any failure it leaves the tunnel as it was.
+func detachLocked(p *Pipe, force bool) {
 	if p.detached || p.closed {
+		return
+	}
+	if !force && p.attachedAt != 0 && time.Duration(time.Now().UnixNano()-p.attachedAt) < redetachAfter {
 		return
 	}
 	client, ok1 := p.client.(*net.TCPConn)
@@ -109,6 +123,7 @@ func attachLocked(p *Pipe) error {
 		return err
 	}
 	p.detached = false
+	p.attachedAt = time.Now().UnixNano()
 	p.client, p.server = client, server
 	crc, src := rawConn(client), rawConn(server)
 	p.dirs[0].src, p.dirs[0].dst, p.dirs[0].rc = client, server, crc

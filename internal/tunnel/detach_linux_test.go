@@ -12,6 +12,10 @@ import (
 	"time"
 )
 
+// The tunnels of these tests detach at every park, the path with the most
+// system calls; TestRedetachGap restores the gap for itself.
+func init() { redetachAfter = 0 }
+
 // isDetached says whether p holds its sockets as bare descriptors, and
 // checks that it then holds no connection at all.
 func isDetached(t *testing.T, p *Pipe) bool {
@@ -269,4 +273,36 @@ func (p *Pipe) finishedNow() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.finished
+}
+
+// TestRedetachGap: a tunnel that parks again soon after a wake keeps its
+// connections (no detach and attach per byte of a chatty peer); the idle
+// watchdog detaches it at its next look.
+func TestRedetachGap(t *testing.T) {
+	if !canPark() {
+		t.Skip("SKIP: parking needs epoll (Linux)")
+	}
+	redetachAfter = time.Hour
+	defer func() { redetachAfter = 0 }()
+	// The first park detaches (no wake yet); no watchdog look for 15 s.
+	client, server, p := detachedPair(t, Options{Idle: time.Minute})
+	before := Parked()
+	for i := 0; i < 5; i++ {
+		echo(t, client, server, "chatty")
+		waitUntil(t, 5*time.Second, func() bool { return Parked() == before }, "parked again")
+		if isDetached(t, p) {
+			t.Fatalf("round %d: detached again right after a wake", i)
+		}
+	}
+	p.Close()
+	waitDone(t, p)
+
+	// With a watchdog looking every 500 ms, the parked tunnel detaches.
+	client, server, p = detachedPair(t, Options{Idle: 2 * time.Second})
+	echo(t, client, server, "wake")
+	waitUntil(t, 5*time.Second, func() bool { return Parked() == before }, "parked again")
+	waitUntil(t, 5*time.Second, func() bool { return isDetached(t, p) }, "detached by the watchdog")
+	echo(t, server, client, "still relayed")
+	p.Close()
+	waitDone(t, p)
 }

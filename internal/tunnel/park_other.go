@@ -15,6 +15,6 @@ func unparkLocked(*Pipe, *direction)     {}
 func forget(*Pipe)                       {}
 
 // Nor do they detach their connections (detach_linux.go).
-func detachLocked(*Pipe)       {}
+func detachLocked(*Pipe, bool) {}
 func attachLocked(*Pipe) error { return nil }
 func closeRawLocked(*Pipe)     {}

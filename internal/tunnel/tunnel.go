@@ -120,6 +120,10 @@ type Pipe struct {
 	// under mu, each once: given to the new connections by a wake, or
 	// closed by closeConnsLocked.
 	raw [2]rawSock
+	// attachedAt: unix nanos of the last wake of the detached sockets (0:
+	// none); a tunnel that parks soon after one keeps its connections
+	// (redetachAfter).
+	attachedAt int64
 	// The one-byte fields together.
 	parked    bool // counted in Parked(): no goroutine, every open way parked
 	detached  bool // the sockets are raw's
@@ -554,7 +558,7 @@ func (p *Pipe) stopLocked(d *direction) bool {
 		// on an error that closes the tunnel, or parked): the connections
 		// can go, the sockets stay as descriptors.
 		p.setParkedLocked(true)
-		detachLocked(p)
+		detachLocked(p, false)
 		return false
 	}
 }
@@ -610,6 +614,9 @@ func (p *Pipe) checkIdle() {
 		tuneLate(p.dirs[1].rc, p.opt.Idle)
 	}
 	sum, ok := moved(p.dirs[0].rc, p.dirs[1].rc)
+	if p.parked && !p.detached {
+		detachLocked(p, true) // parked again too soon after a wake to detach then
+	}
 	p.mu.Unlock()
 	if ok {
 		if !p.kOK || sum != p.kMoved {
