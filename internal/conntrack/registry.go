@@ -15,7 +15,10 @@ import (
 type Conn struct {
 	Listener string
 	names    atomic.Pointer[rules.Names] // nil: nothing decided now (pending hello, idle keep-alive)
-	conns    []net.Conn
+	// conn is the client connection a close closes until a closer takes
+	// over; nil once a tunnel owns the sockets (HandOver), which may keep
+	// them as bare descriptors while it is parked.
+	conn     atomic.Pointer[net.Conn]
 	closedBy atomic.Pointer[string] // "config_reload" or "shutdown"
 	idle     atomic.Bool            // a keep-alive connection waiting for its next request
 	closer   atomic.Pointer[func()]
@@ -60,6 +63,14 @@ func (t *Conn) SetCloser(fn func()) {
 	t.closer.Store(&fn)
 }
 
+// HandOver gives the connection's sockets to a tunnel: close calls closer
+// (its Close) from here on, and the entry no longer holds the connection
+// (a parked tunnel gives its net.Conns back and keeps bare descriptors).
+func (t *Conn) HandOver(closer func()) {
+	t.SetCloser(closer)
+	t.conn.Store(nil)
+}
+
 // Close closes the connection as the engine would, recording why (used when
 // a decision made under one config meets a newer one).
 func (t *Conn) Close(why string) { t.close(why) }
@@ -68,10 +79,19 @@ func (t *Conn) Close(why string) { t.close(why) }
 // shutdown closes it at once instead of waiting for the grace period.
 func (t *Conn) SetIdle(idle bool) { t.idle.Store(idle) }
 
-// Track registers a client connection (and any conns closed with it) from
-// its accept on. Nothing is re-decided on reload until Decided.
+// Track registers a client connection from its accept on (conns: the
+// connection a close closes, at most one; none for a flow that closes
+// itself, SetCloser). Nothing is re-decided on reload until Decided.
 func (tr *Tracker) Track(listener string, conns ...net.Conn) *Conn {
-	t := &Conn{Listener: listener, conns: conns}
+	t := &Conn{Listener: listener}
+	switch len(conns) {
+	case 0:
+	case 1:
+		c := conns[0]
+		t.conn.Store(&c)
+	default:
+		panic("conntrack: Track takes at most one connection")
+	}
 	tr.mu.Lock()
 	tr.open[t] = struct{}{}
 	tr.mu.Unlock()
@@ -99,8 +119,8 @@ func (t *Conn) close(why string) {
 		(*fn)()
 		return
 	}
-	for _, c := range t.conns {
-		c.Close()
+	if c := t.conn.Load(); c != nil {
+		(*c).Close()
 	}
 }
 

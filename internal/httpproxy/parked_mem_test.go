@@ -13,11 +13,13 @@ import (
 )
 
 // parkedBound is the live heap a parked CONNECT tunnel may keep in the
-// proxy: its two sockets (net.TCPConn, ~600 B with their addresses), the
-// tunnel.Pipe, the sealed event, the registry entry, the limit slot and the
-// idle watchdog. About 2 KB today; 4.1 KB when the listener's connection
-// state, the flow and the whole audit.Event stayed reachable.
-const parkedBound = 2600
+// proxy: the tunnel.Pipe (its two sockets as bare descriptors: no
+// net.TCPConn), the sealed event, the registry entry, the limit slot and
+// the idle watchdog. About 1.15 KB today; 1.8–1.9 KB while the tunnel kept
+// its two net.TCPConns (~600 B with their addresses), 4.1 KB when the
+// listener's connection state, the flow and the whole audit.Event stayed
+// reachable.
+const parkedBound = 1600
 
 // A parked CONNECT tunnel keeps a compact record, not what set it up (the
 // listener's connection, its request, the flow, the hello, the event under

@@ -212,17 +212,19 @@ func (s *Server) serveConn(c net.Conn) {
 }
 
 // end ends a client connection: untracked, its limit slot released (nil:
-// none was taken), closed. A tunnel calls it through handOff when it is
+// none was taken), closed (c nil: its tunnel closed it). A tunnel calls it through handOff when it is
 // over; otherwise serveConn does when the connection's loop returns.
 func (s *Server) end(t *conntrack.Conn, c net.Conn, release func(), reset bool) {
 	s.Track.Untrack(t)
 	if release != nil {
 		release()
 	}
-	if reset {
-		resetOnClose(c)
+	if c != nil {
+		if reset {
+			resetOnClose(c)
+		}
+		c.Close()
 	}
-	c.Close()
 	s.wg.Done()
 }
 
@@ -240,8 +242,10 @@ func (cn *conn) handOff() (done func()) {
 		cn.br = nil
 	}
 	cn.lr.buf, cn.hosts = nil, nil
-	s, t, c, release, reset := cn.s, cn.t, cn.c, cn.release, cn.reset
-	return func() { s.end(t, c, release, reset) }
+	// Not the client connection either: the tunnel owns it and closes it
+	// (a parked tunnel keeps only its descriptor).
+	s, t, release := cn.s, cn.t, cn.release
+	return func() { s.end(t, nil, release, false) }
 }
 
 // begin starts the outcome of a decision on this connection.

@@ -284,7 +284,7 @@ func (fl *flow) start(server net.Conn) bool {
 	rawLen := int64(len(fl.raw))
 	fl.p.Record.Add(rawLen, 0)
 	f.Client.SetWriteDeadline(time.Time{})
-	end := &tunnelEnd{o: fl.o.Seal(), client: f.Client, conn: c, done: f.Done, start: sinceEpoch(f.Start), rawLen: rawLen}
+	end := &tunnelEnd{o: fl.o.Seal(), conn: c, done: f.Done, start: sinceEpoch(f.Start), rawLen: rawLen}
 	var onPanic func(any)
 	if h := fl.p.Panicked; h != nil {
 		listener := f.Listener
@@ -293,7 +293,8 @@ func (fl *flow) start(server net.Conn) bool {
 	idle, rec := fl.st.Config.Limits.IdleTimeout, fl.p.Record
 	*fl = flow{} // nothing of the flow outlives this call
 	pipe := tunnel.New(f.Client, server, tunnel.Options{Idle: idle, Counter: rec, OnPanic: onPanic, OnDone: end.onDone})
-	c.SetCloser(pipe.Close)
+	// The tunnel owns both sockets now: nothing else keeps the connections.
+	c.HandOver(pipe.Close)
 	if c.ClosedBy() != "" {
 		pipe.Close() // closed before the pipe was its closer
 	}
@@ -304,11 +305,11 @@ func (fl *flow) start(server net.Conn) bool {
 }
 
 // tunnelEnd is what a running tunnel keeps of its flow to end it: the
-// outcome to finish, the client connection to close, the registry entry
-// that says whether the proxy closed it, and the caller's Done.
+// outcome to finish, the registry entry that says whether the proxy closed
+// it, and the caller's Done. Not the client connection: the tunnel owns it
+// (and closed it before OnDone).
 type tunnelEnd struct {
 	o      *outcome.Sealed
-	client net.Conn
 	conn   *conntrack.Conn
 	done   func()
 	start  time.Duration // the 200 or the accept, as sinceEpoch
@@ -325,7 +326,6 @@ func (e *tunnelEnd) onDone(res tunnel.Result) {
 		end.Err = res.Err.Error()
 	}
 	e.o.Finish(end)
-	e.client.Close()
 	if e.done != nil {
 		e.done()
 	}

@@ -13,3 +13,8 @@ func canPark(...net.Conn) bool           { return false }
 func parkLocked(*Pipe, *direction) error { return errors.New("tunnel: parking not supported") }
 func unparkLocked(*Pipe, *direction)     {}
 func forget(*Pipe)                       {}
+
+// Nor do they detach their connections (detach_linux.go).
+func detachLocked(*Pipe, bool) {}
+func attachLocked(*Pipe) error { return nil }
+func closeRawLocked(*Pipe)     {}

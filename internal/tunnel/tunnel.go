@@ -15,8 +15,10 @@
 // waits in one shared epoll set (park_linux.go), and the first byte starts
 // its copy again. Each way parks on its own, so a way blocked in a write
 // (its peer stopped reading) never stops the other. A tunnel with both ways
-// parked costs a few hundred bytes, which is what lets one process hold tens
-// of thousands of idle tunnels.
+// parked also gives back its two net.TCPConns: it keeps the sockets as bare
+// descriptors (detach_linux.go) and makes the connections again when a way
+// wakes. It costs a few hundred bytes, which is what lets one process hold
+// tens of thousands of idle tunnels.
 //
 // The idle timeout is a per-tunnel watchdog, not the copies: a copy blocked
 // in a write cannot look up, and a write deadline cannot be used to make it
@@ -75,6 +77,9 @@ type halfCloser interface{ CloseWrite() error }
 // goroutine copies it), parked (its source waits in the parker), done (its
 // source reached EOF), or the tunnel is closed.
 type direction struct {
+	// dst and src are nil while the tunnel is detached; rc is then src's
+	// bare descriptor (Pipe.raw). Changed only under Pipe.mu with no way
+	// running: a way's goroutine reads them without the lock.
 	dst, src net.Conn
 	rc       syscall.RawConn // src's descriptor; nil when src is not a socket
 	n        atomic.Int64
@@ -89,7 +94,7 @@ type direction struct {
 
 // Pipe is a running tunnel.
 type Pipe struct {
-	client, server net.Conn
+	client, server net.Conn // nil while detached
 	opt            Options
 	dirs           [2]direction // 0: upload (client → server), 1: download
 	lastActive     atomic.Int64 // unix nanos of the last byte a copy reported either way
@@ -101,17 +106,29 @@ type Pipe struct {
 	kOK      bool   // kMoved has been read
 	looked   bool   // the first look happened (tuneLate)
 
-	mu       sync.Mutex
-	watch    *time.Timer // the idle watchdog; nil without an idle timeout
-	running  int         // ways with a goroutine
-	parkID   uint64      // in the parker's table when non-zero
-	parked   bool        // counted in Parked(): no goroutine, every open way parked
-	closed   bool
-	finished bool
-	err      error
+	mu      sync.Mutex
+	watch   *time.Timer // the idle watchdog; nil without an idle timeout
+	running int         // ways with a goroutine
+	parkID  uint64      // in the parker's table when non-zero
+	err     error
 	// doneCh is made by Done, only when asked for (most tunnels never are):
 	// a parked tunnel holds no channel. delivered: deliver has run.
-	doneCh    chan struct{}
+	doneCh chan struct{}
+	// raw holds the sockets (client, server) as bare descriptors while
+	// detached: the tunnel gave its net.Conns back until a way wakes
+	// (detach_linux.go). The descriptors are the tunnel's, made and closed
+	// under mu, each once: given to the new connections by a wake, or
+	// closed by closeConnsLocked.
+	raw [2]rawSock
+	// attachedAt: unix nanos of the last wake of the detached sockets (0:
+	// none); a tunnel that parks soon after one keeps its connections
+	// (redetachAfter).
+	attachedAt int64
+	// The one-byte fields together.
+	parked    bool // counted in Parked(): no goroutine, every open way parked
+	detached  bool // the sockets are raw's
+	closed    bool
+	finished  bool
 	delivered bool
 }
 
@@ -155,7 +172,7 @@ func (p *Pipe) Serve() {
 	d.running = true
 	p.running++
 	p.mu.Unlock()
-	copyUpload(p, d)
+	copyUpload(p, d, false)
 }
 
 // begin arms the idle watchdog and starts the download way. It returns with
@@ -180,6 +197,13 @@ func (p *Pipe) begin() bool {
 // New makes a tunnel between client and server and sets its socket options;
 // nothing is copied until Serve (or use Start). Close may be called from
 // here on: a tunnel closed before Serve ends without copying a byte.
+//
+// The tunnel owns client and server from here on: the caller must not use
+// them (nor keep them, if it wants the memory back). When both are
+// *net.TCPConn and both ways park, the tunnel closes these two connections
+// and keeps their sockets as bare descriptors; the sockets stay open (no
+// FIN is sent) and are connections again when a way wakes. Close the
+// tunnel (Close), not the connections.
 func New(client, server net.Conn, opt Options) *Pipe {
 	if opt.ParkAfter == 0 {
 		opt.ParkAfter = DefaultParkAfter
@@ -190,7 +214,7 @@ func New(client, server net.Conn, opt Options) *Pipe {
 	if opt.ParkAfter > 0 && opt.Idle > 0 && opt.Idle < 2*opt.ParkAfter {
 		opt.ParkAfter = opt.Idle / 2
 	}
-	p := &Pipe{client: client, server: server, opt: opt}
+	p := &Pipe{client: client, server: server, opt: opt, raw: [2]rawSock{{-1}, {-1}}}
 	// One RawConn per socket for the tunnel's life (socket options, the
 	// inline reads, the parker, the watchdog's counters).
 	crc, src := rawConn(client), rawConn(server)
@@ -244,22 +268,52 @@ func (p *Pipe) startLocked(d *direction) {
 	d.running = true
 	p.running++
 	p.setParkedLocked(false)
+	// A way woken while the tunnel is detached makes the connections
+	// again on its own goroutine (attach), not on the parker's.
+	attach := p.detached
 	if d.upload {
-		go copyUpload(p, d)
+		go copyUpload(p, d, attach)
 	} else {
-		go copyDownload(p, d)
+		go copyDownload(p, d, attach)
 	}
 }
 
 // Named functions so that stack dumps say which way a tunnel is busy.
-func copyUpload(p *Pipe, d *direction) {
+func copyUpload(p *Pipe, d *direction, attach bool) {
 	defer p.recoverCopy(d)
-	p.run(d)
+	if !attach || p.attach(d) {
+		p.run(d)
+	}
 }
 
-func copyDownload(p *Pipe, d *direction) {
+func copyDownload(p *Pipe, d *direction, attach bool) {
 	defer p.recoverCopy(d)
-	p.run(d)
+	if !attach || p.attach(d) {
+		p.run(d)
+	}
+}
+
+// attach makes the connections of a detached tunnel again before d's copy
+// runs (detach_linux.go); false when d must not run: the tunnel was closed
+// meanwhile, or its connections could not be made (then it is closed).
+// Another way woken at the same time may have done it already.
+func (p *Pipe) attach(d *direction) bool {
+	p.mu.Lock()
+	if !p.closed && p.detached {
+		if err := attachLocked(p); err != nil {
+			p.closeConnsLocked(err)
+		}
+	}
+	if !p.closed {
+		p.mu.Unlock()
+		return true
+	}
+	deliver := p.stopLocked(d)
+	p.mu.Unlock()
+	if deliver {
+		p.deliver()
+	}
+	return false
 }
 
 // recoverCopy ends the tunnel, not the process, when its copy panics (a bug):
@@ -501,8 +555,10 @@ func (p *Pipe) stopLocked(d *direction) bool {
 		return p.finishLocked()
 	default:
 		// Every way that is still open is parked (a way stops only at EOF,
-		// on an error that closes the tunnel, or parked).
+		// on an error that closes the tunnel, or parked): the connections
+		// can go, the sockets stay as descriptors.
 		p.setParkedLocked(true)
+		detachLocked(p, false)
 		return false
 	}
 }
@@ -546,12 +602,23 @@ func (p *Pipe) watchEvery() time.Duration {
 // count too: a slow reader that takes a byte now and then keeps its tunnel.
 func (p *Pipe) checkIdle() {
 	now := time.Now().UnixNano()
+	// The sockets are read under p.mu: a park or a wake may change them.
+	p.mu.Lock()
+	if p.finished || p.closed {
+		p.mu.Unlock()
+		return
+	}
 	if !p.looked {
 		p.looked = true
 		tuneLate(p.dirs[0].rc, p.opt.Idle)
 		tuneLate(p.dirs[1].rc, p.opt.Idle)
 	}
-	if sum, ok := moved(p.dirs[0].rc, p.dirs[1].rc); ok {
+	sum, ok := moved(p.dirs[0].rc, p.dirs[1].rc)
+	if p.parked && !p.detached {
+		detachLocked(p, true) // parked again too soon after a wake to detach then
+	}
+	p.mu.Unlock()
+	if ok {
 		if !p.kOK || sum != p.kMoved {
 			p.kMoved, p.kMovedAt = sum, now
 		}
@@ -586,7 +653,7 @@ func (p *Pipe) fail(err error) {
 }
 
 // closeConnsLocked closes both connections, which also ends a copy blocked
-// in a read or a write.
+// in a read or a write; or, detached, both descriptors.
 func (p *Pipe) closeConnsLocked(err error) {
 	if p.closed {
 		return
@@ -601,6 +668,10 @@ func (p *Pipe) closeConnsLocked(err error) {
 		// are dropped with a reset, not kept by the kernel after the close.
 		abortIfQueued(p.dirs[0].rc)
 		abortIfQueued(p.dirs[1].rc)
+	}
+	if p.detached {
+		closeRawLocked(p)
+		return
 	}
 	p.client.Close()
 	p.server.Close()
