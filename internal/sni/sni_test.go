@@ -25,7 +25,7 @@ import (
 
 var update = flag.Bool("update", false, "rewrite testdata/ja4.golden")
 
-var ja4Pattern = regexp.MustCompile(`^t(13|12|11|10|s3|00)[di][0-9]{2}[0-9]{2}[0-9a-zA-Z]{2}_[0-9a-f]{12}_[0-9a-f]{12}$`)
+var ja4Pattern = regexp.MustCompile(`^t(13|12|11|10|s3|s2|s1|d1|d2|d3|00)[di][0-9]{2}[0-9]{2}[0-9a-zA-Z]{2}_[0-9a-f]{12}_[0-9a-f]{12}$`)
 
 // checkJA4 compares h.JA4 with the reference computed from crypto/tls's own view
 // of the same bytes.
