@@ -310,9 +310,26 @@ func (h *Hello) parse(msg []byte, proto byte) error {
 					return malformed("pre_shared_key identities and binders differ in number")
 				}
 			case extEncryptedClientHello:
-				// Outer or GREASE ECH: any content here.
+				// Outer (real or GREASE) or inner ECH (RFC 9849 §5): its
+				// structure is checked as a TLS server (crypto/tls)
+				// checks it (an outer: cipher suite, config id, enc,
+				// payload; an inner: nothing), not its encrypted content.
+				var typ uint8
+				var enc, payload cryptobyte.String
+				if !data.ReadUint8(&typ) {
+					return malformed("empty encrypted_client_hello")
+				}
+				switch typ {
+				case 0: // outer
+					if !data.Skip(4+1) || !data.ReadUint16LengthPrefixed(&enc) ||
+						!data.ReadUint16LengthPrefixed(&payload) {
+						return malformed("bad encrypted_client_hello")
+					}
+				case 1: // inner: empty
+				default:
+					return malformed("unknown encrypted_client_hello type")
+				}
 				h.ECH = true
-				data = nil
 			default:
 				// Unknown extensions are ignored, content and all.
 				continue

@@ -670,6 +670,13 @@ func TestParseMalformed(t *testing.T) {
 		{"pre_shared_key not last", base.with(ext{extPreSharedKey, pskData(1, 1)}, ext{extExtendedMasterSecret, nil}).bytes(), ErrMalformed},
 		{"pre_shared_key binders missing", base.with(ext{extPreSharedKey, pskData(1, 0)}).bytes(), ErrMalformed},
 		{"pre_shared_key binders differ", base.with(ext{extPreSharedKey, pskData(1, 2)}).bytes(), ErrMalformed},
+		{"ech outer", base.with(ext{extEncryptedClientHello, []byte{0, 0, 1, 0, 1, 7, 0, 1, 9, 0, 2, 8, 8}}).bytes(), nil},
+		{"ech inner", base.with(ext{extEncryptedClientHello, []byte{1}}).bytes(), nil},
+		{"ech empty", base.with(ext{extEncryptedClientHello, nil}).bytes(), ErrMalformed},
+		{"ech unknown type", base.with(ext{extEncryptedClientHello, []byte{2}}).bytes(), ErrMalformed},
+		{"ech outer without payload", base.with(ext{extEncryptedClientHello, []byte{0, 0, 1, 0, 1, 7, 0, 1, 9}}).bytes(), ErrMalformed},
+		{"ech outer payload length past the end", base.with(ext{extEncryptedClientHello, []byte{0, 0, 1, 0, 1, 7, 0, 0, 0, 9, 1}}).bytes(), ErrMalformed},
+		{"ech inner not empty", base.with(ext{extEncryptedClientHello, []byte{1, 0}}).bytes(), ErrMalformed},
 		{"pre_shared_key empty label", base.with(ext{extPreSharedKey, []byte{0, 6, 0, 0, 0, 0, 0, 0, 0, 2, 1, 9}}).bytes(), ErrMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -720,6 +727,7 @@ var laterChecks = map[string]bool{
 	"tls 1.3 with compression":      true,
 	"renegotiation_info not empty":  true,
 	"pre_shared_key binders differ": true,
+	"ech empty":                     true, // crypto/tls skips an empty encrypted_client_hello
 	"body over 16 KiB":              true,
 }
 
@@ -743,7 +751,7 @@ func pskData(n, m int) []byte {
 // TestParseFieldsFromSpec checks the extracted fields, GREASE handling and hellos
 // that outgrow Hello's inline storage.
 func TestParseFieldsFromSpec(t *testing.T) {
-	h, err := Parse(baseSpec().with(ext{extALPN, alpnData("h2")}, ext{0xfafa, nil}, ext{extEncryptedClientHello, []byte{0}}).bytes())
+	h, err := Parse(baseSpec().with(ext{extALPN, alpnData("h2")}, ext{0xfafa, nil}, ext{extEncryptedClientHello, []byte{0, 0, 1, 0, 1, 0x42, 0, 0, 0, 1, 0xaa}}).bytes())
 	if err != nil {
 		t.Fatal(err)
 	}
