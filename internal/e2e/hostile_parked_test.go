@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -20,7 +21,8 @@ import (
 // times; a third of them then wake every 300 ms (inside the 2 s in which a
 // woken tunnel is not detached again); every answer must be the right one.
 // While they are quiet the proxy holds two descriptors per tunnel and no
-// goroutine for them. A reload that denies their name closes them all, as
+// goroutine for them. Ten clients then vanish with a reset while their
+// tunnels are quiet, and the others are still served. A reload that denies their name closes them all, as
 // it does open tunnels, and the clients see the close. Then the proxy's
 // descriptors and goroutines return to where they started, with no panic.
 func TestHostileParkedTunnels(t *testing.T) {
@@ -123,6 +125,31 @@ func TestHostileParkedTunnels(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
+	// Ten clients vanish while their tunnels are held as descriptors (a
+	// reset, nothing sent first); the others are still served after it.
+	const gone = 10
+	for _, u := range tuns[:gone] {
+		if tcp, ok := u.tc.NetConn().(*bufConn); ok {
+			if tc, ok := tcp.Conn.(*net.TCPConn); ok {
+				tc.SetLinger(0)
+			}
+		}
+		u.tc.NetConn().Close()
+	}
+	tuns = tuns[gone:]
+	each("after the resets", func(i int, u tun) error { return get(u, fmt.Sprintf("/survivor/%d", i)) })
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		r := hxResources(t, p)
+		if r.fds <= base.fds+2*float64(n-gone)+6 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %d resets: %v fds (start %v), want at most 2 per remaining tunnel", gone, r.fds, base.fds)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
 	// A reload that denies the name closes every tunnel to it, quiet or not.
 	closedBefore := hxMetric(t, p, "egress_tunnels_closed_on_reload_total")
 	hxReload(t, p, hxConf{Hosts: hxHosts("park.test"), Banned: []string{"park.test"}}.String())
@@ -137,8 +164,8 @@ func TestHostileParkedTunnels(t *testing.T) {
 		}
 		return nil
 	})
-	if got := hxMetric(t, p, "egress_tunnels_closed_on_reload_total") - closedBefore; got < n {
-		t.Errorf("egress_tunnels_closed_on_reload_total grew by %v, want %d", got, n)
+	if got := hxMetric(t, p, "egress_tunnels_closed_on_reload_total") - closedBefore; got < n-gone {
+		t.Errorf("egress_tunnels_closed_on_reload_total grew by %v, want %d", got, n-gone)
 	}
 	for _, u := range tuns {
 		u.tc.Close()
