@@ -56,6 +56,7 @@ func detachLocked(p *Pipe, force bool) {
 	if !ok1 || !ok2 || p.dirs[0].rc == nil || p.dirs[1].rc == nil {
 		return
 	}
+	k := parkers.all[p.parkID>>32] // every open way is parked: p has its parker
 	var dup [2]rawSock
 	for i := range dup {
 		dup[i].fd = -1
@@ -73,10 +74,10 @@ func detachLocked(p *Pipe, force bool) {
 		if !p.dirs[i].parked {
 			continue
 		}
-		if err := ctl(&dup[i], unix.EPOLL_CTL_ADD, uint32(p.parkID), i); err != nil {
+		if err := k.ctl(&dup[i], unix.EPOLL_CTL_ADD, uint32(p.parkID), i); err != nil {
 			for j := 0; j < i; j++ {
 				if p.dirs[j].parked {
-					ctl(&dup[j], unix.EPOLL_CTL_DEL, uint32(p.parkID), j)
+					k.ctl(&dup[j], unix.EPOLL_CTL_DEL, uint32(p.parkID), j)
 				}
 			}
 			dropRaw(&dup)
@@ -87,7 +88,7 @@ func detachLocked(p *Pipe, force bool) {
 		if p.dirs[i].parked {
 			// A registration lives as long as its descriptor's socket, not
 			// its descriptor: the original's must go before it is closed.
-			ctl(p.dirs[i].rc, unix.EPOLL_CTL_DEL, uint32(p.parkID), i)
+			k.ctl(p.dirs[i].rc, unix.EPOLL_CTL_DEL, uint32(p.parkID), i)
 		}
 	}
 	p.raw = dup
@@ -106,9 +107,10 @@ func detachLocked(p *Pipe, force bool) {
 // on its new connection. On an error the descriptors are closed (the tunnel
 // must be closed: closeConnsLocked).
 func attachLocked(p *Pipe) error {
+	k := parkers.all[p.parkID>>32] // a detached tunnel has its parker
 	for i := range p.dirs {
 		if d := &p.dirs[i]; d.parked {
-			ctl(d.rc, unix.EPOLL_CTL_DEL, uint32(p.parkID), i)
+			k.ctl(d.rc, unix.EPOLL_CTL_DEL, uint32(p.parkID), i)
 		}
 	}
 	client, err := fileConn(&p.raw[0])
@@ -133,7 +135,7 @@ func attachLocked(p *Pipe) error {
 		if !d.parked {
 			continue
 		}
-		if err := ctl(d.rc, unix.EPOLL_CTL_ADD, uint32(p.parkID), i); err != nil {
+		if err := k.ctl(d.rc, unix.EPOLL_CTL_ADD, uint32(p.parkID), i); err != nil {
 			// Cannot wait for it here: it runs (and parks again, or copies).
 			d.parked = false
 			p.startLocked(d)

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"io"
@@ -284,9 +285,12 @@ func TestRedetachGap(t *testing.T) {
 	}
 	redetachAfter = time.Hour
 	defer func() { redetachAfter = 0 }()
-	// The first park detaches (no wake yet); no watchdog look for 15 s.
+	// The tunnel starts detached (relayed by its parker); no watchdog look
+	// for 15 s. A way that turns bulk wakes: its goroutine makes the
+	// connections again.
 	client, server, p := detachedPair(t, Options{Idle: time.Minute})
 	before := Parked()
+	bulk(t, client, server, 2*bulkAfter)
 	for i := 0; i < 5; i++ {
 		echo(t, client, server, "chatty")
 		waitUntil(t, 5*time.Second, func() bool { return Parked() == before }, "parked again")
@@ -299,10 +303,24 @@ func TestRedetachGap(t *testing.T) {
 
 	// With a watchdog looking every 500 ms, the parked tunnel detaches.
 	client, server, p = detachedPair(t, Options{Idle: 2 * time.Second})
-	echo(t, client, server, "wake")
+	bulk(t, server, client, 2*bulkAfter)
 	waitUntil(t, 5*time.Second, func() bool { return Parked() == before }, "parked again")
 	waitUntil(t, 5*time.Second, func() bool { return isDetached(t, p) }, "detached by the watchdog")
 	echo(t, server, client, "still relayed")
 	p.Close()
 	waitDone(t, p)
+}
+
+// bulk sends n bytes from one end of a tunnel and reads them at the other.
+func bulk(t *testing.T, from, to net.Conn, n int) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() { _, err := from.Write(bytes.Repeat([]byte("b"), n)); errc <- err }()
+	to.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(to, make([]byte, n)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
 }

@@ -17,6 +17,14 @@ import (
 // passes them switches to splice. These tests hold the tunnel's guarantees
 // in that phase and across the switch.
 
+// bothCopiers runs test with the tunnel's default copier (relayed by its
+// parker, relay_linux.go, a goroutine taking over for bulk or a slow peer)
+// and with goroutines only (no parking: the inline phase from the start).
+func bothCopiers(t *testing.T, test func(t *testing.T, park time.Duration)) {
+	t.Run("relayed", func(t *testing.T) { test(t, 0) })
+	t.Run("goroutines", func(t *testing.T) { test(t, -1) })
+}
+
 // waitDone waits for the tunnel to end and returns whether each way turned
 // bulk (read after Done: the copies are over).
 func waitDone(t *testing.T, p *Pipe) (upBulk, downBulk bool) {
@@ -32,14 +40,16 @@ func waitDone(t *testing.T, p *Pipe) (upBulk, downBulk bool) {
 // TestInlineShortTunnelNeverBulk: a request and an answer of a few
 // kilobytes, like a TLS handshake and a GET, are copied inline from start to
 // end: neither way takes the splice path; bytes and counts are exact.
-func TestInlineShortTunnelNeverBulk(t *testing.T) {
+func TestInlineShortTunnelNeverBulk(t *testing.T) { bothCopiers(t, testInlineShortTunnelNeverBulk) }
+
+func testInlineShortTunnelNeverBulk(t *testing.T, park time.Duration) {
 	client, proxyClient := pair(t)
 	proxyServer, server := pair(t)
 	defer client.Close()
 	defer server.Close()
 	var cnt count
 	var res Result
-	p := Start(proxyClient, proxyServer, Options{Idle: 10 * time.Second, Counter: &cnt, OnDone: func(r Result) { res = r }})
+	p := Start(proxyClient, proxyServer, Options{Idle: 10 * time.Second, ParkAfter: park, Counter: &cnt, OnDone: func(r Result) { res = r }})
 	hello := bytes.Repeat([]byte("h"), 517)
 	flight := bytes.Repeat([]byte("s"), 4000)
 	echo(t, client, server, string(hello))
@@ -69,14 +79,16 @@ func TestInlineShortTunnelNeverBulk(t *testing.T) {
 // TestInlineTurnsBulkMidStream: each way starts with small writes (inline)
 // and goes on with megabytes (past bulkAfter: splice); every byte arrives in
 // order (checked by hash) and the counts are exact across the switch.
-func TestInlineTurnsBulkMidStream(t *testing.T) {
+func TestInlineTurnsBulkMidStream(t *testing.T) { bothCopiers(t, testInlineTurnsBulkMidStream) }
+
+func testInlineTurnsBulkMidStream(t *testing.T, park time.Duration) {
 	client, proxyClient := pair(t)
 	proxyServer, server := pair(t)
 	defer client.Close()
 	defer server.Close()
 	var cnt count
 	var res Result
-	p := Start(proxyClient, proxyServer, Options{Idle: 10 * time.Second, Counter: &cnt, OnDone: func(r Result) { res = r }})
+	p := Start(proxyClient, proxyServer, Options{Idle: 10 * time.Second, ParkAfter: park, Counter: &cnt, OnDone: func(r Result) { res = r }})
 
 	const size = 3 << 20
 	up, down := make([]byte, size), make([]byte, size)
@@ -131,13 +143,15 @@ func TestInlineTurnsBulkMidStream(t *testing.T) {
 // TestInlineHalfClose: the client's half-close during the inline phase
 // reaches the server as EOF, and the server's answer written after it still
 // reaches the client whole.
-func TestInlineHalfClose(t *testing.T) {
+func TestInlineHalfClose(t *testing.T) { bothCopiers(t, testInlineHalfClose) }
+
+func testInlineHalfClose(t *testing.T, park time.Duration) {
 	client, proxyClient := pair(t)
 	proxyServer, server := pair(t)
 	defer client.Close()
 	defer server.Close()
 	var res Result
-	p := Start(proxyClient, proxyServer, Options{Idle: 10 * time.Second, OnDone: func(r Result) { res = r }})
+	p := Start(proxyClient, proxyServer, Options{Idle: 10 * time.Second, ParkAfter: park, OnDone: func(r Result) { res = r }})
 	client.Write([]byte("request"))
 	client.CloseWrite()
 	server.SetReadDeadline(time.Now().Add(5 * time.Second))

@@ -3,45 +3,97 @@ package tunnel
 import (
 	"fmt"
 	"net"
+	"os"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// The parker: one epoll set, one goroutine, for every parked way of every
-// tunnel of the process. A way is parked when its copy had nothing to read
-// for ParkAfter: its source socket is registered level-triggered and
-// one-shot for input, and the first readable event (data, EOF or error)
-// starts that way's copy again. Each way parks on its own, so a way whose
-// copy is blocked in a write (its peer stopped reading) never stops the
-// other: that one is parked and watched here. Go's own poller keeps its
-// registration of the same sockets; an epoll set may hold a socket that
-// another one holds too. The idle timeout is the tunnel's watchdog
-// (tunnel.go), parked or not.
+// The parkers: one epoll set and one goroutine each, one per P
+// (GOMAXPROCS), shared by every tunnel of the process; a tunnel belongs to
+// one for its life (Pipe.parkID names it). A parker waits for its set in
+// Go's own poller (the set's descriptor is non-blocking and registered
+// there), so waiting costs no thread of its own.
+//
+// A parker serves two kinds of ways:
+//
+//   - A parked way of a tunnel that keeps its connections: its copy had
+//     nothing to read for ParkAfter, and its source is registered
+//     level-triggered and one-shot for input. The first readable event
+//     (data, EOF or error) starts that way's copy on a goroutine again.
+//     Each way parks on its own, so a way whose copy is blocked in a write
+//     (its peer stopped reading) never stops the other. Go's own poller
+//     keeps its registration of the same sockets; an epoll set may hold a
+//     socket that another one holds too.
+//   - A way of a detached tunnel (its sockets held as bare descriptors,
+//     detach_linux.go): registered edge-triggered, and copied by the parker
+//     itself (relay_linux.go) as long as each write goes through whole and
+//     the way stays short; a way that meets a slow peer or turns bulk gets
+//     its goroutine and connections back.
+//
+// The idle timeout is the tunnel's watchdog (tunnel.go), parked or not.
 
 type parker struct {
-	once  sync.Once
-	err   error
-	epfd  int
+	epfd int
+	// rc is the epoll set's descriptor in Go's poller (nil: the parker
+	// waits in a blocking epoll_wait instead); file keeps it open.
+	file *os.File
+	rc   syscall.RawConn
+
 	mu    sync.Mutex
 	next  uint32
-	pipes map[uint32]*Pipe // tunnels with a parked way, by Pipe.parkID
+	pipes map[uint32]*Pipe // tunnels with a parked way, by the low half of Pipe.parkID
+
+	// buf is the parker's copy buffer (relayLocked): only the parker's
+	// goroutine uses it, one relay at a time.
+	buf [inlineSize]byte
 }
 
-var pk parker
+var parkers struct {
+	once sync.Once
+	err  error
+	all  []*parker
+	rr   atomic.Uint32 // the parker of the next tunnel, round robin
+}
 
-func (k *parker) init() error {
-	k.once.Do(func() {
-		k.epfd, k.err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-		if k.err != nil {
-			return
+func initParkers() error {
+	parkers.once.Do(func() {
+		n := min(max(runtime.GOMAXPROCS(0), 1), 64)
+		for i := 0; i < n; i++ {
+			k, err := newParker()
+			if err != nil {
+				parkers.err = err
+				return
+			}
+			parkers.all = append(parkers.all, k)
 		}
-		k.pipes = map[uint32]*Pipe{}
-		go parkerLoop(k)
+		for _, k := range parkers.all {
+			go k.loop()
+		}
 	})
-	return k.err
+	return parkers.err
+}
+
+func newParker() (*parker, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	k := &parker{epfd: epfd, pipes: map[uint32]*Pipe{}}
+	// In Go's poller when it can be (an epoll set is pollable): the parker
+	// then parks like any goroutine instead of holding a thread in
+	// epoll_wait, which the runtime would have to hand its P away from.
+	if unix.SetNonblock(epfd, true) == nil {
+		f := os.NewFile(uintptr(epfd), "tunnel-parker")
+		if rc, err := f.SyscallConn(); err == nil {
+			k.file, k.rc = f, rc
+		}
+	}
+	return k, nil
 }
 
 func canPark(conns ...net.Conn) bool {
@@ -50,29 +102,43 @@ func canPark(conns ...net.Conn) bool {
 			return false
 		}
 	}
-	return pk.init() == nil
+	return initParkers() == nil
+}
+
+// parkerOf returns p's parker, giving p one (and an id in its table) on the
+// first call (p.mu held).
+func parkerOf(p *Pipe) (*parker, error) {
+	if p.parkID != 0 {
+		return parkers.all[p.parkID>>32], nil
+	}
+	if err := initParkers(); err != nil {
+		return nil, err
+	}
+	i := parkers.rr.Add(1) % uint32(len(parkers.all))
+	k := parkers.all[i]
+	k.mu.Lock()
+	k.next++
+	for k.pipes[k.next] != nil || k.next == 0 {
+		k.next++
+	}
+	id := k.next
+	k.pipes[id] = p
+	k.mu.Unlock()
+	p.parkID = uint64(i)<<32 | uint64(id)
+	return k, nil
 }
 
 // parkLocked registers d's source in the epoll set (p.mu held); the parker
 // calls p.unpark(d's index) when it is readable.
 func parkLocked(p *Pipe, d *direction) error {
-	if err := pk.init(); err != nil {
+	k, err := parkerOf(p)
+	if err != nil {
 		return err
 	}
-	if p.parkID == 0 {
-		pk.mu.Lock()
-		pk.next++
-		for pk.pipes[pk.next] != nil || pk.next == 0 {
-			pk.next++
-		}
-		p.parkID = uint64(pk.next)
-		pk.pipes[pk.next] = p
-		pk.mu.Unlock()
-	}
-	err := ctl(d.rc, unix.EPOLL_CTL_ADD, uint32(p.parkID), int(d.index))
+	err = k.ctl(d.rc, unix.EPOLL_CTL_ADD, uint32(p.parkID), int(d.index))
 	if err == unix.EEXIST {
 		// Still in the set, disabled by its one-shot: arm it again.
-		err = ctl(d.rc, unix.EPOLL_CTL_MOD, uint32(p.parkID), int(d.index))
+		err = k.ctl(d.rc, unix.EPOLL_CTL_MOD, uint32(p.parkID), int(d.index))
 	}
 	if err != nil {
 		return err
@@ -87,29 +153,38 @@ func unparkLocked(p *Pipe, d *direction) {
 		return
 	}
 	d.parked = false
-	ctl(d.rc, unix.EPOLL_CTL_DEL, uint32(p.parkID), int(d.index)) // a closed socket left the set by itself
+	parkers.all[p.parkID>>32].ctl(d.rc, unix.EPOLL_CTL_DEL, uint32(p.parkID), int(d.index)) // a closed socket left the set by itself
 }
 
-// forget removes a finished tunnel from the parker's table (p.mu held).
+// forget removes a finished tunnel from its parker's table (p.mu held).
 func forget(p *Pipe) {
 	if p.parkID == 0 {
 		return
 	}
-	pk.mu.Lock()
-	if pk.pipes[uint32(p.parkID)] == p {
-		delete(pk.pipes, uint32(p.parkID))
+	k := parkers.all[p.parkID>>32]
+	k.mu.Lock()
+	if k.pipes[uint32(p.parkID)] == p {
+		delete(k.pipes, uint32(p.parkID))
 	}
-	pk.mu.Unlock()
+	k.mu.Unlock()
 }
 
-func ctl(rc syscall.RawConn, op int, id uint32, way int) error {
+// ctl registers (op) rc's socket in k's set for way of tunnel id: a
+// connection's one-shot and level-triggered (the event starts a goroutine,
+// which re-arms it by parking again), a bare descriptor's edge-triggered and
+// lasting (the parker copies that way itself, relay_linux.go).
+func (k *parker) ctl(rc syscall.RawConn, op int, id uint32, way int) error {
 	if rc == nil {
 		return syscall.EINVAL
 	}
+	events := uint32(unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT)
+	if _, raw := rc.(*rawSock); raw {
+		events = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET
+	}
 	var cerr error
 	err := rc.Control(func(fd uintptr) {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(id), Pad: int32(way)}
-		cerr = unix.EpollCtl(pk.epfd, op, int(fd), &ev)
+		ev := unix.EpollEvent{Events: events, Fd: int32(id), Pad: int32(way)}
+		cerr = unix.EpollCtl(k.epfd, op, int(fd), &ev)
 	})
 	if err != nil {
 		return err
@@ -117,11 +192,36 @@ func ctl(rc syscall.RawConn, op int, id uint32, way int) error {
 	return cerr
 }
 
-func parkerLoop(k *parker) {
+// loop is the parker's goroutine: it waits for its set (in Go's poller, or
+// in epoll_wait when that could not be had) and serves every event.
+func (k *parker) loop() {
 	events := make([]unix.EpollEvent, 256)
+	var (
+		n    int
+		werr error
+	)
+	poll := func(uintptr) bool {
+		for {
+			n, werr = unix.EpollWait(k.epfd, events, 0)
+			if werr != unix.EINTR {
+				break
+			}
+		}
+		return n > 0 || werr != nil
+	}
 	for {
-		n, err := unix.EpollWait(k.epfd, events, -1)
-		if err != nil && err != unix.EINTR {
+		if k.rc != nil {
+			if err := k.rc.Read(poll); err != nil {
+				k.rc = nil // not pollable after all: wait in epoll_wait
+				continue
+			}
+		} else {
+			n, werr = unix.EpollWait(k.epfd, events, -1)
+			if werr == unix.EINTR {
+				continue
+			}
+		}
+		if werr != nil {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
@@ -131,22 +231,26 @@ func parkerLoop(k *parker) {
 			p := k.pipes[id]
 			k.mu.Unlock()
 			if p != nil && way >= 0 && way < len(p.dirs) {
-				unparkGuarded(p, way)
+				k.unparkGuarded(p, way, events[i].Events)
 			}
 		}
 	}
 }
 
-// unparkGuarded wakes one direction; a panic in it (a bug) ends that tunnel,
-// reported to its OnPanic, and the parker goes on serving every other one.
-func unparkGuarded(p *Pipe, way int) {
+// unparkGuarded serves one event of way; a panic in it (a bug) ends that
+// tunnel, reported to its OnPanic, and the parker goes on serving every
+// other one.
+func (k *parker) unparkGuarded(p *Pipe, way int, events uint32) {
 	defer func() {
 		if v := recover(); v != nil {
 			if h := p.opt.OnPanic; h != nil {
 				h(v)
 			}
-			go p.fail(fmt.Errorf("tunnel: panic: %v", v)) // not under this goroutine: p.mu may be held
+			go p.fail(fmt.Errorf("tunnel: panic: %v", v)) // p.mu was released on the way out (unpark defers it)
 		}
 	}()
-	p.unpark(way)
+	drain := events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0
+	if p.unpark(way, &k.buf, drain) {
+		p.deliver()
+	}
 }

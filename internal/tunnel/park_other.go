@@ -18,3 +18,7 @@ func forget(*Pipe)                       {}
 func detachLocked(*Pipe, bool) {}
 func attachLocked(*Pipe) error { return nil }
 func closeRawLocked(*Pipe)     {}
+
+// Nor does a parker relay a tunnel (relay_linux.go).
+func startDetachedLocked(*Pipe) bool                                 { return false }
+func (p *Pipe) relayLocked(*direction, *[inlineSize]byte, bool) bool { return false }

@@ -34,12 +34,26 @@ func sockopt(t *testing.T, c *net.TCPConn, level, opt int) int {
 func rcvbuf(t *testing.T, c *net.TCPConn) int {
 	return sockopt(t, c, unix.SOL_SOCKET, unix.SO_RCVBUF)
 }
-func userTimeoutOf(t *testing.T, c *net.TCPConn) int {
-	return sockopt(t, c, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT)
+
+// pipeOpt reads an integer socket option of a tunnel's own socket (way 0:
+// the client's, 1: the destination's) through whatever holds it now: its
+// connection, or its bare descriptor once the tunnel is detached.
+func pipeOpt(t *testing.T, p *Pipe, way, level, opt int) int {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var v int
+	var gerr error
+	if err := p.dirs[way].rc.Control(func(fd uintptr) { v, gerr = unix.GetsockoptInt(int(fd), level, opt) }); err != nil {
+		t.Fatal(err)
+	}
+	if gerr != nil {
+		t.Fatal(gerr)
+	}
+	return v
 }
-func notsentLowatOf(t *testing.T, c *net.TCPConn) int {
-	return sockopt(t, c, unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT)
-}
+
+var pipeSides = map[string]int{"client": 0, "server": 1}
 
 // lowatUnset: TCP_NOTSENT_LOWAT as the kernel reports it when nobody set it
 // (0 on a dialed socket, all ones on an accepted one on Linux 6.x: no bound
@@ -118,21 +132,21 @@ func TestShortTunnelSockopts(t *testing.T) {
 	p := Start(proxyClient, proxyServer, Options{Idle: idle})
 	defer p.Close()
 	exchange(t, client, server)
-	for name, c := range map[string]*net.TCPConn{"client": proxyClient, "server": proxyServer} {
-		if got := rcvbuf(t, c); got != 2*rcvbufCap {
+	for name, i := range pipeSides {
+		if got := pipeOpt(t, p, i, unix.SOL_SOCKET, unix.SO_RCVBUF); got != 2*rcvbufCap {
 			t.Errorf("%s side SO_RCVBUF = %d, want %d", name, got, 2*rcvbufCap)
 		}
-		if got := notsentLowatOf(t, c); !lowatUnset(got) {
+		if got := pipeOpt(t, p, i, unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT); !lowatUnset(got) {
 			t.Errorf("%s side TCP_NOTSENT_LOWAT = %d in the inline phase, want unset", name, got)
 		}
-		if got := userTimeoutOf(t, c); got != 0 {
+		if got := pipeOpt(t, p, i, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT); got != 0 {
 			t.Errorf("%s side TCP_USER_TIMEOUT = %d before the first look, want unset", name, got)
 		}
 	}
 	// The watchdog's first look (its timer would fire at idle / 4).
 	p.checkIdle()
-	for name, c := range map[string]*net.TCPConn{"client": proxyClient, "server": proxyServer} {
-		if got, want := userTimeoutOf(t, c), int(userTimeout(idle).Milliseconds()); got != want {
+	for name, i := range pipeSides {
+		if got, want := pipeOpt(t, p, i, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT), int(userTimeout(idle).Milliseconds()); got != want {
 			t.Errorf("%s side TCP_USER_TIMEOUT = %d after the first look, want %d", name, got, want)
 		}
 	}
@@ -150,8 +164,8 @@ func TestShortIdleUserTimeoutAtStart(t *testing.T) {
 	const idle = time.Minute
 	p := Start(proxyClient, proxyServer, Options{Idle: idle})
 	defer p.Close()
-	for name, c := range map[string]*net.TCPConn{"client": proxyClient, "server": proxyServer} {
-		if got, want := userTimeoutOf(t, c), int(userTimeout(idle).Milliseconds()); got != want {
+	for name, i := range pipeSides {
+		if got, want := pipeOpt(t, p, i, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT), int(userTimeout(idle).Milliseconds()); got != want {
 			t.Errorf("%s side TCP_USER_TIMEOUT = %d at the start, want %d", name, got, want)
 		}
 	}
@@ -163,7 +177,7 @@ func TestShortIdleUserTimeoutAtStart(t *testing.T) {
 	p2 := Start(pc2, ps2, Options{})
 	defer p2.Close()
 	exchange(t, c2, s2)
-	if got := userTimeoutOf(t, pc2) + userTimeoutOf(t, ps2); got != 0 {
+	if got := pipeOpt(t, p2, 0, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT) + pipeOpt(t, p2, 1, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT); got != 0 {
 		t.Errorf("TCP_USER_TIMEOUT set without an idle timeout: %d", got)
 	}
 }
@@ -185,10 +199,10 @@ func TestBulkWaySetsNotsentLowat(t *testing.T) {
 	if _, err := io.ReadFull(server, make([]byte, size)); err != nil {
 		t.Fatal(err)
 	}
-	if got := notsentLowatOf(t, proxyServer); got != notsentLowat {
+	if got := pipeOpt(t, p, 1, unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT); got != notsentLowat {
 		t.Errorf("upload's destination TCP_NOTSENT_LOWAT = %d after %d bytes, want %d", got, size, notsentLowat)
 	}
-	if got := notsentLowatOf(t, proxyClient); !lowatUnset(got) {
+	if got := pipeOpt(t, p, 0, unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT); !lowatUnset(got) {
 		t.Errorf("download's destination TCP_NOTSENT_LOWAT = %d while that way is inline, want unset", got)
 	}
 }

@@ -3,22 +3,30 @@
 // propagated, closed when idle, counted, and the socket options that bound
 // what a tunnel holds in the kernel (sockopt_linux.go).
 //
-// Each way (direction) is copied inline first: its first bulkAfter bytes
-// with read(2)/write(2) through a pooled buffer that is held only while
-// bytes are being copied (inline_linux.go). A short tunnel (a handshake, a
-// request, an answer) ends in that phase. A way that passes bulkAfter is
-// copied by the kernel from then on (io.Copy → TCPConn.ReadFrom → splice(2)
-// on Linux): no user-space buffer. Start runs each way on a goroutine of its
-// own; New + Serve runs the upload way on the caller's (the connection's)
-// goroutine. A way that has nothing to read for ParkAfter gives its
-// goroutine (and the splice pipe it may hold) back and is parked: its source
-// waits in one shared epoll set (park_linux.go), and the first byte starts
-// its copy again. Each way parks on its own, so a way blocked in a write
-// (its peer stopped reading) never stops the other. A tunnel with both ways
-// parked also gives back its two net.TCPConns: it keeps the sockets as bare
-// descriptors (detach_linux.go) and makes the connections again when a way
-// wakes. It costs a few hundred bytes, which is what lets one process hold
-// tens of thousands of idle tunnels.
+// A tunnel of two TCP connections starts relayed (relay_linux.go): its
+// sockets are kept as bare descriptors and one of the process's parkers
+// (an epoll loop per P, park_linux.go) copies both ways with read(2) and
+// write(2) through the parker's buffer. No goroutine is made or woken per
+// tunnel; a short tunnel (a handshake, a request, an answer) ends there. A
+// way goes back to a goroutine of its own when its destination does not
+// take a whole read (the goroutine writes the rest and blocks in its
+// writes) or when it turns bulk.
+//
+// On a goroutine, each way (direction) is copied inline first: its first
+// bulkAfter bytes with read(2)/write(2) through a pooled buffer that is
+// held only while bytes are being copied (inline_linux.go). A way that
+// passes bulkAfter is copied by the kernel from then on (io.Copy →
+// TCPConn.ReadFrom → splice(2) on Linux): no user-space buffer. A way that
+// has nothing to read for ParkAfter gives its goroutine (and the splice
+// pipe it may hold) back and is parked: its source waits in its parker's
+// epoll set, and the first byte starts its copy again. Each way parks on
+// its own, so a way blocked in a write (its peer stopped reading) never
+// stops the other. A tunnel with both ways parked also gives back its two
+// net.TCPConns: it keeps the sockets as bare descriptors (detach_linux.go)
+// and is relayed again. It costs a few hundred bytes, which is what lets
+// one process hold tens of thousands of idle tunnels. Connections that are
+// not TCP (tests' in-memory pipes, TLS) and other systems than Linux keep
+// the goroutines throughout.
 //
 // The idle timeout is a per-tunnel watchdog, not the copies: a copy blocked
 // in a write cannot look up, and a write deadline cannot be used to make it
@@ -48,6 +56,8 @@ var ErrIdle = errors.New("tunnel idle")
 const DefaultParkAfter = 250 * time.Millisecond
 
 // Counter receives byte counts as they are known: upload is client → destination.
+// Add may be called on a parker's goroutine, which relays many tunnels: it
+// must not block.
 type Counter interface {
 	Add(upload, download int64)
 }
@@ -67,7 +77,7 @@ type Options struct {
 	Idle      time.Duration // close after this long without a byte either way (0: never)
 	ParkAfter time.Duration // park after this long quiet (0: DefaultParkAfter; < 0: never park)
 	Counter   Counter       // may be nil
-	OnDone    func(Result)  // called once, after both connections are closed
+	OnDone    func(Result)  // called once, after both connections are closed; on a parker's goroutine when the tunnel ended relayed, so it must not block
 	OnPanic   func(any)     // a panic in the tunnel's goroutines (a bug): recovered, reported here
 }
 
@@ -83,6 +93,10 @@ type direction struct {
 	dst, src net.Conn
 	rc       syscall.RawConn // src's descriptor; nil when src is not a socket
 	n        atomic.Int64
+	// pending: bytes the parker read but the destination did not take
+	// (relay_linux.go); the way's goroutine writes them first. Set under
+	// Pipe.mu before that goroutine starts.
+	pending []byte
 	// The one-byte fields together, after the 8-byte ones: no padding.
 	upload  bool
 	index   uint8 // in Pipe.dirs
@@ -151,21 +165,30 @@ func Parked() int { return int(parkedTunnels.Load()) }
 // called.
 func Start(client, server net.Conn, opt Options) *Pipe {
 	p := New(client, server, opt)
-	if p.begin() {
-		p.startLocked(&p.dirs[0])
+	if began, relayed := p.begin(); began {
+		if !relayed {
+			p.startLocked(&p.dirs[0])
+		}
 		p.mu.Unlock()
 	}
 	return p
 }
 
-// Serve runs a tunnel made by New as Start would, but copies the upload way
-// (client → destination) on the caller's goroutine: a short tunnel then
-// takes one goroutine more than its connection's, not two. It returns when
-// that way stops (the client's EOF, an error, parked when quiet, or the
-// tunnel closed); the tunnel goes on without it, and a parked upload way
-// wakes on a goroutine of its own. Called once, instead of Start.
+// Serve runs a tunnel made by New as Start would. A relayed tunnel
+// (relay_linux.go) needs no goroutine of the caller's: Serve returns at
+// once. Otherwise it copies the upload way (client → destination) on the
+// caller's goroutine, so a tunnel takes one goroutine more than its
+// connection's, not two, and returns when that way stops (the client's EOF,
+// an error, parked when quiet, or the tunnel closed); the tunnel goes on
+// without it, and a parked upload way wakes on a goroutine of its own.
+// Called once, instead of Start.
 func (p *Pipe) Serve() {
-	if !p.begin() {
+	began, relayed := p.begin()
+	if !began {
+		return
+	}
+	if relayed {
+		p.mu.Unlock()
 		return
 	}
 	d := &p.dirs[0]
@@ -175,14 +198,15 @@ func (p *Pipe) Serve() {
 	copyUpload(p, d, false)
 }
 
-// begin arms the idle watchdog and starts the download way. It returns with
-// p.mu held, true, or false (without the lock) when the tunnel was closed
-// before it began.
-func (p *Pipe) begin() bool {
+// begin arms the idle watchdog and starts the tunnel relayed by its parker
+// (relay_linux.go: relayed true, both ways), or else starts the download
+// way on a goroutine. It returns with p.mu held, began true, or began false
+// (without the lock) when the tunnel was closed before it began.
+func (p *Pipe) begin() (began, relayed bool) {
 	p.mu.Lock()
 	if p.closed || p.finished {
 		p.mu.Unlock()
-		return false
+		return false, false
 	}
 	if p.opt.Idle > 0 {
 		// The kernel's counters are first read at the first look (a tunnel
@@ -190,8 +214,11 @@ func (p *Pipe) begin() bool {
 		p.kMovedAt = time.Now().UnixNano()
 		p.watch = time.AfterFunc(p.watchEvery(), p.checkIdle)
 	}
+	if startDetachedLocked(p) {
+		return true, true
+	}
 	p.startLocked(&p.dirs[1])
-	return true
+	return true, false
 }
 
 // New makes a tunnel between client and server and sets its socket options;
@@ -348,6 +375,18 @@ func (p *Pipe) wake() time.Duration {
 // run copies one way until it ends, fails or parks: inline first, then, if
 // the way turned out to carry bulk, with splice.
 func (p *Pipe) run(d *direction) {
+	if b := d.pending; b != nil {
+		// What the parker read and the destination did not take yet.
+		d.pending = nil
+		w, err := d.dst.Write(b)
+		p.moved(d, int64(w), time.Now().UnixNano())
+		if err != nil {
+			if p.failWay(d, err) {
+				p.deliver()
+			}
+			return
+		}
+	}
 	if !d.bulk {
 		if stop, deliver := p.runInline(d); stop {
 			if deliver {
@@ -576,16 +615,22 @@ func (p *Pipe) setParkedLocked(v bool) {
 }
 
 // unpark is called by the parker when way i's parked source is readable (or
-// closed): its copy starts again.
-func (p *Pipe) unpark(i int) {
+// closed): a detached tunnel's parker copies it (relay_linux.go, with the
+// parker's buf; drain: the event said the source is closed); otherwise its
+// copy starts again on a goroutine. True: the tunnel finished, deliver.
+func (p *Pipe) unpark(i int, buf *[inlineSize]byte, drain bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	d := &p.dirs[i]
 	if !d.parked || p.closed {
-		return
+		return false
+	}
+	if p.detached && p.running == 0 {
+		return p.relayLocked(d, buf, drain)
 	}
 	unparkLocked(p, d)
 	p.startLocked(d)
+	return false
 }
 
 // watchEvery is how often the idle watchdog looks: a quarter of the idle
