@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command floor is a measuring stick, not a proxy: the least a Go TCP
 // forwarder can cost per connection on this machine, in the two designs
 // egress could have, so that egress's CPU per connection can be read

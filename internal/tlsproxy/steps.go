@@ -31,8 +31,17 @@ func (fl *flow) readHello() error {
 	buffered := f.Buffered
 	f.Buffered = nil
 	hello, raw, err := sni.ReadBuffered(f.Client, buffered)
-	fl.p.Metrics.ClientHello.Observe(time.Since(f.Start).Seconds())
 	f.Client.SetReadDeadline(time.Time{})
+	fl.helloRead(hello, raw, err)
+	return err
+}
+
+// helloRead records what reading the hello gave (err: it failed; raw: every
+// byte the client sent so far), then takes the configuration in force and
+// begins the flow's outcome.
+func (fl *flow) helloRead(hello *sni.Hello, raw []byte, err error) {
+	f := fl.f
+	fl.p.Metrics.ClientHello.Observe(time.Since(f.Start).Seconds())
 	fl.hello, fl.raw = hello, raw
 
 	fl.st = fl.p.Active.Load()
@@ -61,7 +70,6 @@ func (fl *flow) readHello() error {
 		ech := hello.ECH
 		ev.SNI, ev.JA4, ev.ECH = hello.ServerName, hello.JA4, &ech
 	}
-	return err
 }
 
 // helloFailed records a hello that could not be read. It returns true only
@@ -193,8 +201,14 @@ func (fl *flow) resolve(d rules.Decision) bool {
 func ResolveAllowed(st *active.State, o *outcome.Outcome, m *metrics.Metrics, d rules.Decision, seg *rules.Segment,
 	monitor []*rules.Rule, target string) (netip.Addr, uint8) {
 	name, ip, _ := hostname.Normalize(target)
-	o.Event.DestDomain = name
 	dest, err := st.Dialer.Resolve(context.Background(), name, ip)
+	return recordResolved(o, m, d, seg, monitor, name, dest, err)
+}
+
+// recordResolved records on o what resolving name gave (ResolveAllowed).
+func recordResolved(o *outcome.Outcome, m *metrics.Metrics, d rules.Decision, seg *rules.Segment,
+	monitor []*rules.Rule, name string, dest netip.Addr, err error) (netip.Addr, uint8) {
+	o.Event.DestDomain = name
 	if err != nil {
 		if errors.Is(err, upstream.ErrPrivate) {
 			o.Deny(rules.ReasonPrivateDestination, seg, monitor)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,11 +24,11 @@ func originalDst(c net.Conn) netip.AddrPort {
 		local = a.AddrPort()
 		local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
 	}
-	tc, ok := c.(*net.TCPConn)
+	sc, ok := c.(syscall.Conn) // a *net.TCPConn, or a tunnel.Socket
 	if !ok {
 		return local
 	}
-	rc, err := tc.SyscallConn()
+	rc, err := sc.SyscallConn()
 	if err != nil {
 		return local
 	}

@@ -49,8 +49,16 @@ func (s *Server) ServeHTTP(ln net.Listener) error {
 	return s.http.Serve(ln)
 }
 
-// ServeTLS serves the transparent HTTPS listener until ln is closed.
+// ServeTLS serves the transparent HTTPS listener until ln is closed. On
+// Linux, without proxy_protocol, every connection is served on the tunnel
+// package's parkers from its accept (evented_linux.go); otherwise each has
+// a goroutine (serveTLSConn).
 func (s *Server) ServeTLS(ln net.Listener) error {
+	if !s.ProxyProtocol {
+		if tl, ok := ln.(*net.TCPListener); ok && eventedOK() {
+			return s.serveEvented(tl)
+		}
+	}
 	return s.Track.Accept(ln, audit.ListenerTransparentHTTPS, &s.wg, s.serveTLSConn)
 }
 

@@ -46,7 +46,7 @@ type parker struct {
 
 	mu    sync.Mutex
 	next  uint32
-	pipes map[uint32]*Pipe // tunnels with a parked way, by the low half of Pipe.parkID
+	table map[uint32]waiter // tunnels with a parked way (by the low half of Pipe.parkID), and Watchers
 
 	// buf is the parker's copy buffer (relayLocked): only the parker's
 	// goroutine uses it, one relay at a time.
@@ -83,7 +83,7 @@ func newParker() (*parker, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &parker{epfd: epfd, pipes: map[uint32]*Pipe{}}
+	k := &parker{epfd: epfd, table: map[uint32]waiter{}}
 	// In Go's poller when it can be (an epoll set is pollable): the parker
 	// then parks like any goroutine instead of holding a thread in
 	// epoll_wait, which the runtime would have to hand its P away from.
@@ -114,18 +114,43 @@ func parkerOf(p *Pipe) (*parker, error) {
 	if err := initParkers(); err != nil {
 		return nil, err
 	}
+	i, k := nextParker()
+	p.parkID = uint64(i)<<32 | uint64(k.add(p))
+	return k, nil
+}
+
+// nextParker picks the parker of a new tunnel or Watcher, round robin.
+func nextParker() (uint32, *parker) {
 	i := parkers.rr.Add(1) % uint32(len(parkers.all))
-	k := parkers.all[i]
+	return i, parkers.all[i]
+}
+
+// add enters w in k's table under a new id.
+func (k *parker) add(w waiter) uint32 {
 	k.mu.Lock()
+	defer k.mu.Unlock()
 	k.next++
-	for k.pipes[k.next] != nil || k.next == 0 {
+	for k.table[k.next] != nil || k.next == 0 {
 		k.next++
 	}
-	id := k.next
-	k.pipes[id] = p
+	k.table[k.next] = w
+	return k.next
+}
+
+// remove takes w (entered under id) out of k's table.
+func (k *parker) remove(id uint32, w waiter) {
+	k.mu.Lock()
+	if k.table[id] == w {
+		delete(k.table, id)
+	}
 	k.mu.Unlock()
-	p.parkID = uint64(i)<<32 | uint64(id)
-	return k, nil
+}
+
+// waiter is what a parker's table holds: a tunnel (its parked or relayed
+// ways) or a Watcher. event runs on the parker's goroutine and must not
+// block.
+type waiter interface {
+	event(k *parker, way int, events uint32)
 }
 
 // parkLocked registers d's source in the epoll set (p.mu held); the parker
@@ -161,12 +186,7 @@ func forget(p *Pipe) {
 	if p.parkID == 0 {
 		return
 	}
-	k := parkers.all[p.parkID>>32]
-	k.mu.Lock()
-	if k.pipes[uint32(p.parkID)] == p {
-		delete(k.pipes, uint32(p.parkID))
-	}
-	k.mu.Unlock()
+	parkers.all[p.parkID>>32].remove(uint32(p.parkID), p)
 }
 
 // ctl registers (op) rc's socket in k's set for way of tunnel id: a
@@ -228,19 +248,21 @@ func (k *parker) loop() {
 		for i := 0; i < n; i++ {
 			id, way := uint32(events[i].Fd), int(events[i].Pad)
 			k.mu.Lock()
-			p := k.pipes[id]
+			w := k.table[id]
 			k.mu.Unlock()
-			if p != nil && way >= 0 && way < len(p.dirs) {
-				k.unparkGuarded(p, way, events[i].Events)
+			if w != nil {
+				w.event(k, way, events[i].Events)
 			}
 		}
 	}
 }
 
-// unparkGuarded serves one event of way; a panic in it (a bug) ends that
-// tunnel, reported to its OnPanic, and the parker goes on serving every
-// other one.
-func (k *parker) unparkGuarded(p *Pipe, way int, events uint32) {
+// event serves one event of way; a panic in it (a bug) ends that tunnel,
+// reported to its OnPanic, and the parker goes on serving every other one.
+func (p *Pipe) event(k *parker, way int, events uint32) {
+	if way < 0 || way >= len(p.dirs) {
+		return
+	}
 	defer func() {
 		if v := recover(); v != nil {
 			if h := p.opt.OnPanic; h != nil {

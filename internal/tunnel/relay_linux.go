@@ -44,6 +44,11 @@ func startDetachedLocked(p *Pipe) bool {
 	if p.opt.ParkAfter <= 0 || p.dirs[0].rc == nil || p.dirs[1].rc == nil {
 		return false
 	}
+	if cs, ok := p.client.(*Socket); ok {
+		if ss, ok := p.server.(*Socket); ok {
+			return adoptLocked(p, cs, ss)
+		}
+	}
 	client, ok1 := p.client.(*net.TCPConn)
 	server, ok2 := p.server.(*net.TCPConn)
 	if !ok1 || !ok2 {
@@ -84,6 +89,41 @@ func startDetachedLocked(p *Pipe) bool {
 	for i := range p.dirs {
 		d := &p.dirs[i]
 		d.src, d.dst, d.rc = nil, nil, &p.raw[i]
+	}
+	return true
+}
+
+// adoptLocked starts a tunnel of two Sockets (a flow that ran on the
+// parkers from its accept) relayed, with their own descriptors: nothing to
+// duplicate or close (p.mu held). It returns true: if the descriptors could
+// not be had or registered, the tunnel is closed and its result delivered.
+func adoptLocked(p *Pipe, cs, ss *Socket) bool {
+	p.raw = [2]rawSock{{int32(cs.take())}, {int32(ss.take())}}
+	p.detached = true
+	p.client, p.server = nil, nil
+	for i := range p.dirs {
+		d := &p.dirs[i]
+		d.src, d.dst, d.rc = nil, nil, &p.raw[i]
+	}
+	p.setParkedLocked(true)
+	k, err := parkerOf(p)
+	for i := range p.dirs {
+		if err != nil {
+			break
+		}
+		if p.raw[i].fd < 0 {
+			err = net.ErrClosed
+			break
+		}
+		if err = k.ctl(&p.raw[i], unix.EPOLL_CTL_ADD, uint32(p.parkID), i); err == nil {
+			p.dirs[i].parked = true
+		}
+	}
+	if err != nil {
+		p.closeConnsLocked(err)
+		if p.finishLocked() {
+			go p.deliver() // not under p.mu, nor on the caller's goroutine
+		}
 	}
 	return true
 }

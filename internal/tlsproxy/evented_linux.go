@@ -1,0 +1,395 @@
+package tlsproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/egress-proxy/egress/internal/hostname"
+	"github.com/egress-proxy/egress/internal/metrics"
+	"github.com/egress-proxy/egress/internal/rules"
+	"github.com/egress-proxy/egress/internal/sni"
+	"github.com/egress-proxy/egress/internal/tunnel"
+	"github.com/egress-proxy/egress/internal/upstream"
+	"golang.org/x/sys/unix"
+)
+
+// The evented flow: a transparent TLS connection served from its accept to
+// its end on the tunnel package's parkers (epoll loops), with no goroutine
+// and no Go poller of its own. The steps are the flow's (steps.go: the
+// hello's record, helloFailed, decide, resolve, register, start); only the
+// waiting differs. The client and the destination are tunnel.Sockets
+// (bare non-blocking descriptors) watched by one tunnel.Watcher; the hello
+// is read as its bytes arrive, the destination is dialed with a
+// non-blocking connect, the bytes the client sent are replayed as the
+// destination takes them, and the tunnel adopts both descriptors and is
+// relayed by a parker. Timeouts (hello_timeout, the dial, the replay) are
+// timers. A name that is neither an address nor in upstream.hosts is
+// looked up on a goroutine of its own, which hands the flow back.
+//
+// Ownership: everything of the flow is touched only under evented.mu: by
+// the parker's events, the timers, the lookup's goroutine and the
+// registry's close (which takes the lock on a goroutine of its own, since a
+// step may close the flow while it holds the lock). A step that ends the
+// flow sets state to done; every later event, timer or close sees it and
+// does nothing.
+
+type eventedState uint8
+
+const (
+	stateHello eventedState = iota
+	stateResolving
+	stateConnecting
+	stateReplaying
+	stateDone
+)
+
+type evented struct {
+	mu     sync.Mutex
+	fl     flow
+	state  eventedState
+	w      *tunnel.Watcher
+	client *tunnel.Socket
+	server *tunnel.Socket // nil until the dial
+	timer  *time.Timer    // the current step's deadline
+	d      rules.Decision
+	sent   int // bytes of fl.raw the destination took
+	dialed time.Time
+}
+
+// ServeEvented serves a transparent flow whose client is a *tunnel.Socket
+// (the transparent listener's accept on Linux) to its end, as Serve would,
+// on the parkers. It returns at once; f.Done is called when the flow is
+// over. f.Conn's closer is the flow's from here.
+func (p *Proxy) ServeEvented(f *Flow) {
+	e := &evented{fl: flow{p: p, f: f}, client: f.Client.(*tunnel.Socket)}
+	e.step(func() {
+		w, err := tunnel.NewWatcher(e.event, e.panicked)
+		if err != nil {
+			e.fl.helloRead(nil, nil, err)
+			e.fl.deny(rules.ReasonMalformedHello, 0, err.Error())
+			e.finish()
+			return
+		}
+		e.w = w
+		f.Conn.SetCloser(e.closed)
+		if why := f.Conn.ClosedBy(); why != "" {
+			go e.closedNow() // a shutdown that came before the closer
+		}
+		e.timer = time.AfterFunc(time.Until(f.Start.Add(p.Active.Config().TLS.HelloTimeout)), e.helloTimedOut)
+		if err := w.Add(e.client, 0); err != nil {
+			e.fl.helloRead(nil, nil, err)
+			e.fl.helloFailed(err)
+			e.finish()
+		}
+		// A hello that is here already is reported by the Add.
+	})
+}
+
+// step runs fn under e.mu; a panic in it (a bug) is counted and ends the
+// flow, not the process.
+func (e *evented) step(fn func()) {
+	defer func() {
+		if v := recover(); v != nil {
+			e.panicked(v)
+		}
+	}()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	fn()
+}
+
+// panicked reports a panic in one of the flow's steps and ends the flow.
+func (e *evented) panicked(v any) {
+	if h := e.fl.p.Panicked; h != nil {
+		h(e.fl.f.Listener, v)
+	}
+	go e.step(func() {
+		if e.state != stateDone {
+			e.finish()
+		}
+	})
+}
+
+// event is the Watcher's: way 0 is the client, 1 the destination.
+func (e *evented) event(way int, events uint32) {
+	e.step(func() {
+		switch {
+		case e.state == stateHello && way == 0:
+			e.readHello()
+		case e.state == stateConnecting && way == 1 && events&(tunnel.EventOut|tunnel.EventErr|tunnel.EventHUP) != 0:
+			e.connected()
+		case e.state == stateReplaying && way == 1:
+			e.replay()
+		}
+		// Anything else (bytes behind the hello while the destination is
+		// dialed) waits in the socket: the tunnel's registration reports
+		// it when the tunnel starts.
+	})
+}
+
+// readHello reads what the client sent and goes on once the hello is
+// complete (or cannot be).
+func (e *evented) readHello() {
+	hello, raw, err := sni.ReadBuffered(e.client, e.fl.raw)
+	if errors.Is(err, tunnel.ErrWouldBlock) {
+		e.fl.raw = raw // the rest is to come
+		return
+	}
+	e.timer.Stop()
+	e.fl.helloRead(hello, raw, err)
+	if err != nil && !e.fl.helloFailed(err) {
+		e.finish()
+		return
+	}
+	d, ok := e.fl.decide()
+	if !ok {
+		e.finish()
+		return
+	}
+	e.d = d
+	e.resolve()
+}
+
+// helloTimedOut: hello_timeout passed before the hello was complete.
+func (e *evented) helloTimedOut() {
+	e.step(func() {
+		if e.state != stateHello {
+			return
+		}
+		err := fmt.Errorf("%w: %w", sni.ErrTimeout, &net.OpError{Op: "read", Net: "tcp", Source: e.client.LocalAddr(), Addr: e.client.RemoteAddr(), Err: os.ErrDeadlineExceeded})
+		e.fl.helloRead(nil, e.fl.raw, err)
+		e.fl.helloFailed(err)
+		e.finish()
+	})
+}
+
+// resolve finds the address to dial: at once for an address or a name in
+// upstream.hosts, on a goroutine for a DNS lookup.
+func (e *evented) resolve() {
+	st := e.fl.st
+	name, ip, _ := hostname.Normalize(e.fl.names.Inner)
+	if _, hosted := st.Dialer.Hosts[name]; ip.IsValid() || hosted {
+		dest, err := st.Dialer.Resolve(context.Background(), name, ip)
+		e.resolved(name, dest, err)
+		return
+	}
+	e.state = stateResolving
+	go func() {
+		dest, err := st.Dialer.Resolve(context.Background(), name, ip)
+		e.step(func() {
+			if e.state == stateResolving {
+				e.resolved(name, dest, err)
+			}
+		})
+	}()
+}
+
+// resolved records the lookup (a refused address is a deny, a failed
+// lookup an allow that failed) and dials.
+func (e *evented) resolved(name string, dest netip.Addr, err error) {
+	dest, alert := recordResolved(e.fl.o, e.fl.p.Metrics, e.d, e.fl.seg, nil, name, dest, err)
+	if alert != 0 {
+		e.fl.alert(alert)
+		e.finish()
+		return
+	}
+	e.fl.dest = dest
+	if !e.fl.register() {
+		e.finish()
+		return
+	}
+	e.fl.f.Conn.SetCloser(e.closed) // register set the goroutine flow's
+	e.dial()
+}
+
+// dial starts a non-blocking connect to the checked address.
+func (e *evented) dial() {
+	st := e.fl.st
+	if st.Dialer.DialConn != nil {
+		e.dialFailed(errors.New("an evented flow dials TCP only"))
+		return
+	}
+	dest := netip.AddrPortFrom(e.fl.dest, e.fl.f.Port)
+	remote := net.TCPAddrFromAddrPort(dest)
+	e.dialed = time.Now()
+	fd, sa, err := socketFor(dest)
+	if err != nil {
+		e.dialFailed(&net.OpError{Op: "dial", Net: "tcp", Addr: remote, Err: os.NewSyscallError("socket", err)})
+		return
+	}
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1) // as Go's net does
+	e.server = tunnel.NewSocket(fd, nil, remote)
+	for {
+		err = unix.Connect(fd, sa)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	switch err {
+	case nil:
+		e.connected()
+	case unix.EINPROGRESS:
+		e.state = stateConnecting
+		if err := e.w.Add(e.server, 1); err != nil {
+			e.dialFailed(&net.OpError{Op: "dial", Net: "tcp", Addr: remote, Err: os.NewSyscallError("epoll_ctl", err)})
+			return
+		}
+		if st.Dialer.Timeout > 0 {
+			e.timer = time.AfterFunc(st.Dialer.Timeout, e.dialTimedOut)
+		}
+	default:
+		e.dialFailed(&net.OpError{Op: "dial", Net: "tcp", Addr: remote, Err: os.NewSyscallError("connect", err)})
+	}
+}
+
+func socketFor(ap netip.AddrPort) (int, unix.Sockaddr, error) {
+	a := ap.Addr().Unmap()
+	if a.Is4() {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		return fd, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}, err
+	}
+	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	return fd, &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}, err
+}
+
+// dialTimedOut: the connect did not complete within upstream's timeout.
+func (e *evented) dialTimedOut() {
+	e.step(func() {
+		if e.state == stateConnecting {
+			e.dialFailed(&net.OpError{Op: "dial", Net: "tcp", Addr: e.server.RemoteAddr(), Err: os.ErrDeadlineExceeded})
+		}
+	})
+}
+
+// connected: the connect completed (or failed: SO_ERROR says).
+func (e *evented) connected() {
+	var soerr int
+	var gerr error
+	rc, _ := e.server.SyscallConn()
+	if err := rc.Control(func(fd uintptr) { soerr, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR) }); err != nil {
+		gerr = err
+	}
+	if gerr == nil && soerr != 0 {
+		gerr = syscall.Errno(soerr)
+	}
+	if gerr != nil {
+		e.dialFailed(&net.OpError{Op: "dial", Net: "tcp", Addr: e.server.RemoteAddr(), Err: os.NewSyscallError("connect", gerr)})
+		return
+	}
+	if e.timer != nil {
+		e.timer.Stop()
+	}
+	e.fl.p.Metrics.UpstreamDial.Observe(time.Since(e.dialed).Seconds())
+	if why := e.fl.f.Conn.ClosedBy(); why != "" {
+		// Closed by a reload or a shutdown while dialing: not a byte of
+		// the client's reaches the destination.
+		e.fl.o.Cut(why)
+		e.finish()
+		return
+	}
+	if e.state != stateConnecting { // connected at once: not watched yet
+		if err := e.w.Add(e.server, 1); err != nil {
+			e.dialFailed(&net.OpError{Op: "dial", Net: "tcp", Addr: e.server.RemoteAddr(), Err: os.NewSyscallError("epoll_ctl", err)})
+			return
+		}
+	}
+	e.state = stateReplaying
+	e.timer = time.AfterFunc(e.fl.st.Config.Limits.IdleTimeout, e.replayTimedOut)
+	e.replay()
+}
+
+// replay writes what the client sent (the hello and what followed it) as
+// the destination takes it, then starts the tunnel.
+func (e *evented) replay() {
+	n, err := e.server.Write(e.fl.raw[e.sent:])
+	e.sent += n
+	switch {
+	case errors.Is(err, tunnel.ErrWouldBlock):
+		return // the destination's next EventOut brings the rest
+	case err != nil:
+		e.dialFailed(err)
+		return
+	}
+	e.timer.Stop()
+	e.start()
+}
+
+// replayTimedOut: the destination took no byte of the replay for the idle
+// timeout.
+func (e *evented) replayTimedOut() {
+	e.step(func() {
+		if e.state == stateReplaying {
+			e.dialFailed(&net.OpError{Op: "write", Net: "tcp", Addr: e.server.RemoteAddr(), Err: os.ErrDeadlineExceeded})
+		}
+	})
+}
+
+// dialFailed ends the flow after the destination could not be reached or
+// written: counted, recorded, and the client told with internal_error.
+func (e *evented) dialFailed(err error) {
+	err = fmt.Errorf("%w: %w", upstream.ErrUnavailable, err)
+	reason := metrics.UpstreamDestinationUnavailable
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		reason = metrics.UpstreamTimeout
+	}
+	e.fl.p.Metrics.UpstreamErrors.WithLabelValues(reason).Inc()
+	e.fl.o.Fail(rules.ReasonUpstreamError, err)
+	e.fl.alert(sni.AlertInternalError)
+	e.finish()
+}
+
+// start hands both sockets to a tunnel, which adopts their descriptors and
+// is relayed by a parker; the flow is over.
+func (e *evented) start() {
+	e.w.Remove(e.client)
+	e.w.Remove(e.server)
+	e.w.Stop()
+	e.state = stateDone
+	e.fl.start(e.server)
+}
+
+// finish ends a flow that did not become a tunnel.
+func (e *evented) finish() {
+	e.state = stateDone
+	if e.timer != nil {
+		e.timer.Stop()
+	}
+	if e.w != nil {
+		e.w.Stop() // the closes below take the sockets out of its set
+	}
+	if e.server != nil {
+		e.server.Close()
+	}
+	e.fl.finish()
+}
+
+// closed is the flow's closer in the registry (a reload that denies its
+// names, a shutdown). It may be called by a step that holds e.mu, so it
+// closes on a goroutine of its own.
+func (e *evented) closed() { go e.closedNow() }
+
+func (e *evented) closedNow() {
+	e.step(func() {
+		why := e.fl.f.Conn.ClosedBy()
+		switch e.state {
+		case stateDone:
+			return
+		case stateHello:
+			e.timer.Stop()
+			err := fmt.Errorf("%w: %w", sni.ErrTruncated, net.ErrClosed)
+			e.fl.helloRead(nil, e.fl.raw, err)
+			e.fl.helloFailed(err) // records the close (ClosedBy) as the outcome
+		default:
+			e.fl.o.Cut(why)
+		}
+		e.finish()
+	})
+}

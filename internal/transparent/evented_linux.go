@@ -1,0 +1,110 @@
+package transparent
+
+import (
+	"errors"
+	"net"
+	"time"
+
+	"github.com/egress-proxy/egress/internal/audit"
+	"github.com/egress-proxy/egress/internal/conntrack"
+	"github.com/egress-proxy/egress/internal/rules"
+	"github.com/egress-proxy/egress/internal/tlsproxy"
+	"github.com/egress-proxy/egress/internal/tunnel"
+	"golang.org/x/sys/unix"
+)
+
+// eventedOK: the parkers can run here (an epoll set could be made).
+func eventedOK() bool { return tunnel.CanWatch() }
+
+// serveEvented accepts from ln until it is closed and serves each
+// connection with tlsproxy.ServeEvented on the parkers: no goroutine per
+// connection. The accept is Go's (this goroutine, waiting in Go's poller
+// for the listener, as conntrack.Accept does); the accepted socket then
+// leaves Go's poller (its descriptor duplicated, the connection closed:
+// the socket stays open) and is a tunnel.Socket from there on. Errors such
+// as running out of descriptors back off (5 ms doubling to 1 s).
+func (s *Server) serveEvented(ln *net.TCPListener) error {
+	const listener = audit.ListenerTransparentHTTPS
+	var backoff time.Duration
+	for {
+		c, err := ln.AcceptTCP()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.Track.Log().Warn("accept failed", "listener", listener, "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		s.wg.Add(1)
+		s.serveEventedConn(c)
+	}
+}
+
+// serveEventedConn admits one accepted connection and hands its socket to
+// the evented TLS flow. A panic in it (a bug) is counted and closes that
+// connection only.
+func (s *Server) serveEventedConn(c *net.TCPConn) {
+	const listener = audit.ListenerTransparentHTTPS
+	accepted := time.Now()
+	handedOff := false
+	var sock *tunnel.Socket
+	defer func() {
+		v := recover()
+		if !handedOff {
+			c.Close()
+			if sock != nil {
+				sock.Close()
+			}
+			s.wg.Done()
+		}
+		if v != nil {
+			s.Track.Panicked(listener, v)
+		}
+	}()
+	src := conntrack.PeerAddr(c)
+	local, _ := c.LocalAddr().(*net.TCPAddr)
+	remote, _ := c.RemoteAddr().(*net.TCPAddr)
+	fd, err := dupFD(c)
+	if err != nil {
+		s.Track.Log().Warn("accept failed", "listener", listener, "err", err)
+		return
+	}
+	sock = tunnel.NewSocket(fd, local, remote)
+	c.Close() // the descriptor only: the socket is sock's now
+	// Tracked from accept: a shutdown closes it even while its ClientHello
+	// is pending (the flow's closer, set by ServeEvented).
+	t := s.Track.Track(listener)
+	st := s.Active.Load()
+	release, limit := s.Track.Admit(listener, src.Addr())
+	if release == nil {
+		// Over a limit: close without a word (counted by Admit), and log the
+		// refusal like the explicit proxy's 503.
+		s.Track.Untrack(t)
+		o := s.Record.Begin(listener, st.Config.Version, src, accepted)
+		seg, _ := st.Config.Policy.SegmentFor(src.Addr())
+		o.Deny(rules.ReasonLimit, seg, nil)
+		o.Event.Error = "limit: " + limit
+		o.Finish()
+		return
+	}
+	handedOff = true
+	s.TLS.ServeEvented(&tlsproxy.Flow{Listener: listener, Client: sock, Src: src, Start: accepted, Port: s.HTTPSPort,
+		OrigDest: originalDst(sock), Conn: t, Done: func() { s.Track.Untrack(t); release(); s.wg.Done() }})
+}
+
+// dupFD duplicates c's descriptor (close-on-exec; non-blocking, as the
+// original: the flag belongs to the socket's open file).
+func dupFD(c *net.TCPConn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd, derr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	return nfd, derr
+}

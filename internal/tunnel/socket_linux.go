@@ -1,0 +1,220 @@
+package tunnel
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Sockets and Watchers: what a flow needs to run on the parkers before it
+// is a tunnel (the transparent listener's accept, hello and dial,
+// internal/tlsproxy's evented flow), so that a connection is never in Go's
+// poller and never has a goroutine of its own. A Socket is the descriptor;
+// a Watcher delivers its events on a parker's goroutine; a tunnel made of
+// two Sockets adopts their descriptors and relays them (relay_linux.go).
+
+// ErrWouldBlock: a Socket has nothing to read now, or takes no more bytes
+// now; its Watcher reports when that changes.
+var ErrWouldBlock = errors.New("tunnel: socket not ready")
+
+// Socket is a TCP socket held as a bare non-blocking descriptor, outside
+// Go's poller. Read and Write never wait (ErrWouldBlock); deadlines are
+// no-ops (its owner's timers bound it). It is a net.Conn so that code
+// written for connections (a TLS alert to a client, tunnel.New) takes it.
+// Every use of the descriptor, and its close, is under the Socket's mutex,
+// so a Close from another goroutine never closes a number in use. A tunnel
+// made of two Sockets adopts their descriptors (New): from then on Close of
+// a Socket does nothing, and the tunnel closes them.
+type Socket struct {
+	mu            sync.Mutex
+	fd            int // -1 once closed or adopted
+	local, remote net.Addr
+}
+
+// NewSocket takes ownership of fd, a connected or connecting non-blocking
+// TCP socket.
+func NewSocket(fd int, local, remote net.Addr) *Socket {
+	return &Socket{fd: fd, local: local, remote: remote}
+}
+
+// FD returns the descriptor (-1 once closed or adopted), for a Watcher.
+func (s *Socket) FD() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fd
+}
+
+func (s *Socket) opError(op string, err error) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: s.local, Addr: s.remote, Err: os.NewSyscallError(op, err)}
+}
+
+// Read reads what is there: io.EOF at the peer's end, ErrWouldBlock when
+// nothing is.
+func (s *Socket) Read(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fd < 0 {
+		return 0, net.ErrClosed
+	}
+	for {
+		n, err := unix.Read(s.fd, b)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return 0, ErrWouldBlock
+		case err != nil:
+			return 0, s.opError("read", err)
+		case n == 0 && len(b) > 0:
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
+// Write writes as much of b as the socket takes now: ErrWouldBlock with
+// the count when not all of it.
+func (s *Socket) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fd < 0 {
+		return 0, net.ErrClosed
+	}
+	w, err := writeFD(s.fd, b)
+	switch {
+	case err == unix.EAGAIN:
+		return w, ErrWouldBlock
+	case err != nil:
+		return w, s.opError("write", err)
+	}
+	return w, nil
+}
+
+// Close closes the descriptor, once; nothing once a tunnel adopted it.
+func (s *Socket) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fd < 0 {
+		return nil
+	}
+	err := unix.Close(s.fd)
+	s.fd = -1
+	return err
+}
+
+// CloseWrite shuts the sending half.
+func (s *Socket) CloseWrite() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fd < 0 {
+		return net.ErrClosed
+	}
+	return unix.Shutdown(s.fd, unix.SHUT_WR)
+}
+
+func (s *Socket) LocalAddr() net.Addr              { return s.local }
+func (s *Socket) RemoteAddr() net.Addr             { return s.remote }
+func (s *Socket) SetDeadline(time.Time) error      { return nil }
+func (s *Socket) SetReadDeadline(time.Time) error  { return nil }
+func (s *Socket) SetWriteDeadline(time.Time) error { return nil }
+
+// SyscallConn gives the descriptor to socket options (Control only, under
+// the Socket's mutex).
+func (s *Socket) SyscallConn() (syscall.RawConn, error) { return socketRaw{s}, nil }
+
+// take gives the descriptor to a tunnel: -1 if it was closed.
+func (s *Socket) take() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fd := s.fd
+	s.fd = -1
+	return fd
+}
+
+type socketRaw struct{ s *Socket }
+
+func (r socketRaw) Control(f func(fd uintptr)) error {
+	r.s.mu.Lock()
+	defer r.s.mu.Unlock()
+	if r.s.fd < 0 {
+		return net.ErrClosed
+	}
+	f(uintptr(r.s.fd))
+	return nil
+}
+
+func (socketRaw) Read(func(fd uintptr) bool) error  { return syscall.EINVAL }
+func (socketRaw) Write(func(fd uintptr) bool) error { return syscall.EINVAL }
+
+// Watcher delivers the events of a flow's sockets on a parker's goroutine:
+// fn(way, events) for each event of a descriptor Added as way (edge-
+// triggered: input, output, the peer's close, an error). fn must not
+// block; a panic in it goes to onPanic and the parker goes on.
+type Watcher struct {
+	k       *parker
+	id      uint32
+	fn      func(way int, events uint32)
+	onPanic func(any)
+}
+
+// NewWatcher enters fn in a parker.
+func NewWatcher(fn func(way int, events uint32), onPanic func(any)) (*Watcher, error) {
+	if err := initParkers(); err != nil {
+		return nil, err
+	}
+	_, k := nextParker()
+	w := &Watcher{k: k, fn: fn, onPanic: onPanic}
+	w.id = k.add(w)
+	return w, nil
+}
+
+// Add registers s's descriptor as way. A socket with something to report
+// already is reported at once.
+func (w *Watcher) Add(s *Socket, way int) error {
+	var cerr error
+	if err := (socketRaw{s}).Control(func(fd uintptr) {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(w.id), Pad: int32(way)}
+		cerr = unix.EpollCtl(w.k.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
+	}); err != nil {
+		return err
+	}
+	return cerr
+}
+
+// Remove takes s's descriptor out of the Watcher's set.
+func (w *Watcher) Remove(s *Socket) {
+	(socketRaw{s}).Control(func(fd uintptr) { unix.EpollCtl(w.k.epfd, unix.EPOLL_CTL_DEL, int(fd), nil) })
+}
+
+// Stop takes the Watcher out of its parker: from the parker's next event
+// on, fn is not called again. The descriptors it watched must be removed
+// (a tunnel that adopts them does) or closed by the caller.
+func (w *Watcher) Stop() { w.k.remove(w.id, w) }
+
+func (w *Watcher) event(_ *parker, way int, events uint32) {
+	defer func() {
+		if v := recover(); v != nil && w.onPanic != nil {
+			w.onPanic(v)
+		}
+	}()
+	w.fn(way, events)
+}
+
+// EPOLL event bits a Watcher's fn sees.
+const (
+	EventIn    = unix.EPOLLIN
+	EventOut   = unix.EPOLLOUT
+	EventRDHUP = unix.EPOLLRDHUP
+	EventHUP   = unix.EPOLLHUP
+	EventErr   = unix.EPOLLERR
+)
+
+// CanWatch reports whether Watchers can run here (the parkers' epoll sets
+// could be made).
+func CanWatch() bool { return initParkers() == nil }

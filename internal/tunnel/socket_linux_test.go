@@ -1,0 +1,188 @@
+package tunnel
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// socketOf turns c into a Socket (its descriptor duplicated, c closed).
+func socketOf(t *testing.T, c *net.TCPConn) *Socket {
+	t.Helper()
+	fd, err := dupFD(rawConn(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSocket(fd, c.LocalAddr(), c.RemoteAddr())
+	c.Close()
+	return s
+}
+
+func TestSocketNeverWaits(t *testing.T) {
+	peer, c := pair(t)
+	defer peer.Close()
+	s := socketOf(t, c)
+	buf := make([]byte, 64)
+	if _, err := s.Read(buf); !errors.Is(err, ErrWouldBlock) {
+		t.Fatalf("read of an empty socket: %v, want ErrWouldBlock", err)
+	}
+	peer.Write([]byte("hi"))
+	var n int
+	waitUntil(t, 5*time.Second, func() bool {
+		k, err := s.Read(buf)
+		n = k
+		return err == nil
+	}, "bytes readable")
+	if string(buf[:n]) != "hi" {
+		t.Fatalf("read %q", buf[:n])
+	}
+	// Writes until the peer's buffers are full, then says so with the count.
+	big := make([]byte, 1<<20)
+	var total int
+	for i := 0; i < 200; i++ {
+		k, err := s.Write(big)
+		total += k
+		if errors.Is(err, ErrWouldBlock) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 199 {
+			t.Fatal("200 MiB written to a peer that reads nothing")
+		}
+	}
+	if total == 0 {
+		t.Fatal("nothing written")
+	}
+	peer.CloseWrite()
+	waitUntil(t, 5*time.Second, func() bool { _, err := s.Read(buf); return err == io.EOF }, "EOF")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := s.Read(buf); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read after Close: %v", err)
+	}
+	if s.FD() != -1 {
+		t.Fatal("a closed Socket still has a descriptor")
+	}
+}
+
+func TestWatcherEventsAndStop(t *testing.T) {
+	if !CanWatch() {
+		t.Skip("SKIP: Watchers need epoll (Linux)")
+	}
+	peer, c := pair(t)
+	defer peer.Close()
+	s := socketOf(t, c)
+	defer s.Close()
+	var ins atomic.Int32
+	w, err := NewWatcher(func(way int, events uint32) {
+		if way == 7 && events&EventIn != 0 {
+			ins.Add(1)
+		}
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Add(s, 7); err != nil {
+		t.Fatal(err)
+	}
+	peer.Write([]byte("x"))
+	waitUntil(t, 5*time.Second, func() bool { return ins.Load() >= 1 }, "an input event")
+	s.Read(make([]byte, 8))
+	w.Stop()
+	before := ins.Load()
+	peer.Write([]byte("y"))
+	time.Sleep(100 * time.Millisecond)
+	if ins.Load() != before {
+		t.Fatal("an event reached a stopped Watcher")
+	}
+}
+
+func TestWatcherPanicIsContained(t *testing.T) {
+	if !CanWatch() {
+		t.Skip("SKIP: Watchers need epoll (Linux)")
+	}
+	var panics atomic.Int32
+	for i := 0; i < 2*len(parkers.all); i++ { // every parker: round robin
+		peer, c := pair(t)
+		s := socketOf(t, c)
+		w, err := NewWatcher(func(int, uint32) { panic("watcher bug") }, func(any) { panics.Add(1) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Add(s, 0)
+		peer.Write([]byte("x"))
+		want := int32(i + 1)
+		waitUntil(t, 5*time.Second, func() bool { return panics.Load() >= want }, "the panic reported")
+		w.Stop()
+		s.Close()
+		peer.Close()
+	}
+	// The parkers still relay.
+	c, pc := pair(t)
+	ps, sv := pair(t)
+	defer c.Close()
+	defer sv.Close()
+	p := Start(pc, ps, Options{Idle: 10 * time.Second})
+	echo(t, c, sv, "still")
+	p.Close()
+	waitDone(t, p)
+}
+
+// TestTunnelAdoptsSockets: a tunnel of two Sockets takes their descriptors
+// (nothing duplicated) and is relayed; the Sockets no longer close them.
+func TestTunnelAdoptsSockets(t *testing.T) {
+	if !CanWatch() {
+		t.Skip("SKIP: the relay needs epoll (Linux)")
+	}
+	client, pc := pair(t)
+	ps, server := pair(t)
+	defer client.Close()
+	defer server.Close()
+	cs, ss := socketOf(t, pc), socketOf(t, ps)
+	var res Result
+	p := New(cs, ss, Options{Idle: 10 * time.Second, OnDone: func(r Result) { res = r }})
+	p.Serve()
+	if !relaying(t, p) {
+		t.Fatal("a tunnel of two Sockets is not relayed")
+	}
+	if cs.FD() != -1 || ss.FD() != -1 {
+		t.Fatal("the Sockets still hold the descriptors the tunnel adopted")
+	}
+	cs.Close() // nothing: the tunnel's now
+	msg := bytes.Repeat([]byte("a"), 3000)
+	echo(t, client, server, string(msg))
+	echo(t, server, client, "answer")
+	client.Close()
+	server.Close()
+	waitDone(t, p)
+	if res.Upload != int64(len(msg)) || res.Download != int64(len("answer")) {
+		t.Fatalf("result %+v", res)
+	}
+}
+
+// TestTunnelOfClosedSocket: a Socket closed before its tunnel started ends
+// the tunnel at once, its result delivered, the other descriptor closed.
+func TestTunnelOfClosedSocket(t *testing.T) {
+	if !CanWatch() {
+		t.Skip("SKIP: the relay needs epoll (Linux)")
+	}
+	client, pc := pair(t)
+	ps, server := pair(t)
+	defer client.Close()
+	defer server.Close()
+	cs, ss := socketOf(t, pc), socketOf(t, ps)
+	cs.Close()
+	p := Start(cs, ss, Options{Idle: 10 * time.Second})
+	waitDone(t, p)
+	seesClose(t, server, "server")
+}
