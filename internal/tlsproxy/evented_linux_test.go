@@ -1,0 +1,239 @@
+package tlsproxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/egress-proxy/egress/internal/audit"
+	"github.com/egress-proxy/egress/internal/tunnel"
+	"golang.org/x/sys/unix"
+)
+
+// The evented flow (evented_linux.go) on real loopback sockets: the client
+// is a tunnel.Socket as the transparent listener makes it, the destination a
+// real listener, DNS a stub that answers for dns.test on a delay (the
+// lookup's goroutine) and fails for anything else.
+
+type stubDNS struct{ calls atomic.Int32 }
+
+func (r *stubDNS) LookupNetIP(ctx context.Context, _, host string) ([]netip.Addr, error) {
+	r.calls.Add(1)
+	time.Sleep(20 * time.Millisecond)
+	if host == "dns.test" {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	}
+	return nil, errors.New("no such host (stub)")
+}
+
+// eventedHarness is newHarness with real dials and the stub DNS.
+func eventedHarness(t *testing.T, extra string) (*harness, *stubDNS) {
+	t.Helper()
+	if !tunnel.CanWatch() {
+		t.Skip("SKIP: the evented flow needs epoll (Linux)")
+	}
+	h := newHarness(t, "")
+	dns := &stubDNS{}
+	st := h.store.Publish(loadFlowConfig(t, h.dir, extra, okDomains+`, "dns.test"`))
+	st.Dialer.DialConn, st.Dialer.Resolver = nil, dns
+	st.Dialer.Timeout = 2 * time.Second
+	return h, dns
+}
+
+// clientHello is the first record a Go TLS client sends for name.
+func clientHello(t *testing.T, name string) []byte {
+	t.Helper()
+	a, b := net.Pipe()
+	defer b.Close()
+	go tls.Client(a, &tls.Config{ServerName: name, InsecureSkipVerify: true}).Handshake()
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	hdr := make([]byte, 5)
+	if _, err := io.ReadFull(b, hdr); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, int(hdr[3])<<8|int(hdr[4]))
+	if _, err := io.ReadFull(b, body); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	return append(hdr, body...)
+}
+
+// eventedFlow accepts one client on a loopback listener, turns the accepted
+// socket into a tunnel.Socket and serves it evented to port.
+func (h *harness) eventedFlow(port uint16) (client net.Conn, fl *testFlow) {
+	h.t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { client.Close() })
+	c, err := ln.Accept()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	rc, _ := c.(*net.TCPConn).SyscallConn()
+	var fd int
+	rc.Control(func(f uintptr) { fd, _ = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) })
+	sock := tunnel.NewSocket(fd, c.LocalAddr(), c.RemoteAddr())
+	c.Close()
+	fl = &testFlow{done: make(chan struct{})}
+	fl.conn = h.track.Track("test")
+	var once atomic.Bool
+	h.p.ServeEvented(&Flow{Listener: audit.ListenerTransparentHTTPS, Client: sock, Src: clientSrc, Start: time.Now(), Port: port,
+		OrigDest: netip.MustParseAddrPort("127.0.0.1:443"), Conn: fl.conn,
+		Done: func() {
+			if !once.CompareAndSwap(false, true) {
+				h.t.Errorf("Done called twice")
+				return
+			}
+			h.track.Untrack(fl.conn)
+			close(fl.done)
+		}})
+	return client, fl
+}
+
+// echoOrigin accepts connections on a loopback port and echoes each back.
+func echoOrigin(t *testing.T) uint16 {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	return uint16(ln.Addr().(*net.TCPAddr).Port)
+}
+
+func readAllBounded(t *testing.T, c net.Conn) []byte {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read: %v (after %d bytes)", err, len(b))
+	}
+	return b
+}
+
+// TestEventedAllowed: names from upstream.hosts (resolved at once) and from
+// DNS (looked up on a goroutine) are dialed, the hello replayed exactly,
+// and the tunnel relays both ways; one allow event each.
+func TestEventedAllowed(t *testing.T) {
+	for _, name := range []string{"allowed.test", "dns.test"} {
+		t.Run(name, func(t *testing.T) {
+			h, dns := eventedHarness(t, "")
+			port := echoOrigin(t)
+			client, fl := h.eventedFlow(port)
+			hello := clientHello(t, name)
+			client.Write(hello)
+			client.SetReadDeadline(time.Now().Add(10 * time.Second))
+			back := make([]byte, len(hello))
+			if _, err := io.ReadFull(client, back); err != nil || string(back) != string(hello) {
+				t.Fatalf("the echo of the hello: %v", err)
+			}
+			client.Write([]byte("more"))
+			if _, err := io.ReadFull(client, back[:4]); err != nil || string(back[:4]) != "more" {
+				t.Fatalf("relayed after the hello: %q %v", back[:4], err)
+			}
+			client.Close()
+			fl.wait(t)
+			ev := h.event()
+			if ev.Action != "allow" || ev.DestDomain != name || ev.DestIP != "127.0.0.1" || ev.SourceBytes != int64(len(hello)+4) {
+				t.Fatalf("event %+v", ev)
+			}
+			if wantDNS := name == "dns.test"; (dns.calls.Load() > 0) != wantDNS {
+				t.Fatalf("%d DNS lookups for %s", dns.calls.Load(), name)
+			}
+		})
+	}
+}
+
+// TestEventedRefusals: a denied name, a name that does not resolve and a
+// destination that refuses each end with the alert and the event the
+// goroutine flow gives.
+func TestEventedRefusals(t *testing.T) {
+	closed := func() uint16 { // a port nothing listens on
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		p := uint16(ln.Addr().(*net.TCPAddr).Port)
+		ln.Close()
+		return p
+	}
+	for _, tc := range []struct {
+		name, reason string
+		port         func() uint16
+		alert        byte
+	}{
+		{"banned.test", "rule", nil, 49},
+		{"nxdomain.test", "dns_error", nil, 80},
+		{"allowed.test", "destination_unavailable", closed, 80},
+	} {
+		t.Run(tc.name+"/"+tc.reason, func(t *testing.T) {
+			h, _ := eventedHarness(t, "")
+			port := uint16(9)
+			if tc.port != nil {
+				port = tc.port()
+			}
+			client, fl := h.eventedFlow(port)
+			client.Write(clientHello(t, tc.name))
+			b := readAllBounded(t, client)
+			if len(b) != 7 || b[0] != 0x15 || b[6] != tc.alert {
+				t.Fatalf("answer %x, want alert %d", b, tc.alert)
+			}
+			fl.wait(t)
+			if ev := h.event(); ev.Reason != tc.reason {
+				t.Fatalf("event reason %q, want %q (%+v)", ev.Reason, tc.reason, ev)
+			}
+		})
+	}
+}
+
+// TestEventedHelloTimeoutAndShutdown: half a hello is closed at
+// hello_timeout; a pending hello closed by a shutdown records it; neither
+// dials anything.
+func TestEventedHelloTimeoutAndShutdown(t *testing.T) {
+	h, dns := eventedHarness(t, `tls { hello_timeout = "300ms" }`)
+	client, fl := h.eventedFlow(9)
+	client.Write(clientHello(t, "allowed.test")[:40])
+	readAllBounded(t, client)
+	fl.wait(t)
+	if ev := h.event(); ev.Reason != "hello_timeout" || ev.Action != "deny" {
+		t.Fatalf("event %+v", ev)
+	}
+
+	h2, _ := eventedHarness(t, "")
+	client, fl = h2.eventedFlow(9)
+	client.Write([]byte{0x16, 0x03})
+	time.Sleep(50 * time.Millisecond)
+	h2.track.CloseAll()
+	readAllBounded(t, client)
+	fl.wait(t)
+	if ev := h2.event(); ev.Reason != "shutdown" {
+		t.Fatalf("event %+v", ev)
+	}
+	if dns.calls.Load() != 0 {
+		t.Fatal("a flow without a hello looked a name up")
+	}
+}
