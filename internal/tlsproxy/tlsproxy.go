@@ -5,7 +5,10 @@
 // (internal/tunnel). It serves CONNECT tunnels after their 200
 // (internal/httpproxy) and the transparent TLS listener
 // (internal/transparent), and records one outcome per flow
-// (internal/outcome).
+// (internal/outcome). Serve runs a flow on its caller's goroutine;
+// ServeEvented (Linux, the transparent listener) runs the same steps on the
+// tunnel package's event loops, with no goroutine per flow
+// (evented_linux.go).
 //
 // A flow is decided under the configuration in force when its hello has
 // arrived; a CONNECT's outer name, decided before the 200 under the same

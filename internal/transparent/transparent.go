@@ -2,7 +2,10 @@
 // (transparent.https_listen and http_listen): raw TLS routed by the SNI of its
 // ClientHello to transparent.https_port, and plain HTTP routed by its Host
 // header to transparent.http_port. There is no CONNECT: the SNI or the Host is
-// the only name, so a TLS connection without SNI is always denied.
+// the only name, so a TLS connection without SNI is always denied. On
+// Linux, without proxy_protocol, a TLS connection leaves Go's poller at its
+// accept and is served on the tunnel package's event loops
+// (evented_linux.go).
 package transparent
 
 import (
