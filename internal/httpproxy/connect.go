@@ -81,10 +81,18 @@ func (cn *conn) connect(st *active.State, req *http.Request) {
 	}
 	// Nothing of the request stays with a tunnel that may live for hours.
 	done := cn.handOff()
-	cn.s.TLS.Serve(&tlsproxy.Flow{
+	f := &tlsproxy.Flow{
 		Listener: cn.s.listener(), Client: cn.c, Buffered: buffered, Src: cn.src, Start: time.Now(), Port: uint16(port),
 		Conn: cn.t, Done: done, Connect: &tlsproxy.Connect{Outer: outer, State: st, Dest: dest, Identity: id},
-	})
+	}
+	// On Linux a plain TCP client's flow goes on on the event loops: this
+	// goroutine, the connection's, ends here.
+	if sock := eventedSocket(cn.c); sock != nil {
+		f.Client = sock
+		cn.s.TLS.ServeEvented(f)
+		return
+	}
+	cn.s.TLS.Serve(f)
 }
 
 // writeDenied answers a policy deny: 403 with the block page and

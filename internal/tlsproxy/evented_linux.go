@@ -20,8 +20,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The evented flow: a transparent TLS connection served from its accept to
-// its end on the tunnel package's parkers (epoll loops), with no goroutine
+// The evented flow: a TLS connection (transparent, from its accept; a
+// CONNECT tunnel, from its 200) served to its end on the tunnel package's
+// parkers (epoll loops), with no goroutine
 // and no Go poller of its own. The steps are the flow's (steps.go: the
 // hello's record, helloFailed, decide, resolve, register, start); only the
 // waiting differs. The client and the destination are tunnel.Sockets
@@ -63,10 +64,11 @@ type evented struct {
 	dialed time.Time
 }
 
-// ServeEvented serves a transparent flow whose client is a *tunnel.Socket
-// (the transparent listener's accept on Linux) to its end, as Serve would,
-// on the parkers. It returns at once; f.Done is called when the flow is
-// over. f.Conn's closer is the flow's from here.
+// ServeEvented serves a flow whose client is a *tunnel.Socket (the
+// transparent listener's accept, or a CONNECT's client after its 200, on
+// Linux) to its end, as Serve would, on the parkers. It returns at once;
+// f.Done is called when the flow is over. f.Conn's closer is the flow's
+// from here.
 func (p *Proxy) ServeEvented(f *Flow) {
 	e := &evented{fl: flow{p: p, f: f}, client: f.Client.(*tunnel.Socket)}
 	e.step(func() {
@@ -83,12 +85,19 @@ func (p *Proxy) ServeEvented(f *Flow) {
 			go e.closedNow() // a shutdown that came before the closer
 		}
 		e.timer = time.AfterFunc(time.Until(f.Start.Add(p.Active.Config().TLS.HelloTimeout)), e.helloTimedOut)
+		// The bytes read with a CONNECT request are the hello's first (or
+		// all of it: then no event may come, so they are looked at now).
+		e.fl.raw, f.Buffered = f.Buffered, nil
 		if err := w.Add(e.client, 0); err != nil {
-			e.fl.helloRead(nil, nil, err)
+			e.fl.helloRead(nil, e.fl.raw, err)
 			e.fl.helloFailed(err)
 			e.finish()
+			return
 		}
-		// A hello that is here already is reported by the Add.
+		if len(e.fl.raw) > 0 {
+			e.readHello()
+		}
+		// A hello that is in the socket already is reported by the Add.
 	})
 }
 
@@ -170,11 +179,22 @@ func (e *evented) helloTimedOut() {
 	})
 }
 
-// resolve finds the address to dial: at once for an address or a name in
-// upstream.hosts, on a goroutine for a DNS lookup.
+// resolve finds the address to dial: none to find for a CONNECT whose
+// target was checked before its 200 under this configuration; at once for
+// an address or a name in upstream.hosts; on a goroutine for a DNS lookup.
+// The name is the CONNECT target's, or the SNI's (fl.resolve's rules).
 func (e *evented) resolve() {
+	if e.fl.dest.IsValid() {
+		e.fl.o.Decide(e.d)
+		e.registered()
+		return
+	}
 	st := e.fl.st
-	name, ip, _ := hostname.Normalize(e.fl.names.Inner)
+	target := e.fl.names.Target
+	if target == "" {
+		target = e.fl.names.Inner
+	}
+	name, ip, _ := hostname.Normalize(target)
 	if _, hosted := st.Dialer.Hosts[name]; ip.IsValid() || hosted {
 		dest, err := st.Dialer.Resolve(context.Background(), name, ip)
 		e.resolved(name, dest, err)
@@ -194,13 +214,22 @@ func (e *evented) resolve() {
 // resolved records the lookup (a refused address is a deny, a failed
 // lookup an allow that failed) and dials.
 func (e *evented) resolved(name string, dest netip.Addr, err error) {
-	dest, alert := recordResolved(e.fl.o, e.fl.p.Metrics, e.d, e.fl.seg, nil, name, dest, err)
+	var monitor []*rules.Rule
+	if c := e.fl.f.Connect; c != nil {
+		monitor = c.Outer.Decision.Monitor
+	}
+	dest, alert := recordResolved(e.fl.o, e.fl.p.Metrics, e.d, e.fl.seg, monitor, name, dest, err)
 	if alert != 0 {
 		e.fl.alert(alert)
 		e.finish()
 		return
 	}
 	e.fl.dest = dest
+	e.registered()
+}
+
+// registered registers the flow's names and dials.
+func (e *evented) registered() {
 	if !e.fl.register() {
 		e.finish()
 		return

@@ -69,6 +69,13 @@ func clientHello(t *testing.T, name string) []byte {
 // socket into a tunnel.Socket and serves it evented to port.
 func (h *harness) eventedFlow(port uint16) (client net.Conn, fl *testFlow) {
 	h.t.Helper()
+	return h.eventedFlowWith(port, nil)
+}
+
+// eventedFlowWith is eventedFlow with set applied to the Flow first (a
+// CONNECT's fields).
+func (h *harness) eventedFlowWith(port uint16, set func(*Flow)) (client net.Conn, fl *testFlow) {
+	h.t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		h.t.Fatal(err)
@@ -91,7 +98,7 @@ func (h *harness) eventedFlow(port uint16) (client net.Conn, fl *testFlow) {
 	fl = &testFlow{done: make(chan struct{})}
 	fl.conn = h.track.Track("test")
 	var once atomic.Bool
-	h.p.ServeEvented(&Flow{Listener: audit.ListenerTransparentHTTPS, Client: sock, Src: clientSrc, Start: time.Now(), Port: port,
+	f := &Flow{Listener: audit.ListenerTransparentHTTPS, Client: sock, Src: clientSrc, Start: time.Now(), Port: port,
 		OrigDest: netip.MustParseAddrPort("127.0.0.1:443"), Conn: fl.conn,
 		Done: func() {
 			if !once.CompareAndSwap(false, true) {
@@ -100,7 +107,11 @@ func (h *harness) eventedFlow(port uint16) (client net.Conn, fl *testFlow) {
 			}
 			h.track.Untrack(fl.conn)
 			close(fl.done)
-		}})
+		}}
+	if set != nil {
+		set(f)
+	}
+	h.p.ServeEvented(f)
 	return client, fl
 }
 
@@ -235,5 +246,46 @@ func TestEventedHelloTimeoutAndShutdown(t *testing.T) {
 	}
 	if dns.calls.Load() != 0 {
 		t.Fatal("a flow without a hello looked a name up")
+	}
+}
+
+// TestEventedConnect: a CONNECT's flow after its 200, evented: the hello
+// read with the request (all of it, so no event will come for it) is
+// decided at once, the destination checked before the 200 is dialed
+// without a lookup, and the tunnel relays; a non-TLS CONNECT under
+// tls.non_tls = allow is relayed on the CONNECT's decision alone.
+func TestEventedConnect(t *testing.T) {
+	for _, tc := range []struct {
+		name, extra string
+		first       func(t *testing.T) []byte
+	}{
+		{"hello buffered", "", func(t *testing.T) []byte { return clientHello(t, "allowed.test") }},
+		{"not TLS, allowed", `tls { non_tls = "allow" }`, func(*testing.T) []byte { return []byte("SSH-2.0-test\r\n") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, dns := eventedHarness(t, tc.extra)
+			port := echoOrigin(t)
+			st := h.store.Load()
+			outer := st.Config.DecideOuter(clientSrc.Addr(), "allowed.test", port)
+			first := tc.first(t)
+			client, fl := h.eventedFlowWith(port, func(f *Flow) {
+				f.Listener = audit.ListenerProxy
+				f.Buffered = append([]byte(nil), first...)
+				f.Connect = &Connect{Outer: outer, State: st, Dest: netip.MustParseAddr("127.0.0.1")}
+			})
+			client.SetReadDeadline(time.Now().Add(5 * time.Second))
+			back := make([]byte, len(first))
+			if _, err := io.ReadFull(client, back); err != nil || string(back) != string(first) {
+				t.Fatalf("the echo of the buffered bytes: %q, %v", back, err)
+			}
+			client.Close()
+			fl.wait(t)
+			if ev := h.event(); ev.Action != "allow" || ev.DestDomain != "allowed.test" || ev.Method != "CONNECT" {
+				t.Fatalf("event %+v", ev)
+			}
+			if dns.calls.Load() != 0 {
+				t.Fatal("a destination checked before the 200 was looked up again")
+			}
+		})
 	}
 }

@@ -6,7 +6,7 @@
 // (internal/httpproxy) and the transparent TLS listener
 // (internal/transparent), and records one outcome per flow
 // (internal/outcome). Serve runs a flow on its caller's goroutine;
-// ServeEvented (Linux, the transparent listener) runs the same steps on the
+// ServeEvented (Linux: the transparent listener, CONNECT) runs the same steps on the
 // tunnel package's event loops, with no goroutine per flow
 // (evented_linux.go).
 //
