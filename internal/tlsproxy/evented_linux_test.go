@@ -289,3 +289,24 @@ func TestEventedConnect(t *testing.T) {
 		})
 	}
 }
+// TestEventedBytesWhileDialing: bytes the client sends after its hello while
+// the name is looked up and dialed (their events come to the Watcher, which
+// leaves them in the socket) reach the destination once the tunnel runs,
+// without the client sending anything more.
+func TestEventedBytesWhileDialing(t *testing.T) {
+	h, _ := eventedHarness(t, "")
+	port := echoOrigin(t)
+	client, fl := h.eventedFlow(port)
+	hello := clientHello(t, "dns.test") // looked up on a goroutine, 20 ms
+	client.Write(hello)
+	time.Sleep(5 * time.Millisecond)
+	client.Write([]byte("early"))
+	want := append(append([]byte(nil), hello...), "early"...)
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(client, got); err != nil || string(got) != string(want) {
+		t.Fatalf("echoed %d of %d bytes: %v", len(got), len(want), err)
+	}
+	client.Close()
+	fl.wait(t)
+}
