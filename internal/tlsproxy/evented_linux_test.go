@@ -289,6 +289,7 @@ func TestEventedConnect(t *testing.T) {
 		})
 	}
 }
+
 // TestEventedBytesWhileDialing: bytes the client sends after its hello while
 // the name is looked up and dialed (their events come to the Watcher, which
 // leaves them in the socket) reach the destination once the tunnel runs,
