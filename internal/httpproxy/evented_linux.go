@@ -4,7 +4,6 @@ import (
 	"net"
 
 	"github.com/egress-proxy/egress/internal/tunnel"
-	"golang.org/x/sys/unix"
 )
 
 // eventedSocket takes a CONNECT's client connection out of Go's poller for
@@ -17,15 +16,9 @@ func eventedSocket(c net.Conn) net.Conn {
 	if !ok || !tunnel.CanWatch() {
 		return nil
 	}
-	rc, err := tc.SyscallConn()
+	s, err := tunnel.SocketOf(tc)
 	if err != nil {
 		return nil
 	}
-	fd, derr := -1, error(nil)
-	if err := rc.Control(func(f uintptr) { fd, derr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || derr != nil {
-		return nil
-	}
-	s := tunnel.NewSocket(fd, tc.LocalAddr(), tc.RemoteAddr())
-	tc.Close() // the descriptor only: the socket is s's now
 	return s
 }

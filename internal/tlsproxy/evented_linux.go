@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/egress-proxy/egress/internal/hostname"
-	"github.com/egress-proxy/egress/internal/metrics"
 	"github.com/egress-proxy/egress/internal/rules"
 	"github.com/egress-proxy/egress/internal/sni"
 	"github.com/egress-proxy/egress/internal/tunnel"
@@ -363,15 +362,7 @@ func (e *evented) replayTimedOut() {
 // dialFailed ends the flow after the destination could not be reached or
 // written: counted, recorded, and the client told with internal_error.
 func (e *evented) dialFailed(err error) {
-	err = fmt.Errorf("%w: %w", upstream.ErrUnavailable, err)
-	reason := metrics.UpstreamDestinationUnavailable
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		reason = metrics.UpstreamTimeout
-	}
-	e.fl.p.Metrics.UpstreamErrors.WithLabelValues(reason).Inc()
-	e.fl.o.Fail(rules.ReasonUpstreamError, err)
-	e.fl.alert(sni.AlertInternalError)
+	e.fl.dialFailed(fmt.Errorf("%w: %w", upstream.ErrUnavailable, err))
 	e.finish()
 }
 

@@ -272,17 +272,24 @@ func (fl *flow) dial() (net.Conn, bool) {
 		}
 	}
 	if err != nil {
-		reason := metrics.UpstreamDestinationUnavailable
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			reason = metrics.UpstreamTimeout
-		}
-		fl.p.Metrics.UpstreamErrors.WithLabelValues(reason).Inc()
-		fl.o.Fail(rules.ReasonUpstreamError, err)
-		fl.alert(sni.AlertInternalError)
+		fl.dialFailed(err)
 		return nil, false
 	}
 	return server, true
+}
+
+// dialFailed records a destination that could not be reached or written
+// (counted as a timeout or as unavailable) and answers the client with
+// internal_error.
+func (fl *flow) dialFailed(err error) {
+	reason := metrics.UpstreamDestinationUnavailable
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		reason = metrics.UpstreamTimeout
+	}
+	fl.p.Metrics.UpstreamErrors.WithLabelValues(reason).Inc()
+	fl.o.Fail(rules.ReasonUpstreamError, err)
+	fl.alert(sni.AlertInternalError)
 }
 
 // start hands both connections to the tunnel, which ends the flow. It

@@ -7,10 +7,8 @@ import (
 
 	"github.com/egress-proxy/egress/internal/audit"
 	"github.com/egress-proxy/egress/internal/conntrack"
-	"github.com/egress-proxy/egress/internal/rules"
 	"github.com/egress-proxy/egress/internal/tlsproxy"
 	"github.com/egress-proxy/egress/internal/tunnel"
-	"golang.org/x/sys/unix"
 )
 
 // eventedOK: the parkers can run here (an epoll set could be made).
@@ -65,15 +63,12 @@ func (s *Server) serveEventedConn(c *net.TCPConn) {
 		}
 	}()
 	src := conntrack.PeerAddr(c)
-	local, _ := c.LocalAddr().(*net.TCPAddr)
-	remote, _ := c.RemoteAddr().(*net.TCPAddr)
-	fd, err := dupFD(c)
+	var err error
+	sock, err = tunnel.SocketOf(c) // c is closed: the socket is sock's now
 	if err != nil {
 		s.Track.Log().Warn("accept failed", "listener", listener, "err", err)
 		return
 	}
-	sock = tunnel.NewSocket(fd, local, remote)
-	c.Close() // the descriptor only: the socket is sock's now
 	// Tracked from accept: a shutdown closes it even while its ClientHello
 	// is pending (the flow's closer, set by ServeEvented).
 	t := s.Track.Track(listener)
@@ -83,28 +78,10 @@ func (s *Server) serveEventedConn(c *net.TCPConn) {
 		// Over a limit: close without a word (counted by Admit), and log the
 		// refusal like the explicit proxy's 503.
 		s.Track.Untrack(t)
-		o := s.Record.Begin(listener, st.Config.Version, src, accepted)
-		seg, _ := st.Config.Policy.SegmentFor(src.Addr())
-		o.Deny(rules.ReasonLimit, seg, nil)
-		o.Event.Error = "limit: " + limit
-		o.Finish()
+		s.refused(st, src, accepted, limit)
 		return
 	}
 	handedOff = true
 	s.TLS.ServeEvented(&tlsproxy.Flow{Listener: listener, Client: sock, Src: src, Start: accepted, Port: s.HTTPSPort,
 		OrigDest: originalDst(sock), Conn: t, Done: func() { s.Track.Untrack(t); release(); s.wg.Done() }})
-}
-
-// dupFD duplicates c's descriptor (close-on-exec; non-blocking, as the
-// original: the flag belongs to the socket's open file).
-func dupFD(c *net.TCPConn) (int, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	nfd, derr := -1, error(nil)
-	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return -1, err
-	}
-	return nfd, derr
 }

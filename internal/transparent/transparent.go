@@ -73,6 +73,16 @@ func (s *Server) Wait() {
 	}
 }
 
+// refused logs a connection over a limit (closed without a word, counted by
+// Admit) like the explicit proxy's 503.
+func (s *Server) refused(st *active.State, src netip.AddrPort, accepted time.Time, limit string) {
+	o := s.Record.Begin(audit.ListenerTransparentHTTPS, st.Config.Version, src, accepted)
+	seg, _ := st.Config.Policy.SegmentFor(src.Addr())
+	o.Deny(rules.ReasonLimit, seg, nil)
+	o.Event.Error = "limit: " + limit
+	o.Finish()
+}
+
 // serveTLSConn admits one connection and hands it to the TLS flow.
 func (s *Server) serveTLSConn(c net.Conn, accepted time.Time) {
 	const listener = audit.ListenerTransparentHTTPS
@@ -107,13 +117,7 @@ func (s *Server) serveTLSConn(c net.Conn, accepted time.Time) {
 	}
 	release, limit := s.Track.Admit(listener, src.Addr())
 	if release == nil {
-		// Over a limit: close without a word (counted by Admit), and log the
-		// refusal like the explicit proxy's 503.
-		o := s.Record.Begin(listener, st.Config.Version, src, accepted)
-		seg, _ := st.Config.Policy.SegmentFor(src.Addr())
-		o.Deny(rules.ReasonLimit, seg, nil)
-		o.Event.Error = "limit: " + limit
-		o.Finish()
+		s.refused(st, src, accepted, limit)
 		return
 	}
 	// The TLS flow owns the connection from here, and its tunnel outlives

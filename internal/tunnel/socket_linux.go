@@ -43,6 +43,24 @@ func NewSocket(fd int, local, remote net.Addr) *Socket {
 	return &Socket{fd: fd, local: local, remote: remote}
 }
 
+// SocketOf takes c's socket out of Go's poller: its descriptor duplicated
+// (close-on-exec; non-blocking, as the flag belongs to the socket's open
+// file) as a Socket, and c closed, which sends nothing. On an error c is
+// untouched.
+func SocketOf(c *net.TCPConn) (*Socket, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	fd, err := dupFD(rc)
+	if err != nil {
+		return nil, err
+	}
+	s := NewSocket(fd, c.LocalAddr(), c.RemoteAddr())
+	c.Close()
+	return s, nil
+}
+
 // FD returns the descriptor (-1 once closed or adopted), for a Watcher.
 func (s *Socket) FD() int {
 	s.mu.Lock()

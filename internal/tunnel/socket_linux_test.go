@@ -13,12 +13,10 @@ import (
 // socketOf turns c into a Socket (its descriptor duplicated, c closed).
 func socketOf(t *testing.T, c *net.TCPConn) *Socket {
 	t.Helper()
-	fd, err := dupFD(rawConn(c))
+	s, err := SocketOf(c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewSocket(fd, c.LocalAddr(), c.RemoteAddr())
-	c.Close()
 	return s
 }
 
