@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/egress-proxy/egress/internal/hostname"
+	"github.com/egress-proxy/egress/internal/rawsys"
 	"github.com/egress-proxy/egress/internal/rules"
 	"github.com/egress-proxy/egress/internal/sni"
 	"github.com/egress-proxy/egress/internal/tunnel"
@@ -247,19 +248,14 @@ func (e *evented) dial() {
 	dest := netip.AddrPortFrom(e.fl.dest, e.fl.f.Port)
 	remote := net.TCPAddrFromAddrPort(dest)
 	e.dialed = time.Now()
-	fd, sa, err := socketFor(dest)
+	fd, err := rawsys.Socket(dest)
 	if err != nil {
 		e.dialFailed(&net.OpError{Op: "dial", Net: "tcp", Addr: remote, Err: os.NewSyscallError("socket", err)})
 		return
 	}
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1) // as Go's net does
+	rawsys.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1) // as Go's net does
 	e.server = tunnel.NewSocket(fd, nil, remote)
-	for {
-		err = unix.Connect(fd, sa)
-		if err != unix.EINTR {
-			break
-		}
-	}
+	err = rawsys.Connect(fd, dest)
 	switch err {
 	case nil:
 		e.connected()
@@ -277,16 +273,6 @@ func (e *evented) dial() {
 	}
 }
 
-func socketFor(ap netip.AddrPort) (int, unix.Sockaddr, error) {
-	a := ap.Addr().Unmap()
-	if a.Is4() {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-		return fd, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}, err
-	}
-	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	return fd, &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}, err
-}
-
 // dialTimedOut: the connect did not complete within upstream's timeout.
 func (e *evented) dialTimedOut() {
 	e.step(func() {
@@ -301,7 +287,7 @@ func (e *evented) connected() {
 	var soerr int
 	var gerr error
 	rc, _ := e.server.SyscallConn()
-	if err := rc.Control(func(fd uintptr) { soerr, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR) }); err != nil {
+	if err := rc.Control(func(fd uintptr) { soerr, gerr = rawsys.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR) }); err != nil {
 		gerr = err
 	}
 	if gerr == nil && soerr != 0 {

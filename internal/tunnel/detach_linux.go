@@ -6,6 +6,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/egress-proxy/egress/internal/rawsys"
 	"golang.org/x/sys/unix"
 )
 
@@ -177,7 +178,7 @@ func dropRaw(r *[2]rawSock) {
 	for i := range r {
 		if fd := r[i].fd; fd >= 0 {
 			r[i].fd = -1
-			unix.Close(int(fd))
+			rawsys.Close(int(fd))
 		}
 	}
 }
@@ -190,7 +191,7 @@ func dupFD(rc syscall.RawConn) (int, error) {
 		derr error
 	)
 	if err := rc.Control(func(fd uintptr) {
-		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+		nfd, derr = rawsys.Dup(int(fd))
 	}); err != nil {
 		return -1, err
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"syscall"
 
+	"github.com/egress-proxy/egress/internal/rawsys"
 	"golang.org/x/sys/unix"
 )
 
@@ -40,7 +41,7 @@ func (r *inlineReader) init(src net.Conn, rc syscall.RawConn) {
 func (r *inlineReader) readFD(fd uintptr) bool {
 	b := inlineBufs.Get().(*[inlineSize]byte)
 	for {
-		r.n, r.serr = unix.Read(int(fd), b[:])
+		r.n, r.serr = rawsys.Read(int(fd), b[:])
 		if r.serr != unix.EINTR {
 			break
 		}

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/egress-proxy/egress/internal/rawsys"
 	"golang.org/x/sys/unix"
 )
 
@@ -222,7 +223,7 @@ func (k *parker) loop() {
 	)
 	poll := func(uintptr) bool {
 		for {
-			n, werr = unix.EpollWait(k.epfd, events, 0)
+			n, werr = rawsys.EpollPoll(k.epfd, events)
 			if werr != unix.EINTR {
 				break
 			}

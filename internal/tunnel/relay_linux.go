@@ -5,6 +5,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/egress-proxy/egress/internal/rawsys"
 	"golang.org/x/sys/unix"
 )
 
@@ -182,7 +183,7 @@ func (p *Pipe) relayEOFLocked(d *direction) bool {
 	d.done = true
 	if o := p.other(d); !o.done {
 		unparkLocked(p, d)
-		unix.Shutdown(int(p.raw[1-d.index].fd), unix.SHUT_WR)
+		rawsys.Shutdown(int(p.raw[1-d.index].fd), unix.SHUT_WR)
 		return false
 	}
 	// The close takes the descriptors out of the set: no DEL first.
@@ -202,15 +203,7 @@ func (p *Pipe) relayFailLocked(err error) bool {
 }
 
 func readFD(fd int, b []byte) (int, error) {
-	for {
-		n, err := unix.Read(fd, b)
-		if err != unix.EINTR {
-			if n < 0 {
-				n = 0
-			}
-			return n, err
-		}
-	}
+	return rawsys.Read(fd, b)
 }
 
 // writeFD writes b to a non-blocking socket until it is written or the
@@ -218,7 +211,7 @@ func readFD(fd int, b []byte) (int, error) {
 func writeFD(fd int, b []byte) (int, error) {
 	w := 0
 	for w < len(b) {
-		n, err := unix.Write(fd, b[w:])
+		n, err := rawsys.Write(fd, b[w:])
 		if n > 0 {
 			w += n
 		}

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/egress-proxy/egress/internal/rawsys"
 	"golang.org/x/sys/unix"
 )
 
@@ -81,7 +82,7 @@ func (s *Socket) Read(b []byte) (int, error) {
 		return 0, net.ErrClosed
 	}
 	for {
-		n, err := unix.Read(s.fd, b)
+		n, err := rawsys.Read(s.fd, b)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -121,7 +122,7 @@ func (s *Socket) Close() error {
 	if s.fd < 0 {
 		return nil
 	}
-	err := unix.Close(s.fd)
+	err := rawsys.Close(s.fd)
 	s.fd = -1
 	return err
 }
@@ -133,7 +134,7 @@ func (s *Socket) CloseWrite() error {
 	if s.fd < 0 {
 		return net.ErrClosed
 	}
-	return unix.Shutdown(s.fd, unix.SHUT_WR)
+	return rawsys.Shutdown(s.fd, unix.SHUT_WR)
 }
 
 func (s *Socket) LocalAddr() net.Addr              { return s.local }

@@ -5,6 +5,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/egress-proxy/egress/internal/rawsys"
 	"golang.org/x/sys/unix"
 )
 
@@ -37,7 +38,7 @@ func tune(c syscall.RawConn, dialed bool, idle time.Duration) {
 	control(c, func(fd int) {
 		if dialed {
 			// Fixed, not autotuned: autotuning would grow it to tcp_rmem[2].
-			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbufCap)
+			rawsys.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbufCap)
 		}
 		if early {
 			setUserTimeout(fd, idle)
@@ -54,7 +55,7 @@ func tuneLate(c syscall.RawConn, idle time.Duration) {
 }
 
 func setUserTimeout(fd int, idle time.Duration) {
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(min(userTimeout(idle).Milliseconds(), math.MaxInt32)))
+	rawsys.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(min(userTimeout(idle).Milliseconds(), math.MaxInt32)))
 }
 
 // tuneBulk sets TCP_NOTSENT_LOWAT on c, the socket a way that turned bulk
