@@ -49,6 +49,10 @@ type parker struct {
 	next  uint32
 	table map[uint32]waiter // tunnels with a parked way (by the low half of Pipe.parkID), and Watchers
 
+	// again: a waiter served in this round left work behind and wants the
+	// set polled again at once (only the parker's goroutine uses it).
+	again bool
+
 	// buf is the parker's copy buffer (relayLocked): only the parker's
 	// goroutine uses it, one relay at a time.
 	buf [inlineSize]byte
@@ -215,20 +219,33 @@ func (k *parker) ctl(rc syscall.RawConn, op int, id uint32, way int) error {
 
 // loop is the parker's goroutine: it waits for its set (in Go's poller, or
 // in epoll_wait when that could not be had) and serves every event.
+//
+// In Go's poller the events are served inside the poll callback, which then
+// asks to wait (false) without polling again: the runtime resets the
+// set's readiness only when a read starts, so an event that came while
+// these were served has marked it ready and the wait returns at once. That
+// is one epoll_wait per wake-up instead of two (the second one empty). A
+// full batch, or a waiter that left work behind (k.again: an Acceptor that
+// stopped at its batch bound on a level-triggered socket), polls again at
+// once.
 func (k *parker) loop() {
 	events := make([]unix.EpollEvent, 256)
-	var (
-		n    int
-		werr error
-	)
+	var werr error
 	poll := func(uintptr) bool {
 		for {
+			var n int
 			n, werr = rawsys.EpollPoll(k.epfd, events)
-			if werr != unix.EINTR {
-				break
+			if werr != nil {
+				return true
+			}
+			if n == 0 {
+				return false
+			}
+			k.serve(events[:n])
+			if n < len(events) && !k.again {
+				return false
 			}
 		}
-		return n > 0 || werr != nil
 	}
 	for {
 		if k.rc != nil {
@@ -237,23 +254,31 @@ func (k *parker) loop() {
 				continue
 			}
 		} else {
+			var n int
 			n, werr = unix.EpollWait(k.epfd, events, -1)
 			if werr == unix.EINTR {
 				continue
 			}
+			if werr == nil {
+				k.serve(events[:n])
+			}
 		}
 		if werr != nil {
 			time.Sleep(10 * time.Millisecond)
-			continue
 		}
-		for i := 0; i < n; i++ {
-			id, way := uint32(events[i].Fd), int(events[i].Pad)
-			k.mu.Lock()
-			w := k.table[id]
-			k.mu.Unlock()
-			if w != nil {
-				w.event(k, way, events[i].Events)
-			}
+	}
+}
+
+// serve hands each event to its waiter.
+func (k *parker) serve(events []unix.EpollEvent) {
+	k.again = false
+	for i := range events {
+		id, way := uint32(events[i].Fd), int(events[i].Pad)
+		k.mu.Lock()
+		w := k.table[id]
+		k.mu.Unlock()
+		if w != nil {
+			w.event(k, way, events[i].Events)
 		}
 	}
 }
