@@ -205,3 +205,15 @@ func Dup(fd int) (int, error) {
 	}
 	return int(nfd), nil
 }
+
+// Getsockname returns a socket's own address (IPv4 and IPv6; the zero
+// AddrPort for another family).
+func Getsockname(fd int) (netip.AddrPort, error) {
+	var rsa unix.RawSockaddrAny
+	l := uint32(unsafe.Sizeof(rsa))
+	_, _, e := unix.RawSyscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&l)))
+	if e != 0 {
+		return netip.AddrPort{}, errno(e)
+	}
+	return addrPort(&rsa), nil
+}

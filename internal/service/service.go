@@ -297,6 +297,11 @@ func (s *server) closeListeners() {
 			ln.Close()
 		}
 	}
+	if s.transSrv != nil {
+		// The transparent HTTPS socket may be accepted from on the event
+		// loops, which took it from s.tlsLn.
+		s.transSrv.CloseTLS()
+	}
 }
 
 // Ready implements admin.State.

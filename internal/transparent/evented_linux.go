@@ -3,10 +3,10 @@ package transparent
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/egress-proxy/egress/internal/audit"
-	"github.com/egress-proxy/egress/internal/conntrack"
 	"github.com/egress-proxy/egress/internal/tlsproxy"
 	"github.com/egress-proxy/egress/internal/tunnel"
 )
@@ -14,61 +14,54 @@ import (
 // eventedOK: the parkers can run here (an epoll set could be made).
 func eventedOK() bool { return tunnel.CanWatch() }
 
-// serveEvented accepts from ln until it is closed and serves each
-// connection with tlsproxy.ServeEvented on the parkers: no goroutine per
-// connection. The accept is Go's (this goroutine, waiting in Go's poller
-// for the listener, as conntrack.Accept does); the accepted socket then
-// leaves Go's poller (its descriptor duplicated, the connection closed:
-// the socket stays open) and is a tunnel.Socket from there on. Errors such
-// as running out of descriptors back off (5 ms doubling to 1 s).
+// serveEvented serves ln on the parkers until CloseTLS: its socket taken
+// out of Go's poller and accepted from by tunnel.Accept, each connection a
+// tunnel.Socket from its accept4 on, served by tlsproxy.ServeEvented with
+// no goroutine. Out of descriptors or memory, accepting pauses (5 ms
+// doubling to 1 s). If the parkers cannot take the socket, ln is served
+// with a goroutine per connection instead.
 func (s *Server) serveEvented(ln *net.TCPListener) error {
 	const listener = audit.ListenerTransparentHTTPS
-	var backoff time.Duration
-	for {
-		c, err := ln.AcceptTCP()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.Track.Log().Warn("accept failed", "listener", listener, "err", err, "retry_in", backoff)
-			time.Sleep(backoff)
-			continue
+	a, err := tunnel.Accept(ln, s.serveEventedConn,
+		func(err error, retry time.Duration) {
+			s.Track.Log().Warn("accept failed", "listener", listener, "err", err, "retry_in", retry)
+		},
+		func(v any) { s.Track.Panicked(listener, v) })
+	if err != nil {
+		if !errors.Is(err, net.ErrClosed) {
+			s.Track.Log().Warn("transparent https: accepting on the event loops failed, a goroutine per connection instead", "err", err)
 		}
-		backoff = 0
-		s.wg.Add(1)
-		s.serveEventedConn(c)
+		return s.Track.Accept(ln, listener, &s.wg, s.serveTLSConn)
 	}
+	s.mu.Lock()
+	closed := s.tlsClosed
+	s.acceptor = a
+	s.mu.Unlock()
+	if closed {
+		a.Close()
+	}
+	<-a.Done()
+	return nil
 }
 
 // serveEventedConn admits one accepted connection and hands its socket to
-// the evented TLS flow. A panic in it (a bug) is counted and closes that
-// connection only.
-func (s *Server) serveEventedConn(c *net.TCPConn) {
+// the evented TLS flow, on a parker's goroutine. A panic in it (a bug) is
+// counted and closes that connection only.
+func (s *Server) serveEventedConn(sock *tunnel.Socket, src netip.AddrPort) {
 	const listener = audit.ListenerTransparentHTTPS
 	accepted := time.Now()
+	s.wg.Add(1)
 	handedOff := false
-	var sock *tunnel.Socket
 	defer func() {
 		v := recover()
 		if !handedOff {
-			c.Close()
-			if sock != nil {
-				sock.Close()
-			}
+			sock.Close()
 			s.wg.Done()
 		}
 		if v != nil {
 			s.Track.Panicked(listener, v)
 		}
 	}()
-	src := conntrack.PeerAddr(c)
-	var err error
-	sock, err = tunnel.SocketOf(c) // c is closed: the socket is sock's now
-	if err != nil {
-		s.Track.Log().Warn("accept failed", "listener", listener, "err", err)
-		return
-	}
 	// Tracked from accept: a shutdown closes it even while its ClientHello
 	// is pending (the flow's closer, set by ServeEvented).
 	t := s.Track.Track(listener)

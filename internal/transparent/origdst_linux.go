@@ -5,7 +5,9 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
+	"unsafe"
 
+	"github.com/egress-proxy/egress/internal/rawsys"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,40 +21,52 @@ const soOriginalDst = 80
 // (TPROXY, or a client that dialed the listener itself), the listener's own
 // address, which is then what it dialed.
 func originalDst(c net.Conn) netip.AddrPort {
-	local := netip.AddrPort{}
+	if dst, ok := natDst(c); ok {
+		return dst
+	}
 	if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
-		local = a.AddrPort()
-		local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+		local := a.AddrPort()
+		return netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+	}
+	return netip.AddrPort{}
+}
+
+// natDst asks the kernel's connection tracking for c's destination before
+// NAT (SO_ORIGINAL_DST for an IPv4 connection, IP6T_SO_ORIGINAL_DST for an
+// IPv6 one; the family is the peer's, which is the socket's own).
+func natDst(c net.Conn) (netip.AddrPort, bool) {
+	ra, ok := c.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		return netip.AddrPort{}, false
 	}
 	sc, ok := c.(syscall.Conn) // a *net.TCPConn, or a tunnel.Socket
 	if !ok {
-		return local
+		return netip.AddrPort{}, false
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return local
+		return netip.AddrPort{}, false
 	}
-	var dst netip.AddrPort
+	is4 := ra.AddrPort().Addr().Unmap().Is4()
+	// struct sockaddr_in (16 bytes) or struct sockaddr_in6 (28).
+	var sa [28]byte
+	var n uint32
 	rc.Control(func(fd uintptr) {
-		if local.Addr().Is4() {
-			// struct sockaddr_in in the first 16 bytes of the answer.
-			m, err := unix.GetsockoptIPv6Mreq(int(fd), unix.SOL_IP, soOriginalDst)
-			if err == nil && binary.NativeEndian.Uint16(m.Multiaddr[0:2]) == unix.AF_INET {
-				ip := netip.AddrFrom4([4]byte(m.Multiaddr[4:8]))
-				dst = netip.AddrPortFrom(ip, binary.BigEndian.Uint16(m.Multiaddr[2:4]))
-			}
-			return
+		level := unix.SOL_IPV6
+		if is4 {
+			level = unix.SOL_IP
 		}
-		// struct sockaddr_in6, the head of struct ip6_mtuinfo.
-		mi, err := unix.GetsockoptIPv6MTUInfo(int(fd), unix.SOL_IPV6, soOriginalDst)
-		if err == nil && mi.Addr.Family == unix.AF_INET6 {
-			var port [2]byte
-			binary.NativeEndian.PutUint16(port[:], mi.Addr.Port)
-			dst = netip.AddrPortFrom(netip.AddrFrom16(mi.Addr.Addr).Unmap(), binary.BigEndian.Uint16(port[:]))
-		}
+		n, err = rawsys.Getsockopt(int(fd), level, soOriginalDst, unsafe.Pointer(&sa[0]), uint32(len(sa)))
 	})
-	if dst.IsValid() {
-		return dst
+	if err != nil || n < 8 {
+		return netip.AddrPort{}, false
 	}
-	return local
+	port := binary.BigEndian.Uint16(sa[2:4])
+	switch family := binary.NativeEndian.Uint16(sa[0:2]); {
+	case is4 && family == unix.AF_INET:
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(sa[4:8])), port), true
+	case !is4 && family == unix.AF_INET6 && n >= 24:
+		return netip.AddrPortFrom(netip.AddrFrom16([16]byte(sa[8:24])).Unmap(), port), true
+	}
+	return netip.AddrPort{}, false
 }

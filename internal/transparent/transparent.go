@@ -10,6 +10,7 @@ package transparent
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -40,6 +41,12 @@ type Server struct {
 	wg   sync.WaitGroup
 	http *httpproxy.Server
 	once sync.Once
+
+	// The HTTPS listener's accept on the parkers (evented_linux.go), which
+	// has taken the socket from the listener ServeTLS was given.
+	mu        sync.Mutex
+	acceptor  io.Closer
+	tlsClosed bool
 }
 
 // ServeHTTP serves the transparent HTTP listener until ln is closed: the HTTP
@@ -52,10 +59,11 @@ func (s *Server) ServeHTTP(ln net.Listener) error {
 	return s.http.Serve(ln)
 }
 
-// ServeTLS serves the transparent HTTPS listener until ln is closed. On
-// Linux, without proxy_protocol, every connection is served on the tunnel
-// package's parkers from its accept (evented_linux.go); otherwise each has
-// a goroutine (serveTLSConn).
+// ServeTLS serves the transparent HTTPS listener until ln is closed, or
+// CloseTLS. On Linux, without proxy_protocol, every connection is accepted
+// and served on the tunnel package's parkers (evented_linux.go): ln's
+// socket is theirs, and CloseTLS stops it. Otherwise each connection has a
+// goroutine (serveTLSConn).
 func (s *Server) ServeTLS(ln net.Listener) error {
 	if !s.ProxyProtocol {
 		if tl, ok := ln.(*net.TCPListener); ok && eventedOK() {
@@ -63,6 +71,20 @@ func (s *Server) ServeTLS(ln net.Listener) error {
 		}
 	}
 	return s.Track.Accept(ln, audit.ListenerTransparentHTTPS, &s.wg, s.serveTLSConn)
+}
+
+// CloseTLS stops the HTTPS listener served on the parkers, whose accept
+// took its socket from the listener ServeTLS was given (closing that one
+// does nothing then); ServeTLS returns. Before ServeTLS, it makes ServeTLS
+// return at once.
+func (s *Server) CloseTLS() {
+	s.mu.Lock()
+	s.tlsClosed = true
+	a := s.acceptor
+	s.mu.Unlock()
+	if a != nil {
+		a.Close()
+	}
 }
 
 // Wait blocks until every connection handler has returned.

@@ -137,7 +137,19 @@ func (s *Socket) CloseWrite() error {
 	return rawsys.Shutdown(s.fd, unix.SHUT_WR)
 }
 
-func (s *Socket) LocalAddr() net.Addr              { return s.local }
+// LocalAddr is the socket's own address; for an accepted one, asked of
+// the kernel on the first call (most flows never need it).
+func (s *Socket) LocalAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.local == nil && s.fd >= 0 {
+		if ap, err := rawsys.Getsockname(s.fd); err == nil && ap.IsValid() {
+			s.local = net.TCPAddrFromAddrPort(ap)
+		}
+	}
+	return s.local
+}
+
 func (s *Socket) RemoteAddr() net.Addr             { return s.remote }
 func (s *Socket) SetDeadline(time.Time) error      { return nil }
 func (s *Socket) SetReadDeadline(time.Time) error  { return nil }
