@@ -389,3 +389,41 @@ func BenchmarkNewID(b *testing.B) {
 		_ = NewID()
 	}
 }
+
+// TestLingerLosesNothing: events logged while the writer lingers after a
+// write are all written (bursts past half of a small queue, which end the
+// linger early), and Close writes those queued during a linger.
+func TestLingerLosesNothing(t *testing.T) {
+	var w lockedBuffer
+	l, err := New(Options{Format: "ecs", Output: "stdout", Stdout: &w, QueueSize: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitLines := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for len(lines(w.String())) < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d lines written, want %d", len(lines(w.String())), n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	l.Log(testEvent(""))
+	waitLines(1) // the writer lingers now
+	for range 3 {
+		for range 7 {
+			l.Log(testEvent(""))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitLines(22)
+	l.Log(testEvent(""))
+	l.Log(testEvent(""))
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(lines(w.String())); got != 24 || l.Dropped() != 0 {
+		t.Fatalf("%d lines, %d dropped; want 24, 0", got, l.Dropped())
+	}
+}
