@@ -135,6 +135,9 @@ shutdown_lifetime 1 second
 client_idle_pconn_timeout 5 minutes
 read_timeout 5 minutes
 EOF
+# Squid drops to the user proxy, which must reach its directory: $OUT (from
+# mktemp, 0700) must be traversable.
+chmod o+x "$OUT"
 chown -R proxy: "$OUT/squid" 2>/dev/null || true
 
 # --- haproxy: TCP, route by SNI, deny tiktok ---------------------------------
