@@ -71,6 +71,11 @@ func (t *Conn) HandOver(closer func()) {
 	t.conn.Store(nil)
 }
 
+// SetConn makes c the connection a close closes (a connection that waited
+// for its first bytes on the event loops, with a closer, and goes on as c on
+// its goroutine; SetCloser(nil) after it).
+func (t *Conn) SetConn(c net.Conn) { t.conn.Store(&c) }
+
 // Close closes the connection as the engine would, recording why (used when
 // a decision made under one config meets a newer one).
 func (t *Conn) Close(why string) { t.close(why) }

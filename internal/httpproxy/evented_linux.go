@@ -1,17 +1,416 @@
 package httpproxy
 
 import (
+	"errors"
 	"net"
+	"net/netip"
+	"sync"
+	"time"
 
+	"github.com/egress-proxy/egress/internal/conntrack"
 	"github.com/egress-proxy/egress/internal/tunnel"
+	"golang.org/x/sys/unix"
 )
+
+// The explicit proxy listener on the parkers (Linux, without proxy_protocol,
+// not the TLS proxy listener): tunnel.Accept accepts each connection into a
+// tunnel.Socket, which waits for its first bytes on a parker (waiting) with
+// no goroutine and no request reader; header_timeout or a shutdown closes it
+// there without a word, as the request loop would. Its first bytes start its
+// goroutine, which runs the request loop as always over an evConn: the
+// Socket until the loop must wait for it, a connection in Go's poller from
+// then on. A CONNECT read whole with its first bytes (the usual case) never
+// enters Go's poller: its 200 is written on the Socket, which then goes on
+// to the evented TLS flow as it is.
+
+// eventedOK: the parkers can run here.
+func eventedOK() bool { return tunnel.CanWatch() }
+
+// serveEvented accepts from ln on the parkers until CloseAccept. If the
+// parkers cannot take its socket, ln is served with a goroutine per
+// connection instead.
+func (s *Server) serveEvented(ln *net.TCPListener) error {
+	listener := s.listener()
+	a, err := tunnel.Accept(ln, s.acceptEvented,
+		func(err error, retry time.Duration) {
+			s.Track.Log().Warn("accept failed", "listener", listener, "err", err, "retry_in", retry)
+		},
+		func(v any) { s.Track.Panicked(listener, v) })
+	if err != nil {
+		if !errors.Is(err, net.ErrClosed) {
+			s.Track.Log().Warn("proxy: accepting on the event loops failed, a goroutine per connection instead", "err", err)
+		}
+		return s.Track.Accept(ln, listener, &s.wg, func(c net.Conn, _ time.Time) { s.serveConn(c) })
+	}
+	s.mu.Lock()
+	closed := s.closed
+	s.acceptor = a
+	s.mu.Unlock()
+	if closed {
+		a.Close()
+	}
+	<-a.Done()
+	return nil
+}
+
+// acceptEvented takes one accepted connection, on a parker: tracked (a
+// shutdown closes it while it waits: it is idle), admitted, and waiting for
+// its first bytes. One over a limit is answered (503) on a goroutine.
+func (s *Server) acceptEvented(sock *tunnel.Socket, src netip.AddrPort) {
+	s.wg.Add(1)
+	adm := &admission{}
+	adm.release, adm.limit = s.Track.Admit(s.listener(), src.Addr())
+	wt := &waiting{s: s, sock: sock, adm: adm}
+	wt.mu.Lock()
+	defer wt.mu.Unlock()
+	// The closer before the connection counts as idle, so that a shutdown
+	// that sees it idle closes it; one that came before the closer is
+	// caught by ClosedBy.
+	wt.t = s.Track.Track(s.listener())
+	wt.t.SetCloser(wt.closed)
+	wt.t.SetIdle(true)
+	if wt.t.ClosedBy() != "" {
+		wt.closeLocked()
+		return
+	}
+	if adm.release == nil {
+		wt.handOnLocked(nil)
+		return
+	}
+	w, err := tunnel.NewWatcher(wt.event, wt.panicked)
+	if err != nil {
+		wt.handOnLocked(nil)
+		return
+	}
+	wt.w = w
+	wt.timer = time.AfterFunc(s.Active.Config().Limits.HeaderTimeout, wt.timedOut)
+	if err := w.Add(sock, 0); err != nil {
+		wt.handOnLocked(nil)
+	}
+}
+
+// waiting is a connection of the explicit listener waiting on a parker for
+// its first bytes. Everything of it is under mu; over once it is handed on
+// or closed, each exactly once.
+type waiting struct {
+	mu    sync.Mutex
+	s     *Server
+	sock  *tunnel.Socket
+	w     *tunnel.Watcher // nil when none could be had
+	t     *conntrack.Conn
+	adm   *admission
+	timer *time.Timer
+	over  bool
+	ec    *evConn // once handed on
+}
+
+// event: the socket has something to report.
+func (wt *waiting) event(int, uint32) {
+	wt.mu.Lock()
+	defer wt.mu.Unlock()
+	if wt.over {
+		return
+	}
+	var buf [4096]byte
+	n, err := wt.sock.Read(buf[:])
+	switch {
+	case err == nil && n > 0:
+		wt.handOnLocked(append([]byte(nil), buf[:n]...))
+	case errors.Is(err, tunnel.ErrWouldBlock):
+	default:
+		wt.closeLocked() // gone before a byte: nothing to answer
+	}
+}
+
+// handOnLocked starts the connection's goroutine with what was read.
+func (wt *waiting) handOnLocked(pre []byte) {
+	wt.over = true
+	wt.stopLocked()
+	wt.ec = &evConn{sock: wt.sock, pre: pre, local: wt.sock.LocalAddr(), remote: wt.sock.RemoteAddr()}
+	wt.t.SetConn(wt.ec)
+	wt.t.SetCloser(nil)
+	wt.t.SetIdle(false)
+	go wt.s.serveGuarded(wt.ec, wt.t, wt.adm)
+}
+
+// closeLocked closes a connection that never sent a byte.
+func (wt *waiting) closeLocked() {
+	wt.over = true
+	wt.stopLocked()
+	wt.sock.Close()
+	wt.s.end(wt.t, nil, wt.adm.release, false)
+}
+
+func (wt *waiting) stopLocked() {
+	if wt.timer != nil {
+		wt.timer.Stop()
+	}
+	if wt.w != nil {
+		wt.w.Remove(wt.sock)
+		wt.w.Stop()
+	}
+}
+
+// timedOut: header_timeout passed without a byte.
+func (wt *waiting) timedOut() {
+	wt.mu.Lock()
+	defer wt.mu.Unlock()
+	if !wt.over {
+		wt.closeLocked()
+	}
+}
+
+// closed is the connection's closer in the registry while it waits (a
+// shutdown); once handed on, its evConn is the registry's (SetConn), and a
+// close that raced the hand-on closes that.
+func (wt *waiting) closed() {
+	wt.mu.Lock()
+	defer wt.mu.Unlock()
+	switch {
+	case !wt.over:
+		wt.closeLocked()
+	case wt.ec != nil:
+		wt.ec.Close()
+	}
+}
+
+// panicked: a panic in event (a bug) is counted and closes the connection.
+func (wt *waiting) panicked(v any) {
+	wt.s.Track.Panicked(wt.s.listener(), v)
+	go wt.closed() // wt.mu was released as the panic unwound
+}
+
+// serveGuarded runs the request loop of a connection handed on from the
+// parkers; a panic in it (a bug) is counted and closes that connection
+// (serveTracked's own cleanups ran as the stack unwound).
+func (s *Server) serveGuarded(c net.Conn, t *conntrack.Conn, adm *admission) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.Close()
+			s.Track.Panicked(s.listener(), v)
+		}
+	}()
+	s.serveTracked(c, t, adm)
+}
+
+// evConn is a client connection handed on from the parkers with the bytes
+// read there (pre). It is the tunnel.Socket until the request loop must wait
+// for it: a read that finds nothing, or a write the socket does not take
+// whole, first turns it into a connection in Go's poller
+// (tunnel.(*Socket).NetConn) with the deadlines set so far, and the read or
+// write goes on there. Reads and writes come from the connection's
+// goroutine; Close, deadlines and the linger may come from any.
+type evConn struct {
+	mu            sync.Mutex
+	sock          *tunnel.Socket // nil once turned into conn, taken, or closed
+	conn          net.Conn       // once the loop had to wait
+	pre           []byte         // read on the parker, not yet read by the loop (its goroutine only)
+	rd, wd        time.Time
+	closed        bool
+	local, remote net.Addr
+}
+
+// current is what the connection is now.
+func (e *evConn) current() (*tunnel.Socket, net.Conn) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.sock, e.conn
+}
+
+func (e *evConn) Read(b []byte) (int, error) {
+	if len(e.pre) > 0 {
+		n := copy(b, e.pre)
+		e.pre = e.pre[n:]
+		if len(e.pre) == 0 {
+			e.pre = nil
+		}
+		return n, nil
+	}
+	sock, c := e.current()
+	if c != nil {
+		return c.Read(b)
+	}
+	if sock == nil {
+		return 0, net.ErrClosed
+	}
+	n, err := sock.Read(b)
+	if !errors.Is(err, tunnel.ErrWouldBlock) {
+		return n, err
+	}
+	if c, err = e.wait(); err != nil {
+		return 0, err
+	}
+	return c.Read(b)
+}
+
+func (e *evConn) Write(b []byte) (int, error) {
+	sock, c := e.current()
+	if c != nil {
+		return c.Write(b)
+	}
+	if sock == nil {
+		return 0, net.ErrClosed
+	}
+	n, err := sock.Write(b)
+	if !errors.Is(err, tunnel.ErrWouldBlock) {
+		return n, err
+	}
+	if c, err = e.wait(); err != nil {
+		return n, err
+	}
+	m, err := c.Write(b[n:])
+	return n + m, err
+}
+
+// wait turns the Socket into a connection in Go's poller.
+func (e *evConn) wait() (net.Conn, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.conn != nil {
+		return e.conn, nil
+	}
+	if e.sock == nil {
+		return nil, net.ErrClosed
+	}
+	c, err := e.sock.NetConn()
+	e.sock = nil
+	if err != nil {
+		return nil, err
+	}
+	if !e.rd.IsZero() {
+		c.SetReadDeadline(e.rd)
+	}
+	if !e.wd.IsZero() {
+		c.SetWriteDeadline(e.wd)
+	}
+	e.conn = c
+	return c, nil
+}
+
+// settled returns the connection in Go's poller for the loop to use from
+// here on (its Socket turned into one if need be), or e itself while bytes
+// read on the parker are still unread.
+func (e *evConn) settled() (net.Conn, error) {
+	if len(e.pre) > 0 {
+		return e, nil
+	}
+	return e.wait()
+}
+
+// take gives the Socket to the evented TLS flow (nil when e is a
+// connection in Go's poller by now, which it returns, or bytes read on the
+// parker are still unread).
+func (e *evConn) take() (*tunnel.Socket, net.Conn) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.pre) > 0 {
+		return nil, nil
+	}
+	sock := e.sock
+	e.sock = nil
+	return sock, e.conn
+}
+
+func (e *evConn) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.closed = true
+	if e.conn != nil {
+		return e.conn.Close()
+	}
+	if e.sock != nil {
+		err := e.sock.Close()
+		e.sock = nil
+		return err
+	}
+	return nil
+}
+
+// SetLinger as (*net.TCPConn).SetLinger (resetOnClose).
+func (e *evConn) SetLinger(sec int) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if tc, ok := e.conn.(*net.TCPConn); ok {
+		return tc.SetLinger(sec)
+	}
+	if e.sock == nil {
+		return net.ErrClosed
+	}
+	rc, _ := e.sock.SyscallConn()
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		l := unix.Linger{Onoff: 1, Linger: int32(sec)}
+		if sec < 0 {
+			l = unix.Linger{}
+		}
+		serr = unix.SetsockoptLinger(int(fd), unix.SOL_SOCKET, unix.SO_LINGER, &l)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+func (e *evConn) LocalAddr() net.Addr  { return e.local }
+func (e *evConn) RemoteAddr() net.Addr { return e.remote }
+
+func (e *evConn) SetDeadline(t time.Time) error {
+	e.SetReadDeadline(t)
+	return e.SetWriteDeadline(t)
+}
+
+func (e *evConn) SetReadDeadline(t time.Time) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.rd = t
+	if e.conn != nil {
+		return e.conn.SetReadDeadline(t)
+	}
+	return nil
+}
+
+func (e *evConn) SetWriteDeadline(t time.Time) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.wd = t
+	if e.conn != nil {
+		return e.conn.SetWriteDeadline(t)
+	}
+	return nil
+}
+
+// settle makes cn's connection one in Go's poller, for everything but a
+// CONNECT (a body, a response of any size, an upgrade's tunnel that parks):
+// false when the connection is gone.
+func (cn *conn) settle() bool {
+	e, ok := cn.c.(*evConn)
+	if !ok {
+		return true
+	}
+	c, err := e.settled()
+	if err != nil {
+		return false
+	}
+	cn.c, cn.lr.c = c, c
+	return true
+}
 
 // eventedSocket takes a CONNECT's client connection out of Go's poller for
 // the evented TLS flow (internal/tlsproxy ServeEvented, on the tunnel
-// package's event loops): its descriptor duplicated as a tunnel.Socket, the
-// connection closed (the socket stays open). nil (c untouched) when c is not
-// a plain TCP connection (the TLS proxy listener's) or the loops cannot run.
+// package's event loops): an evConn's Socket as it is; a TCP connection's
+// descriptor duplicated as a tunnel.Socket, the connection closed (the
+// socket stays open). nil (c untouched) when c is not a plain TCP
+// connection (the TLS proxy listener's) or the loops cannot run.
 func eventedSocket(c net.Conn) net.Conn {
+	if e, ok := c.(*evConn); ok {
+		sock, conn := e.take()
+		if sock != nil {
+			return sock
+		}
+		if conn == nil {
+			return nil
+		}
+		c = conn
+	}
 	tc, ok := c.(*net.TCPConn)
 	if !ok || !tunnel.CanWatch() {
 		return nil

@@ -64,6 +64,12 @@ type Server struct {
 	TLS     *tlsproxy.Proxy // CONNECT tunnels after their 200
 
 	wg sync.WaitGroup
+
+	// The explicit listener's accept on the parkers (evented_linux.go),
+	// which has taken the socket from the listener Serve was given.
+	mu       sync.Mutex
+	acceptor io.Closer
+	closed   bool
 }
 
 func (s *Server) listener() string {
@@ -79,10 +85,31 @@ func (s *Server) listener() string {
 // readerPool recycles the per-connection request readers.
 var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 
-// Serve accepts connections until ln is closed. It returns nil after Close of
-// the listener.
+// Serve accepts connections until ln is closed, or CloseAccept. It returns
+// nil then. On Linux the explicit proxy listener without proxy_protocol
+// accepts on the tunnel package's parkers, and each connection waits there
+// for its first bytes without a goroutine (evented_linux.go): ln's socket
+// is theirs, and CloseAccept stops it.
 func (s *Server) Serve(ln net.Listener) error {
+	if s.Mode == Explicit && !s.ProxyProtocol && !s.ProxyTLS {
+		if tl, ok := ln.(*net.TCPListener); ok && eventedOK() {
+			return s.serveEvented(tl)
+		}
+	}
 	return s.Track.Accept(ln, s.listener(), &s.wg, func(c net.Conn, _ time.Time) { s.serveConn(c) })
+}
+
+// CloseAccept stops a listener served on the parkers, whose accept took its
+// socket from the listener Serve was given (closing that one does nothing
+// then); Serve returns. Before Serve, it makes Serve return at once.
+func (s *Server) CloseAccept() {
+	s.mu.Lock()
+	s.closed = true
+	a := s.acceptor
+	s.mu.Unlock()
+	if a != nil {
+		a.Close()
+	}
 }
 
 // Wait blocks until every connection handler has returned.
@@ -169,13 +196,26 @@ type conn struct {
 }
 
 func (s *Server) serveConn(c net.Conn) {
+	// Tracked from accept: a shutdown closes it even while its PROXY header
+	// or its first request is pending.
+	s.serveTracked(c, s.Track.Track(s.listener(), c), nil)
+}
+
+// admission is a connection's limit check made before its goroutine (on
+// the parkers): release nil means refused for limit.
+type admission struct {
+	release func()
+	limit   string
+}
+
+// serveTracked serves c, tracked as t, on its goroutine; adm is its limit
+// check when it was made already.
+func (s *Server) serveTracked(c net.Conn, t *conntrack.Conn, adm *admission) {
 	st := s.Active.Load()
 	lr := &limitedConn{c: c, n: int64(st.Config.Limits.MaxHeaderBytes) + 4096}
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(lr)
-	// Tracked from accept: a shutdown closes it even while its PROXY header
-	// or its first request is pending.
-	cn := &conn{s: s, c: c, lr: lr, br: br, src: conntrack.PeerAddr(c), t: s.Track.Track(s.listener(), c)}
+	cn := &conn{s: s, c: c, lr: lr, br: br, src: conntrack.PeerAddr(c), t: t}
 	defer func() {
 		cn.dropOrigin()
 		if cn.br != nil {
@@ -194,7 +234,11 @@ func (s *Server) serveConn(c net.Conn) {
 		}
 		cn.src = src
 	}
-	release, refused := s.Track.Admit(s.listener(), cn.src.Addr())
+	if adm == nil {
+		adm = &admission{}
+		adm.release, adm.limit = s.Track.Admit(s.listener(), cn.src.Addr())
+	}
+	release, refused := adm.release, adm.limit
 	cn.release = release
 	if release == nil {
 		cn.refuse(st, refused)
@@ -346,7 +390,9 @@ func (cn *conn) loop() {
 			cn.connect(st, req)
 			return
 		}
-		if !cn.plain(st, req) {
+		// Anything but a CONNECT is served with a connection in Go's
+		// poller (a body, a response of any size, an upgrade's tunnel).
+		if !cn.settle() || !cn.plain(st, req) {
 			return
 		}
 	}
@@ -421,7 +467,7 @@ func hostHeaders(b []byte) []string {
 // resetOnClose makes Close discard what is still queued for c and send a
 // reset (SO_LINGER 0), instead of trickling it to a peer that does not read.
 func resetOnClose(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
+	if tc, ok := c.(interface{ SetLinger(int) error }); ok { // *net.TCPConn, evConn
 		tc.SetLinger(0)
 	}
 }

@@ -297,9 +297,13 @@ func (s *server) closeListeners() {
 			ln.Close()
 		}
 	}
+	// The explicit proxy's and the transparent HTTPS sockets may be
+	// accepted from on the event loops, which took them from their
+	// listeners.
+	if s.proxySrv != nil {
+		s.proxySrv.CloseAccept()
+	}
 	if s.transSrv != nil {
-		// The transparent HTTPS socket may be accepted from on the event
-		// loops, which took it from s.tlsLn.
 		s.transSrv.CloseTLS()
 	}
 }

@@ -62,6 +62,24 @@ func SocketOf(c *net.TCPConn) (*Socket, error) {
 	return s, nil
 }
 
+// NetConn turns the Socket into a net.Conn in Go's poller, for code that
+// must wait on it: net.FileConn registers a duplicate of the descriptor,
+// and the Socket's own is closed. The Socket is closed either way.
+func (s *Socket) NetConn() (net.Conn, error) {
+	fd := s.take()
+	if fd < 0 {
+		return nil, net.ErrClosed
+	}
+	// Blocking for os.NewFile, so that it does not register the descriptor
+	// in Go's poller itself; net.FileConn's duplicate is made non-blocking
+	// again (the flag is the socket's, shared by both).
+	unix.SetNonblock(fd, false)
+	f := os.NewFile(uintptr(fd), "socket")
+	c, err := net.FileConn(f)
+	f.Close()
+	return c, err
+}
+
 // FD returns the descriptor (-1 once closed or adopted), for a Watcher.
 func (s *Socket) FD() int {
 	s.mu.Lock()
