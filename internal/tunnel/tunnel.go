@@ -28,6 +28,12 @@
 // not TCP (tests' in-memory pipes, TLS) and other systems than Linux keep
 // the goroutines throughout.
 //
+// The parkers also serve flows before they are tunnels (socket_linux.go:
+// a Socket is a bare non-blocking descriptor, a Watcher delivers its
+// events) and the accept of the listeners that run on them
+// (accept_linux.go: Accept takes a listening socket out of Go's poller and
+// accepts straight into Sockets).
+//
 // The idle timeout is a per-tunnel watchdog, not the copies: a copy blocked
 // in a write cannot look up, and a write deadline cannot be used to make it
 // (splice drops the bytes in its pipe when a write fails). The watchdog sees
