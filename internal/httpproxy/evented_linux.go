@@ -130,7 +130,8 @@ func (wt *waiting) handOnLocked(pre []byte) {
 	wt.t.SetConn(wt.ec)
 	wt.t.SetCloser(nil)
 	wt.t.SetIdle(false)
-	go wt.s.serveGuarded(wt.ec, wt.t, wt.adm)
+	s, ec, t, adm := wt.s, wt.ec, wt.t, wt.adm
+	s.workers.run(func() { s.serveGuarded(ec, t, adm) })
 }
 
 // closeLocked closes a connection that never sent a byte.

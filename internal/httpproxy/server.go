@@ -70,6 +70,7 @@ type Server struct {
 	mu       sync.Mutex
 	acceptor io.Closer
 	closed   bool
+	workers  workers // the request loops of connections handed on from the parkers
 }
 
 func (s *Server) listener() string {
