@@ -26,31 +26,14 @@ import (
 // eventedOK: the parkers can run here.
 func eventedOK() bool { return tunnel.CanWatch() }
 
-// serveEvented accepts from ln on the parkers until CloseAccept. If the
-// parkers cannot take its socket, ln is served with a goroutine per
-// connection instead.
+// serveEvented accepts from ln on the parkers until CloseAccept
+// (conntrack's ServeEvented: the back-off, the fallback to a goroutine per
+// connection).
 func (s *Server) serveEvented(ln *net.TCPListener) error {
-	listener := s.listener()
-	a, err := tunnel.Accept(ln, s.acceptEvented,
-		func(err error, retry time.Duration) {
-			s.Track.Log().Warn("accept failed", "listener", listener, "err", err, "retry_in", retry)
-		},
-		func(v any) { s.Track.Panicked(listener, v) })
-	if err != nil {
-		if !errors.Is(err, net.ErrClosed) {
-			s.Track.Log().Warn("proxy: accepting on the event loops failed, a goroutine per connection instead", "err", err)
-		}
-		return s.Track.Accept(ln, listener, &s.wg, func(c net.Conn, _ time.Time) { s.serveConn(c) })
-	}
-	s.mu.Lock()
-	closed := s.closed
-	s.acceptor = a
-	s.mu.Unlock()
-	if closed {
-		a.Close()
-	}
-	<-a.Done()
-	return nil
+	return s.Track.ServeEvented(&s.ev, ln, s.listener(), s.acceptEvented,
+		func() error {
+			return s.Track.Accept(ln, s.listener(), &s.wg, func(c net.Conn, _ time.Time) { s.serveConn(c) })
+		})
 }
 
 // acceptEvented takes one accepted connection, on a parker: tracked (a

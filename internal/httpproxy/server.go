@@ -65,12 +65,10 @@ type Server struct {
 
 	wg sync.WaitGroup
 
-	// The explicit listener's accept on the parkers (evented_linux.go),
-	// which has taken the socket from the listener Serve was given.
-	mu       sync.Mutex
-	acceptor io.Closer
-	closed   bool
-	workers  workers // the request loops of connections handed on from the parkers
+	// ev: the explicit listener's accept on the parkers (evented_linux.go),
+	// which takes the socket from the listener Serve was given.
+	ev      conntrack.EventedListener
+	workers workers // the request loops of connections handed on from the parkers
 }
 
 func (s *Server) listener() string {
@@ -103,15 +101,7 @@ func (s *Server) Serve(ln net.Listener) error {
 // CloseAccept stops a listener served on the parkers, whose accept took its
 // socket from the listener Serve was given (closing that one does nothing
 // then); Serve returns. Before Serve, it makes Serve return at once.
-func (s *Server) CloseAccept() {
-	s.mu.Lock()
-	s.closed = true
-	a := s.acceptor
-	s.mu.Unlock()
-	if a != nil {
-		a.Close()
-	}
-}
+func (s *Server) CloseAccept() { s.ev.Close() }
 
 // Wait blocks until every connection handler has returned.
 func (s *Server) Wait() { s.wg.Wait() }

@@ -1,7 +1,6 @@
 package transparent
 
 import (
-	"errors"
 	"net"
 	"net/netip"
 	"time"
@@ -17,31 +16,12 @@ func eventedOK() bool { return tunnel.CanWatch() }
 // serveEvented serves ln on the parkers until CloseTLS: its socket taken
 // out of Go's poller and accepted from by tunnel.Accept, each connection a
 // tunnel.Socket from its accept4 on, served by tlsproxy.ServeEvented with
-// no goroutine. Out of descriptors or memory, accepting pauses (5 ms
-// doubling to 1 s). If the parkers cannot take the socket, ln is served
-// with a goroutine per connection instead.
+// no goroutine (conntrack's ServeEvented: the back-off, the fallback to a
+// goroutine per connection).
 func (s *Server) serveEvented(ln *net.TCPListener) error {
 	const listener = audit.ListenerTransparentHTTPS
-	a, err := tunnel.Accept(ln, s.serveEventedConn,
-		func(err error, retry time.Duration) {
-			s.Track.Log().Warn("accept failed", "listener", listener, "err", err, "retry_in", retry)
-		},
-		func(v any) { s.Track.Panicked(listener, v) })
-	if err != nil {
-		if !errors.Is(err, net.ErrClosed) {
-			s.Track.Log().Warn("transparent https: accepting on the event loops failed, a goroutine per connection instead", "err", err)
-		}
-		return s.Track.Accept(ln, listener, &s.wg, s.serveTLSConn)
-	}
-	s.mu.Lock()
-	closed := s.tlsClosed
-	s.acceptor = a
-	s.mu.Unlock()
-	if closed {
-		a.Close()
-	}
-	<-a.Done()
-	return nil
+	return s.Track.ServeEvented(&s.tlsEv, ln, listener, s.serveEventedConn,
+		func() error { return s.Track.Accept(ln, listener, &s.wg, s.serveTLSConn) })
 }
 
 // serveEventedConn admits one accepted connection and hands its socket to

@@ -10,7 +10,6 @@ package transparent
 
 import (
 	"bufio"
-	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -42,11 +41,10 @@ type Server struct {
 	http *httpproxy.Server
 	once sync.Once
 
-	// The HTTPS listener's accept on the parkers (evented_linux.go), which
-	// has taken the socket from the listener ServeTLS was given.
-	mu        sync.Mutex
-	acceptor  io.Closer
-	tlsClosed bool
+	// tlsEv: the HTTPS listener's accept on the parkers
+	// (evented_linux.go), which takes the socket from the listener ServeTLS
+	// was given.
+	tlsEv conntrack.EventedListener
 }
 
 // ServeHTTP serves the transparent HTTP listener until ln is closed: the HTTP
@@ -77,15 +75,7 @@ func (s *Server) ServeTLS(ln net.Listener) error {
 // took its socket from the listener ServeTLS was given (closing that one
 // does nothing then); ServeTLS returns. Before ServeTLS, it makes ServeTLS
 // return at once.
-func (s *Server) CloseTLS() {
-	s.mu.Lock()
-	s.tlsClosed = true
-	a := s.acceptor
-	s.mu.Unlock()
-	if a != nil {
-		a.Close()
-	}
-}
+func (s *Server) CloseTLS() { s.tlsEv.Close() }
 
 // Wait blocks until every connection handler has returned.
 func (s *Server) Wait() {
