@@ -413,3 +413,70 @@ func TestEvConnLinger(t *testing.T) {
 		t.Fatalf("peer read after the close: %v, want a reset", err)
 	}
 }
+
+// TestEventedTwiceAndTooMuch: what a client can send in its first bytes
+// beyond one request. Two requests in one write (the second must be
+// answered too, from the bytes the parker read); a CONNECT whose header
+// runs past the parker's 4 KiB read (the loop reads the rest in Go's
+// poller) and still tunnels; a header over max_header_bytes gets its 431.
+// Afterwards nothing is tracked and no descriptor or goroutine is left.
+func TestEventedTwiceAndTooMuch(t *testing.T) {
+	l := newEvLoop(t, `limits { max_header_bytes = 16384 }`)
+	fds := func() int { e, _ := os.ReadDir("/proc/self/fd"); return len(e) }
+	origin := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("path " + r.URL.Path))
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go origin.Serve(ln)
+	t.Cleanup(func() { origin.Close() })
+	port := ln.Addr().(*net.TCPAddr).Port
+	echoPort, got := echoOrigin(t)
+	time.Sleep(50 * time.Millisecond)
+	g0, f0 := runtime.NumGoroutine(), fds()
+
+	// Twice: two GETs in one write.
+	c := l.dial()
+	get := func(p string) string {
+		return fmt.Sprintf("GET http://allowed.test:%d/%s HTTP/1.1\r\nHost: allowed.test:%d\r\n\r\n", port, p, port)
+	}
+	c.Write([]byte(get("one") + get("two")))
+	br := bufio.NewReader(c)
+	for _, want := range []string{"path /one", "path /two"} {
+		resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
+		if err != nil {
+			t.Fatalf("pipelined %q: %v", want, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if string(b) != want {
+			t.Fatalf("pipelined: got %q, want %q", b, want)
+		}
+	}
+	c.Close()
+
+	// Too much for one read: a CONNECT with 10 KB of header fields.
+	req := fmt.Sprintf("CONNECT allowed.test:%d HTTP/1.1\r\nHost: allowed.test:%d\r\n", echoPort, echoPort)
+	for i := 0; i < 100; i++ {
+		req += fmt.Sprintf("X-Pad-%d: %s\r\n", i, strings.Repeat("p", 90))
+	}
+	connectThrough(t, l, echoPort, got, req+"\r\n").Close()
+
+	// Too much altogether: a header over max_header_bytes.
+	c = l.dial()
+	big := "GET http://allowed.test/ HTTP/1.1\r\nHost: allowed.test\r\nX-Big: " + strings.Repeat("b", 40000) + "\r\n\r\n"
+	go c.Write([]byte(big))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("oversized header: %v %v", resp, err)
+	}
+	c.Close()
+
+	waitFor(t, 5*time.Second, func() bool { return l.track.Open() == 0 }, "nothing tracked")
+	waitFor(t, 5*time.Second, func() bool { return fds() <= f0 }, "no descriptor left")
+	// Idle request-loop workers may wait (at most maxIdleWorkers, 5 s each).
+	if g := runtime.NumGoroutine(); g > g0+maxIdleWorkers {
+		t.Fatalf("%d goroutines, %d before", g, g0)
+	}
+}
