@@ -25,31 +25,19 @@ func errno(e unix.Errno) error {
 
 // Read reads into b (EINTR retried): n < 0 never; err unix.EAGAIN when
 // nothing is there.
-func Read(fd int, b []byte) (int, error) {
-	var p unsafe.Pointer
-	if len(b) > 0 {
-		p = unsafe.Pointer(&b[0])
-	}
-	for {
-		n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(p), uintptr(len(b)))
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			return 0, errno(e)
-		}
-		return int(n), nil
-	}
-}
+func Read(fd int, b []byte) (int, error) { return rw(unix.SYS_READ, fd, b) }
 
 // Write writes from b once (EINTR retried): the count the socket took.
-func Write(fd int, b []byte) (int, error) {
+func Write(fd int, b []byte) (int, error) { return rw(unix.SYS_WRITE, fd, b) }
+
+// rw makes one read or write (trap) of b on fd, EINTR retried.
+func rw(trap uintptr, fd int, b []byte) (int, error) {
 	var p unsafe.Pointer
 	if len(b) > 0 {
 		p = unsafe.Pointer(&b[0])
 	}
 	for {
-		n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(p), uintptr(len(b)))
+		n, _, e := unix.RawSyscall(trap, uintptr(fd), uintptr(p), uintptr(len(b)))
 		if e == unix.EINTR {
 			continue
 		}

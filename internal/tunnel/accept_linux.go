@@ -52,11 +52,7 @@ func Accept(ln *net.TCPListener, serve func(s *Socket, peer netip.AddrPort), onE
 	if err := initParkers(); err != nil {
 		return nil, err
 	}
-	rc, err := ln.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	fd, err := dupFD(rc)
+	fd, err := dupOf(ln)
 	if err != nil {
 		return nil, err
 	}

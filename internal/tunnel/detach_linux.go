@@ -183,6 +183,16 @@ func dropRaw(r *[2]rawSock) {
 	}
 }
 
+// dupOf returns a duplicate of c's descriptor (dupFD), for a connection or
+// listener about to leave Go's poller.
+func dupOf(c syscall.Conn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	return dupFD(rc)
+}
+
 // dupFD returns a duplicate of rc's descriptor (close-on-exec). Not
 // (*TCPConn).File, which would register the duplicate with Go's poller.
 func dupFD(rc syscall.RawConn) (int, error) {

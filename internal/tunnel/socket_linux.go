@@ -49,11 +49,7 @@ func NewSocket(fd int, local, remote net.Addr) *Socket {
 // file) as a Socket, and c closed, which sends nothing. On an error c is
 // untouched.
 func SocketOf(c *net.TCPConn) (*Socket, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	fd, err := dupFD(rc)
+	fd, err := dupOf(c)
 	if err != nil {
 		return nil, err
 	}
