@@ -60,14 +60,14 @@ func (s *Server) acceptEvented(sock *tunnel.Socket, src netip.AddrPort) {
 		wt.handOnLocked(nil)
 		return
 	}
-	w, err := tunnel.NewWatcher(wt.event, wt.panicked)
+	w, err := tunnel.NewWatcher(wt)
 	if err != nil {
 		wt.handOnLocked(nil)
 		return
 	}
 	wt.w = w
 	wt.timer = time.AfterFunc(s.Active.Config().Limits.HeaderTimeout, wt.timedOut)
-	if err := w.Add(sock, 0); err != nil {
+	if err := w.AddInput(sock, 0); err != nil {
 		wt.handOnLocked(nil)
 	}
 }
@@ -87,8 +87,8 @@ type waiting struct {
 	ec    *evConn // once handed on
 }
 
-// event: the socket has something to report.
-func (wt *waiting) event(int, uint32) {
+// SocketEvent (tunnel.Watched): the socket has something to report.
+func (wt *waiting) SocketEvent(int, uint32) {
 	wt.mu.Lock()
 	defer wt.mu.Unlock()
 	if wt.over {
@@ -158,8 +158,9 @@ func (wt *waiting) closed() {
 	}
 }
 
-// panicked: a panic in event (a bug) is counted and closes the connection.
-func (wt *waiting) panicked(v any) {
+// SocketPanic (tunnel.Watched): a panic in SocketEvent (a bug) is counted
+// and closes the connection.
+func (wt *waiting) SocketPanic(v any) {
 	wt.s.Track.Panicked(wt.s.listener(), v)
 	go wt.closed() // wt.mu was released as the panic unwound
 }

@@ -19,6 +19,10 @@ func errno(e unix.Errno) error {
 		return unix.EINTR
 	case unix.EINPROGRESS:
 		return unix.EINPROGRESS
+	case unix.EEXIST:
+		return unix.EEXIST
+	case unix.ENOENT:
+		return unix.ENOENT
 	}
 	return e
 }
@@ -58,6 +62,13 @@ func Close(fd int) error {
 // Shutdown shuts a half (unix.SHUT_WR, ...) of a socket.
 func Shutdown(fd, how int) error {
 	_, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), uintptr(how), 0)
+	return errno(e)
+}
+
+// EpollCtl adds, changes or removes (op) fd in epfd's set; ev may be nil
+// for unix.EPOLL_CTL_DEL. epoll_ctl never waits.
+func EpollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
+	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)
 	return errno(e)
 }
 

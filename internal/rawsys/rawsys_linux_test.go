@@ -123,7 +123,8 @@ func readSome(t *testing.T, fd int, buf []byte) string {
 	}
 }
 
-// TestEpollPoll: ready events without waiting, none when nothing is ready.
+// TestEpollPoll: ready events without waiting, none when nothing is ready;
+// EpollCtl's errors as the kernel gives them.
 func TestEpollPoll(t *testing.T) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
@@ -136,8 +137,11 @@ func TestEpollPoll(t *testing.T) {
 	}
 	defer Close(p[0])
 	defer Close(p[1])
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, p[0], &unix.EpollEvent{Events: unix.EPOLLIN, Fd: 7}); err != nil {
+	if err := EpollCtl(epfd, unix.EPOLL_CTL_ADD, p[0], &unix.EpollEvent{Events: unix.EPOLLIN, Fd: 7}); err != nil {
 		t.Fatal(err)
+	}
+	if err := EpollCtl(epfd, unix.EPOLL_CTL_ADD, p[0], &unix.EpollEvent{Events: unix.EPOLLIN, Fd: 7}); err != unix.EEXIST {
+		t.Fatalf("added twice: %v", err)
 	}
 	events := make([]unix.EpollEvent, 4)
 	if n, err := EpollPoll(epfd, events); n != 0 || err != nil {
@@ -149,6 +153,18 @@ func TestEpollPoll(t *testing.T) {
 	}
 	if n, _ := EpollPoll(epfd, nil); n != 0 {
 		t.Fatal("no room, yet events")
+	}
+	if err := EpollCtl(epfd, unix.EPOLL_CTL_DEL, p[0], nil); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := EpollPoll(epfd, events); n != 0 || err != nil {
+		t.Fatalf("removed, yet ready: %d, %v", n, err)
+	}
+	if err := EpollCtl(epfd, unix.EPOLL_CTL_DEL, p[0], nil); err != unix.ENOENT {
+		t.Fatalf("removed twice: %v", err)
+	}
+	if err := EpollCtl(epfd, unix.EPOLL_CTL_ADD, -1, &unix.EpollEvent{}); err != unix.EBADF {
+		t.Fatalf("bad descriptor: %v", err)
 	}
 }
 

@@ -31,11 +31,12 @@ import (
 // non-blocking connect, the bytes the client sent are replayed as the
 // destination takes them, and the tunnel adopts both descriptors and is
 // relayed by a parker. Timeouts (hello_timeout, the dial, the replay) are
-// timers. A name that is neither an address nor in upstream.hosts is
-// looked up on a goroutine of its own, which hands the flow back.
+// one timer, set again for each step's deadline. A name that is neither an
+// address nor in upstream.hosts is looked up on a goroutine of its own,
+// which hands the flow back.
 //
 // Ownership: everything of the flow is touched only under evented.mu: by
-// the parker's events, the timers, the lookup's goroutine and the
+// the parker's events, the timer, the lookup's goroutine and the
 // registry's close (which takes the lock on a goroutine of its own, since a
 // step may close the flow while it holds the lock). A step that ends the
 // flow sets state to done; every later event, timer or close sees it and
@@ -58,10 +59,14 @@ type evented struct {
 	w      *tunnel.Watcher
 	client *tunnel.Socket
 	server *tunnel.Socket // nil until the dial
-	timer  *time.Timer    // the current step's deadline
-	d      rules.Decision
-	sent   int // bytes of fl.raw the destination took
-	dialed time.Time
+	timer  *time.Timer    // fires at deadline (timedOut); one for all the steps
+	// deadline is the current step's (zero: none). A timer set for an
+	// earlier step may still fire after it was set again: timedOut acts
+	// only once deadline has passed.
+	deadline time.Time
+	d        rules.Decision
+	sent     int // bytes of fl.raw the destination took
+	dialed   time.Time
 }
 
 // ServeEvented serves a flow whose client is a *tunnel.Socket (the
@@ -72,7 +77,7 @@ type evented struct {
 func (p *Proxy) ServeEvented(f *Flow) {
 	e := &evented{fl: flow{p: p, f: f}, client: f.Client.(*tunnel.Socket)}
 	e.step(func() {
-		w, err := tunnel.NewWatcher(e.event, e.panicked)
+		w, err := tunnel.NewWatcher(e)
 		if err != nil {
 			e.fl.helloRead(nil, nil, err)
 			e.fl.deny(rules.ReasonMalformedHello, 0, err.Error())
@@ -84,11 +89,12 @@ func (p *Proxy) ServeEvented(f *Flow) {
 		if why := f.Conn.ClosedBy(); why != "" {
 			go e.closedNow() // a shutdown that came before the closer
 		}
-		e.timer = time.AfterFunc(time.Until(f.Start.Add(p.Active.Config().TLS.HelloTimeout)), e.helloTimedOut)
+		e.deadline = f.Start.Add(p.Active.Config().TLS.HelloTimeout)
+		e.timer = time.AfterFunc(time.Until(e.deadline), e.timedOut)
 		// The bytes read with a CONNECT request are the hello's first (or
 		// all of it: then no event may come, so they are looked at now).
 		e.fl.raw, f.Buffered = f.Buffered, nil
-		if err := w.Add(e.client, 0); err != nil {
+		if err := w.AddInput(e.client, 0); err != nil {
 			e.fl.helloRead(nil, e.fl.raw, err)
 			e.fl.helloFailed(err)
 			e.finish()
@@ -106,7 +112,7 @@ func (p *Proxy) ServeEvented(f *Flow) {
 func (e *evented) step(fn func()) {
 	defer func() {
 		if v := recover(); v != nil {
-			e.panicked(v)
+			e.SocketPanic(v)
 		}
 	}()
 	e.mu.Lock()
@@ -114,8 +120,9 @@ func (e *evented) step(fn func()) {
 	fn()
 }
 
-// panicked reports a panic in one of the flow's steps and ends the flow.
-func (e *evented) panicked(v any) {
+// SocketPanic (tunnel.Watched) reports a panic in one of the flow's steps
+// and ends the flow.
+func (e *evented) SocketPanic(v any) {
 	if h := e.fl.p.Panicked; h != nil {
 		h(e.fl.f.Listener, v)
 	}
@@ -126,8 +133,8 @@ func (e *evented) panicked(v any) {
 	})
 }
 
-// event is the Watcher's: way 0 is the client, 1 the destination.
-func (e *evented) event(way int, events uint32) {
+// SocketEvent (tunnel.Watched): way 0 is the client, 1 the destination.
+func (e *evented) SocketEvent(way int, events uint32) {
 	e.step(func() {
 		switch {
 		case e.state == stateHello && way == 0:
@@ -151,7 +158,7 @@ func (e *evented) readHello() {
 		e.fl.raw = raw // the rest is to come
 		return
 	}
-	e.timer.Stop()
+	e.disarm()
 	e.fl.helloRead(hello, raw, err)
 	if err != nil && !e.fl.helloFailed(err) {
 		e.finish()
@@ -166,16 +173,42 @@ func (e *evented) readHello() {
 	e.resolve()
 }
 
-// helloTimedOut: hello_timeout passed before the hello was complete.
-func (e *evented) helloTimedOut() {
+// arm sets the current step's deadline d from now.
+func (e *evented) arm(d time.Duration) {
+	e.deadline = time.Now().Add(d)
+	if e.timer == nil {
+		e.timer = time.AfterFunc(d, e.timedOut)
+		return
+	}
+	e.timer.Reset(d)
+}
+
+// disarm clears the current step's deadline.
+func (e *evented) disarm() {
+	e.deadline = time.Time{}
+	if e.timer != nil {
+		e.timer.Stop()
+	}
+}
+
+// timedOut is the timer's: the current step's deadline passed.
+func (e *evented) timedOut() {
 	e.step(func() {
-		if e.state != stateHello {
-			return
+		if e.deadline.IsZero() || time.Now().Before(e.deadline) {
+			return // set for an earlier step, or stopped, as it fired
 		}
-		err := fmt.Errorf("%w: %w", sni.ErrTimeout, &net.OpError{Op: "read", Net: "tcp", Source: e.client.LocalAddr(), Addr: e.client.RemoteAddr(), Err: os.ErrDeadlineExceeded})
-		e.fl.helloRead(nil, e.fl.raw, err)
-		e.fl.helloFailed(err)
-		e.finish()
+		e.deadline = time.Time{}
+		switch e.state {
+		case stateHello: // hello_timeout passed before the hello was complete
+			err := fmt.Errorf("%w: %w", sni.ErrTimeout, &net.OpError{Op: "read", Net: "tcp", Source: e.client.LocalAddr(), Addr: e.client.RemoteAddr(), Err: os.ErrDeadlineExceeded})
+			e.fl.helloRead(nil, e.fl.raw, err)
+			e.fl.helloFailed(err)
+			e.finish()
+		case stateConnecting: // the connect did not complete within upstream's timeout
+			e.dialFailed(&net.OpError{Op: "dial", Net: "tcp", Addr: e.server.RemoteAddr(), Err: os.ErrDeadlineExceeded})
+		case stateReplaying: // the destination took no byte of the replay for the idle timeout
+			e.dialFailed(&net.OpError{Op: "write", Net: "tcp", Addr: e.server.RemoteAddr(), Err: os.ErrDeadlineExceeded})
+		}
 	})
 }
 
@@ -266,20 +299,11 @@ func (e *evented) dial() {
 			return
 		}
 		if st.Dialer.Timeout > 0 {
-			e.timer = time.AfterFunc(st.Dialer.Timeout, e.dialTimedOut)
+			e.arm(st.Dialer.Timeout)
 		}
 	default:
 		e.dialFailed(&net.OpError{Op: "dial", Net: "tcp", Addr: remote, Err: os.NewSyscallError("connect", err)})
 	}
-}
-
-// dialTimedOut: the connect did not complete within upstream's timeout.
-func (e *evented) dialTimedOut() {
-	e.step(func() {
-		if e.state == stateConnecting {
-			e.dialFailed(&net.OpError{Op: "dial", Net: "tcp", Addr: e.server.RemoteAddr(), Err: os.ErrDeadlineExceeded})
-		}
-	})
 }
 
 // connected: the connect completed (or failed: SO_ERROR says).
@@ -297,9 +321,7 @@ func (e *evented) connected() {
 		e.dialFailed(&net.OpError{Op: "dial", Net: "tcp", Addr: e.server.RemoteAddr(), Err: os.NewSyscallError("connect", gerr)})
 		return
 	}
-	if e.timer != nil {
-		e.timer.Stop()
-	}
+	e.disarm()
 	e.fl.p.Metrics.UpstreamDial.Observe(time.Since(e.dialed).Seconds())
 	if why := e.fl.f.Conn.ClosedBy(); why != "" {
 		// Closed by a reload or a shutdown while dialing: not a byte of
@@ -315,7 +337,7 @@ func (e *evented) connected() {
 		}
 	}
 	e.state = stateReplaying
-	e.timer = time.AfterFunc(e.fl.st.Config.Limits.IdleTimeout, e.replayTimedOut)
+	e.arm(e.fl.st.Config.Limits.IdleTimeout)
 	e.replay()
 }
 
@@ -331,18 +353,8 @@ func (e *evented) replay() {
 		e.dialFailed(err)
 		return
 	}
-	e.timer.Stop()
+	e.disarm()
 	e.start()
-}
-
-// replayTimedOut: the destination took no byte of the replay for the idle
-// timeout.
-func (e *evented) replayTimedOut() {
-	e.step(func() {
-		if e.state == stateReplaying {
-			e.dialFailed(&net.OpError{Op: "write", Net: "tcp", Addr: e.server.RemoteAddr(), Err: os.ErrDeadlineExceeded})
-		}
-	})
 }
 
 // dialFailed ends the flow after the destination could not be reached or
@@ -365,9 +377,7 @@ func (e *evented) start() {
 // finish ends a flow that did not become a tunnel.
 func (e *evented) finish() {
 	e.state = stateDone
-	if e.timer != nil {
-		e.timer.Stop()
-	}
+	e.disarm()
 	if e.w != nil {
 		e.w.Stop() // the closes below take the sockets out of its set
 	}
@@ -389,7 +399,6 @@ func (e *evented) closedNow() {
 		case stateDone:
 			return
 		case stateHello:
-			e.timer.Stop()
 			err := fmt.Errorf("%w: %w", sni.ErrTruncated, net.ErrClosed)
 			e.fl.helloRead(nil, e.fl.raw, err)
 			e.fl.helloFailed(err) // records the close (ClosedBy) as the outcome

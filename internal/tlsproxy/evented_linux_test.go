@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -310,4 +311,78 @@ func TestEventedBytesWhileDialing(t *testing.T) {
 	}
 	client.Close()
 	fl.wait(t)
+}
+
+// TestEventedDialTimeout: the flow's one timer, set again for the dial: a
+// destination that never answers the SYN (its accept queue is full) ends
+// the flow at upstream's timeout with destination_unavailable, after the
+// hello's deadline was cleared; not at hello_timeout, and not never.
+func TestEventedDialTimeout(t *testing.T) {
+	h, _ := eventedHarness(t, `tls { hello_timeout = "200ms" }`)
+	h.store.Load().Dialer.Timeout = 600 * time.Millisecond
+	port := fullListener(t)
+	client, fl := h.eventedFlow(port)
+	start := time.Now()
+	client.Write(clientHello(t, "allowed.test"))
+	b := readAllBounded(t, client)
+	took := time.Since(start)
+	if len(b) != 7 || b[0] != 0x15 || b[6] != 80 {
+		t.Fatalf("answer %x, want alert 80", b)
+	}
+	fl.wait(t)
+	if ev := h.event(); ev.Reason != "destination_unavailable" {
+		t.Fatalf("event reason %q (%+v)", ev.Reason, ev)
+	}
+	if took < 500*time.Millisecond {
+		t.Fatalf("ended after %v: before the dial's 600 ms timeout", took)
+	}
+}
+
+// fullListener is a loopback port whose accept queue is full: a SYN to it
+// is dropped, so a connect to it waits until its own timeout.
+func fullListener(t *testing.T) uint16 {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(sa.(*unix.SockaddrInet4).Port)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	// Fill the queue (backlog 0 holds one): dials until one does not
+	// complete within 200 ms.
+	for i := 0; i < 8; i++ {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return port
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Skip("SKIP: a loopback listener with backlog 0 took 8 connections; cannot make a destination that drops SYNs here")
+	return 0
+}
+
+// TestEventedStaleTimer: a firing of the flow's timer meant for an earlier
+// step (it was set again for a later deadline as it fired), or for a
+// deadline already cleared, does nothing.
+func TestEventedStaleTimer(t *testing.T) {
+	for _, st := range []eventedState{stateHello, stateConnecting, stateReplaying} {
+		e := &evented{state: st, deadline: time.Now().Add(time.Hour)}
+		e.timedOut() // e.fl is empty: acting on it would panic in the step and be reported
+		e.deadline = time.Time{}
+		e.timedOut()
+		if e.state != st {
+			t.Fatalf("state %v became %v", st, e.state)
+		}
+	}
 }

@@ -77,11 +77,11 @@ func Accept(ln *net.TCPListener, serve func(s *Socket, peer netip.AddrPort), onE
 func (a *Acceptor) armLocked() error {
 	for i, k := range parkers.all {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(a.ids[i])}
-		err := unix.EpollCtl(k.epfd, unix.EPOLL_CTL_ADD, a.fd, &ev)
+		err := rawsys.EpollCtl(k.epfd, unix.EPOLL_CTL_ADD, a.fd, &ev)
 		if err == unix.EINVAL {
 			// A kernel before 4.5: every parker is woken, one accepts.
 			ev.Events = unix.EPOLLIN
-			err = unix.EpollCtl(k.epfd, unix.EPOLL_CTL_ADD, a.fd, &ev)
+			err = rawsys.EpollCtl(k.epfd, unix.EPOLL_CTL_ADD, a.fd, &ev)
 		}
 		if err != nil {
 			a.disarmLocked()
@@ -95,7 +95,7 @@ func (a *Acceptor) armLocked() error {
 // disarmLocked takes the listening socket out of every parker's set.
 func (a *Acceptor) disarmLocked() {
 	for _, k := range parkers.all {
-		unix.EpollCtl(k.epfd, unix.EPOLL_CTL_DEL, a.fd, nil) // ENOENT where it was not yet added
+		rawsys.EpollCtl(k.epfd, unix.EPOLL_CTL_DEL, a.fd, nil) // ENOENT where it was not yet added
 	}
 	a.armed = false
 }

@@ -202,14 +202,19 @@ func (k *parker) ctl(rc syscall.RawConn, op int, id uint32, way int) error {
 	if rc == nil {
 		return syscall.EINVAL
 	}
-	events := uint32(unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT)
-	if _, raw := rc.(*rawSock); raw {
-		events = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET
+	if r, raw := rc.(*rawSock); raw {
+		// The relay's bare descriptor (used under the tunnel's mutex, as
+		// Control would): no closure to allocate.
+		if r.fd < 0 {
+			return syscall.EBADF
+		}
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(id), Pad: int32(way)}
+		return rawsys.EpollCtl(k.epfd, op, int(r.fd), &ev)
 	}
 	var cerr error
 	err := rc.Control(func(fd uintptr) {
-		ev := unix.EpollEvent{Events: events, Fd: int32(id), Pad: int32(way)}
-		cerr = unix.EpollCtl(k.epfd, op, int(fd), &ev)
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(id), Pad: int32(way)}
+		cerr = rawsys.EpollCtl(k.epfd, op, int(fd), &ev)
 	})
 	if err != nil {
 		return err

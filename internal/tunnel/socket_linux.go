@@ -182,6 +182,17 @@ func (s *Socket) take() int {
 	return fd
 }
 
+// epollCtl enters, changes or removes (op) the descriptor in the set epfd,
+// under the Socket's mutex as every use of it.
+func (s *Socket) epollCtl(epfd, op int, ev *unix.EpollEvent) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fd < 0 {
+		return net.ErrClosed
+	}
+	return rawsys.EpollCtl(epfd, op, s.fd, ev)
+}
+
 type socketRaw struct{ s *Socket }
 
 func (r socketRaw) Control(f func(fd uintptr)) error {
@@ -197,61 +208,73 @@ func (r socketRaw) Control(f func(fd uintptr)) error {
 func (socketRaw) Read(func(fd uintptr) bool) error  { return syscall.EINVAL }
 func (socketRaw) Write(func(fd uintptr) bool) error { return syscall.EINVAL }
 
-// Watcher delivers the events of a flow's sockets on a parker's goroutine:
-// fn(way, events) for each event of a descriptor Added as way (edge-
-// triggered: input, output, the peer's close, an error). fn must not
-// block; a panic in it goes to onPanic and the parker goes on.
+// Watcher delivers the events of a flow's sockets on a parker's goroutine
+// to the flow (its Watched): SocketEvent(way, events) for each event of a
+// descriptor Added as way (edge-triggered: input, output, the peer's close,
+// an error). SocketEvent must not block; a panic in it goes to SocketPanic
+// and the parker goes on.
 type Watcher struct {
-	k       *parker
-	id      uint32
-	fn      func(way int, events uint32)
-	onPanic func(any)
+	k  *parker
+	id uint32
+	h  Watched
 }
 
-// NewWatcher enters fn in a parker.
-func NewWatcher(fn func(way int, events uint32), onPanic func(any)) (*Watcher, error) {
+// Watched is what a Watcher delivers to: the flow itself, so that a
+// Watcher allocates no closures.
+type Watched interface {
+	SocketEvent(way int, events uint32)
+	SocketPanic(v any)
+}
+
+// NewWatcher enters h in a parker.
+func NewWatcher(h Watched) (*Watcher, error) {
 	if err := initParkers(); err != nil {
 		return nil, err
 	}
 	_, k := nextParker()
-	w := &Watcher{k: k, fn: fn, onPanic: onPanic}
+	w := &Watcher{k: k, h: h}
 	w.id = k.add(w)
 	return w, nil
 }
 
-// Add registers s's descriptor as way. A socket with something to report
-// already is reported at once.
+// Add registers s's descriptor as way, for input, output, the peer's close
+// and errors. A socket with something to report already is reported at
+// once: a connected socket that can be written is.
 func (w *Watcher) Add(s *Socket, way int) error {
-	var cerr error
-	if err := (socketRaw{s}).Control(func(fd uintptr) {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(w.id), Pad: int32(way)}
-		cerr = unix.EpollCtl(w.k.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
-	}); err != nil {
-		return err
-	}
-	return cerr
+	return w.add(s, way, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP)
+}
+
+// AddInput registers s's descriptor as way for input, the peer's close and
+// errors only: a socket that can merely be written is not reported. For a
+// socket the flow only reads (a client whose first bytes are awaited), that
+// is one event and one empty read fewer.
+func (w *Watcher) AddInput(s *Socket, way int) error {
+	return w.add(s, way, unix.EPOLLIN|unix.EPOLLRDHUP)
+}
+
+func (w *Watcher) add(s *Socket, way int, events uint32) error {
+	ev := unix.EpollEvent{Events: events | unix.EPOLLET, Fd: int32(w.id), Pad: int32(way)}
+	return s.epollCtl(w.k.epfd, unix.EPOLL_CTL_ADD, &ev)
 }
 
 // Remove takes s's descriptor out of the Watcher's set.
-func (w *Watcher) Remove(s *Socket) {
-	(socketRaw{s}).Control(func(fd uintptr) { unix.EpollCtl(w.k.epfd, unix.EPOLL_CTL_DEL, int(fd), nil) })
-}
+func (w *Watcher) Remove(s *Socket) { s.epollCtl(w.k.epfd, unix.EPOLL_CTL_DEL, nil) }
 
 // Stop takes the Watcher out of its parker: from the parker's next event
-// on, fn is not called again. The descriptors it watched must be removed
+// on, SocketEvent is not called again. The descriptors it watched must be removed
 // (a tunnel that adopts them does) or closed by the caller.
 func (w *Watcher) Stop() { w.k.remove(w.id, w) }
 
 func (w *Watcher) event(_ *parker, way int, events uint32) {
 	defer func() {
-		if v := recover(); v != nil && w.onPanic != nil {
-			w.onPanic(v)
+		if v := recover(); v != nil {
+			w.h.SocketPanic(v)
 		}
 	}()
-	w.fn(way, events)
+	w.h.SocketEvent(way, events)
 }
 
-// EPOLL event bits a Watcher's fn sees.
+// EPOLL event bits SocketEvent sees.
 const (
 	EventIn    = unix.EPOLLIN
 	EventOut   = unix.EPOLLOUT

@@ -82,11 +82,11 @@ func TestWatcherEventsAndStop(t *testing.T) {
 	s := socketOf(t, c)
 	defer s.Close()
 	var ins atomic.Int32
-	w, err := NewWatcher(func(way int, events uint32) {
+	w, err := NewWatcher(watchFuncs{func(way int, events uint32) {
 		if way == 7 && events&EventIn != 0 {
 			ins.Add(1)
 		}
-	}, nil)
+	}, nil})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestWatcherPanicIsContained(t *testing.T) {
 	for i := 0; i < 2*len(parkers.all); i++ { // every parker: round robin
 		peer, c := pair(t)
 		s := socketOf(t, c)
-		w, err := NewWatcher(func(int, uint32) { panic("watcher bug") }, func(any) { panics.Add(1) })
+		w, err := NewWatcher(watchFuncs{func(int, uint32) { panic("watcher bug") }, func(any) { panics.Add(1) }})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -183,4 +183,18 @@ func TestTunnelOfClosedSocket(t *testing.T) {
 	p := Start(cs, ss, Options{Idle: 10 * time.Second})
 	waitDone(t, p)
 	seesClose(t, server, "server")
+}
+
+// watchFuncs is a Watched made of two functions.
+type watchFuncs struct {
+	event   func(way int, events uint32)
+	onPanic func(any)
+}
+
+func (f watchFuncs) SocketEvent(way int, events uint32) { f.event(way, events) }
+
+func (f watchFuncs) SocketPanic(v any) {
+	if f.onPanic != nil {
+		f.onPanic(v)
+	}
 }
