@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -384,5 +385,57 @@ func TestEventedStaleTimer(t *testing.T) {
 		if e.state != st {
 			t.Fatalf("state %v became %v", st, e.state)
 		}
+	}
+}
+
+// TestEventedClientGoneWhileHelloAwaited: the client's socket is watched
+// for input only while its hello is awaited (Watcher.AddInput); a client
+// that half-closes after half a hello, half-closes before a byte, or resets
+// before a byte is still seen at once (the peer's close and errors are
+// always reported), not at hello_timeout. Each flow ends with one event,
+// dials nothing, and leaves no descriptor behind.
+func TestEventedClientGoneWhileHelloAwaited(t *testing.T) {
+	fds := func() int { e, _ := os.ReadDir("/proc/self/fd"); return len(e) }
+	hello := clientHello(t, "allowed.test")
+	for _, tc := range []struct {
+		name string
+		gone func(c *net.TCPConn)
+	}{
+		{"half a hello, then FIN", func(c *net.TCPConn) { c.Write(hello[:len(hello)/2]); c.CloseWrite() }},
+		{"FIN before a byte", func(c *net.TCPConn) { c.CloseWrite() }},
+		{"reset before a byte", func(c *net.TCPConn) { c.SetLinger(0); c.Close() }},
+		{"half a hello, then reset", func(c *net.TCPConn) { c.Write(hello[:10]); c.SetLinger(0); c.Close() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, dns := eventedHarness(t, `tls { hello_timeout = "30s" }`)
+			before := fds()
+			client, fl := h.eventedFlow(9)
+			time.Sleep(20 * time.Millisecond) // the flow waits on its parker
+			start := time.Now()
+			tc.gone(client.(*net.TCPConn))
+			fl.wait(t)
+			if took := time.Since(start); took > 5*time.Second {
+				t.Fatalf("flow ended %v after the client left: at hello_timeout, not at once", took)
+			}
+			if ev := h.event(); ev.Action != "deny" || ev.Reason == "hello_timeout" {
+				t.Fatalf("event %+v", ev)
+			}
+			if dns.calls.Load() != 0 {
+				t.Fatal("a flow without a hello looked a name up")
+			}
+			client.Close()
+			waitFor(t, 5*time.Second, func() bool { return fds() <= before }, "descriptors back to before")
+		})
+	}
+}
+
+// waitFor polls cond until it holds or d passes.
+func waitFor(t *testing.T, d time.Duration, cond func() bool, what string) {
+	t.Helper()
+	for end := time.Now().Add(d); !cond(); {
+		if time.Now().After(end) {
+			t.Fatalf("after %v: not %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
