@@ -433,6 +433,9 @@ tls { hello_timeout = "3s" }`)
 		t.Errorf("%v flows collecting, want 64", v)
 	}
 	waitMetric(t, p, `egress_active_connections{listener="transparent_quic"}`, func(v float64) bool { return v == 0 })
+	// The events reach the file shortly after the flows end (the audit
+	// writer lingers 5 ms and writes what gathered): wait for them, bounded.
+	waitFor(t, 5*time.Second, func() bool { return len(quicEvents(p)) >= 64 }, "64 events")
 	if n := len(quicEvents(p)); n != 64 {
 		t.Errorf("%d events, want 64 (hello_timeout)", n)
 	}
