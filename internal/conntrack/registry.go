@@ -2,6 +2,7 @@ package conntrack
 
 import (
 	"net"
+	"sync"
 	"sync/atomic"
 
 	"github.com/egress-proxy/egress/internal/rules"
@@ -15,15 +16,31 @@ import (
 type Conn struct {
 	Listener string
 	names    atomic.Pointer[rules.Names] // nil: nothing decided now (pending hello, idle keep-alive)
+	closedBy atomic.Pointer[string]      // "config_reload" or "shutdown"
+	idle     atomic.Bool                 // a keep-alive connection waiting for its next request
+	onSwap   atomic.Pointer[func()]
+
+	// mu guards what a close closes. Set a few times in a connection's
+	// life and read once, at its close; plain fields under a mutex, so
+	// that setting them allocates nothing.
+	mu sync.Mutex
 	// conn is the client connection a close closes until a closer takes
 	// over; nil once a tunnel owns the sockets (HandOver), which may keep
 	// them as bare descriptors while it is parked.
-	conn     atomic.Pointer[net.Conn]
-	closedBy atomic.Pointer[string] // "config_reload" or "shutdown"
-	idle     atomic.Bool            // a keep-alive connection waiting for its next request
-	closer   atomic.Pointer[func()]
-	onSwap   atomic.Pointer[func()]
+	conn   net.Conn
+	closer Closer
 }
+
+// Closer closes a tracked connection its owner's way: a tunnel.Pipe, which
+// must learn it was closed even while parked, or a flow on the event loops.
+// Close must be safe to call from any goroutine, more than once.
+type Closer interface{ Close() }
+
+// CloserFunc is a func as a Closer.
+type CloserFunc func()
+
+// Close calls f.
+func (f CloserFunc) Close() { f() }
 
 // Decided sets the names the connection carries now: from here a reload that
 // denies them closes it.
@@ -52,29 +69,31 @@ func (t *Conn) SetOnSwap(fn func()) {
 	t.onSwap.Store(&fn)
 }
 
-// SetCloser makes close call fn instead of closing the connections (a
-// running tunnel.Pipe, which must learn it was closed even while parked);
-// nil restores the default.
-func (t *Conn) SetCloser(fn func()) {
-	if fn == nil {
-		t.closer.Store(nil)
-		return
-	}
-	t.closer.Store(&fn)
+// SetCloser makes close call c.Close instead of closing the connection; nil
+// restores the default.
+func (t *Conn) SetCloser(c Closer) {
+	t.mu.Lock()
+	t.closer = c
+	t.mu.Unlock()
 }
 
-// HandOver gives the connection's sockets to a tunnel: close calls closer
-// (its Close) from here on, and the entry no longer holds the connection
+// HandOver gives the connection's sockets to a tunnel: close calls
+// closer.Close from here on, and the entry no longer holds the connection
 // (a parked tunnel gives its net.Conns back and keeps bare descriptors).
-func (t *Conn) HandOver(closer func()) {
-	t.SetCloser(closer)
-	t.conn.Store(nil)
+func (t *Conn) HandOver(closer Closer) {
+	t.mu.Lock()
+	t.closer, t.conn = closer, nil
+	t.mu.Unlock()
 }
 
-// SetConn makes c the connection a close closes (a connection that waited
-// for its first bytes on the event loops, with a closer, and goes on as c on
-// its goroutine; SetCloser(nil) after it).
-func (t *Conn) SetConn(c net.Conn) { t.conn.Store(&c) }
+// SetConn makes c the connection a close closes, with no closer (a
+// connection that waited for its first bytes on the event loops, with a
+// closer, and goes on as c on its goroutine).
+func (t *Conn) SetConn(c net.Conn) {
+	t.mu.Lock()
+	t.closer, t.conn = nil, c
+	t.mu.Unlock()
+}
 
 // Close closes the connection as the engine would, recording why (used when
 // a decision made under one config meets a newer one).
@@ -92,8 +111,7 @@ func (tr *Tracker) Track(listener string, conns ...net.Conn) *Conn {
 	switch len(conns) {
 	case 0:
 	case 1:
-		c := conns[0]
-		t.conn.Store(&c)
+		t.conn = conns[0]
 	default:
 		panic("conntrack: Track takes at most one connection")
 	}
@@ -120,12 +138,14 @@ func (t *Conn) ClosedBy() string {
 
 func (t *Conn) close(why string) {
 	t.closedBy.CompareAndSwap(nil, &why)
-	if fn := t.closer.Load(); fn != nil {
-		(*fn)()
-		return
-	}
-	if c := t.conn.Load(); c != nil {
-		(*c).Close()
+	t.mu.Lock()
+	closer, c := t.closer, t.conn
+	t.mu.Unlock()
+	switch {
+	case closer != nil:
+		closer.Close()
+	case c != nil:
+		c.Close()
 	}
 }
 

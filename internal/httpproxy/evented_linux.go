@@ -50,7 +50,7 @@ func (s *Server) acceptEvented(sock *tunnel.Socket, src netip.AddrPort) {
 	// that sees it idle closes it; one that came before the closer is
 	// caught by ClosedBy.
 	wt.t = s.Track.Track(s.listener())
-	wt.t.SetCloser(wt.closed)
+	wt.t.SetCloser(wt)
 	wt.t.SetIdle(true)
 	if wt.t.ClosedBy() != "" {
 		wt.closeLocked()
@@ -110,8 +110,7 @@ func (wt *waiting) handOnLocked(pre []byte) {
 	wt.over = true
 	wt.stopLocked()
 	wt.ec = &evConn{sock: wt.sock, pre: pre, local: wt.sock.LocalAddr(), remote: wt.sock.RemoteAddr()}
-	wt.t.SetConn(wt.ec)
-	wt.t.SetCloser(nil)
+	wt.t.SetConn(wt.ec) // and no closer: the evConn is closed from here
 	wt.t.SetIdle(false)
 	s, ec, t, adm := wt.s, wt.ec, wt.t, wt.adm
 	s.workers.run(func() { s.serveGuarded(ec, t, adm) })
@@ -144,10 +143,10 @@ func (wt *waiting) timedOut() {
 	}
 }
 
-// closed is the connection's closer in the registry while it waits (a
-// shutdown); once handed on, its evConn is the registry's (SetConn), and a
-// close that raced the hand-on closes that.
-func (wt *waiting) closed() {
+// Close is the connection's closer in the registry (conntrack.Closer)
+// while it waits (a shutdown); once handed on, its evConn is the registry's
+// (SetConn), and a close that raced the hand-on closes that.
+func (wt *waiting) Close() {
 	wt.mu.Lock()
 	defer wt.mu.Unlock()
 	switch {
@@ -162,7 +161,7 @@ func (wt *waiting) closed() {
 // and closes the connection.
 func (wt *waiting) SocketPanic(v any) {
 	wt.s.Track.Panicked(wt.s.listener(), v)
-	go wt.closed() // wt.mu was released as the panic unwound
+	go wt.Close() // wt.mu was released as the panic unwound
 }
 
 // serveGuarded runs the request loop of a connection handed on from the

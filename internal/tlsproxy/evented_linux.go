@@ -85,7 +85,7 @@ func (p *Proxy) ServeEvented(f *Flow) {
 			return
 		}
 		e.w = w
-		f.Conn.SetCloser(e.closed)
+		f.Conn.SetCloser(e)
 		if why := f.Conn.ClosedBy(); why != "" {
 			go e.closedNow() // a shutdown that came before the closer
 		}
@@ -267,7 +267,7 @@ func (e *evented) registered() {
 		e.finish()
 		return
 	}
-	e.fl.f.Conn.SetCloser(e.closed) // register set the goroutine flow's
+	e.fl.f.Conn.SetCloser(e) // register set the goroutine flow's
 	e.dial()
 }
 
@@ -279,15 +279,14 @@ func (e *evented) dial() {
 		return
 	}
 	dest := netip.AddrPortFrom(e.fl.dest, e.fl.f.Port)
-	remote := net.TCPAddrFromAddrPort(dest)
 	e.dialed = time.Now()
 	fd, err := rawsys.Socket(dest)
 	if err != nil {
-		e.dialFailed(&net.OpError{Op: "dial", Net: "tcp", Addr: remote, Err: os.NewSyscallError("socket", err)})
+		e.dialFailed(&net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(dest), Err: os.NewSyscallError("socket", err)})
 		return
 	}
 	rawsys.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1) // as Go's net does
-	e.server = tunnel.NewSocket(fd, nil, remote)
+	e.server = tunnel.NewSocket(fd, netip.AddrPort{}, dest)
 	err = rawsys.Connect(fd, dest)
 	switch err {
 	case nil:
@@ -295,14 +294,14 @@ func (e *evented) dial() {
 	case unix.EINPROGRESS:
 		e.state = stateConnecting
 		if err := e.w.Add(e.server, 1); err != nil {
-			e.dialFailed(&net.OpError{Op: "dial", Net: "tcp", Addr: remote, Err: os.NewSyscallError("epoll_ctl", err)})
+			e.dialFailed(&net.OpError{Op: "dial", Net: "tcp", Addr: e.server.RemoteAddr(), Err: os.NewSyscallError("epoll_ctl", err)})
 			return
 		}
 		if st.Dialer.Timeout > 0 {
 			e.arm(st.Dialer.Timeout)
 		}
 	default:
-		e.dialFailed(&net.OpError{Op: "dial", Net: "tcp", Addr: remote, Err: os.NewSyscallError("connect", err)})
+		e.dialFailed(&net.OpError{Op: "dial", Net: "tcp", Addr: e.server.RemoteAddr(), Err: os.NewSyscallError("connect", err)})
 	}
 }
 
@@ -310,8 +309,7 @@ func (e *evented) dial() {
 func (e *evented) connected() {
 	var soerr int
 	var gerr error
-	rc, _ := e.server.SyscallConn()
-	if err := rc.Control(func(fd uintptr) { soerr, gerr = rawsys.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR) }); err != nil {
+	if err := e.server.Control(func(fd uintptr) { soerr, gerr = rawsys.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR) }); err != nil {
 		gerr = err
 	}
 	if gerr == nil && soerr != 0 {
@@ -387,10 +385,10 @@ func (e *evented) finish() {
 	e.fl.finish()
 }
 
-// closed is the flow's closer in the registry (a reload that denies its
-// names, a shutdown). It may be called by a step that holds e.mu, so it
-// closes on a goroutine of its own.
-func (e *evented) closed() { go e.closedNow() }
+// Close is the flow's closer in the registry (conntrack.Closer: a reload
+// that denies its names, a shutdown). It may be called by a step that holds
+// e.mu, so it closes on a goroutine of its own.
+func (e *evented) Close() { go e.closedNow() }
 
 func (e *evented) closedNow() {
 	e.step(func() {

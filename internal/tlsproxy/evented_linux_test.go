@@ -95,7 +95,7 @@ func (h *harness) eventedFlowWith(port uint16, set func(*Flow)) (client net.Conn
 	rc, _ := c.(*net.TCPConn).SyscallConn()
 	var fd int
 	rc.Control(func(f uintptr) { fd, _ = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) })
-	sock := tunnel.NewSocket(fd, c.LocalAddr(), c.RemoteAddr())
+	sock := tunnel.NewSocket(fd, c.LocalAddr().(*net.TCPAddr).AddrPort(), c.RemoteAddr().(*net.TCPAddr).AddrPort())
 	c.Close()
 	fl = &testFlow{done: make(chan struct{})}
 	fl.conn = h.track.Track("test")

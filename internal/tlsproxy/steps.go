@@ -231,7 +231,7 @@ func recordResolved(o *outcome.Outcome, m *metrics.Metrics, d rules.Decision, se
 // (or during the dial) never sends its hello anywhere.
 func (fl *flow) register() bool {
 	f, c := fl.f, fl.f.Conn
-	c.SetCloser(func() { f.Client.Close() })
+	c.SetConn(f.Client)
 	// A copy of the SNI: the hello's strings (SNI, ALPN, JA4) share one
 	// allocation, which the registry entry would otherwise keep whole.
 	fl.names.Inner = strings.Clone(fl.names.Inner)
@@ -256,7 +256,7 @@ func (fl *flow) dial() (net.Conn, bool) {
 	fl.p.Metrics.UpstreamDial.Observe(time.Since(t0).Seconds())
 	if err == nil {
 		client := fl.f.Client
-		fl.f.Conn.SetCloser(func() { client.Close(); server.Close() })
+		fl.f.Conn.SetCloser(conntrack.CloserFunc(func() { client.Close(); server.Close() }))
 		if why := fl.f.Conn.ClosedBy(); why != "" {
 			// Closed by a reload or a shutdown while dialing: not a byte
 			// of the client's reaches the destination.
@@ -315,7 +315,7 @@ func (fl *flow) start(server net.Conn) bool {
 	*fl = flow{} // nothing of the flow outlives this call
 	pipe := tunnel.New(f.Client, server, tunnel.Options{Idle: idle, Counter: rec, OnPanic: onPanic, OnDone: end.onDone})
 	// The tunnel owns both sockets now: nothing else keeps the connections.
-	c.HandOver(pipe.Close)
+	c.HandOver(pipe)
 	if c.ClosedBy() != "" {
 		pipe.Close() // closed before the pipe was its closer
 	}

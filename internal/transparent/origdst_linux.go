@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/egress-proxy/egress/internal/rawsys"
+	"github.com/egress-proxy/egress/internal/tunnel"
 	"golang.org/x/sys/unix"
 )
 
@@ -24,6 +25,10 @@ func originalDst(c net.Conn) netip.AddrPort {
 	if dst, ok := natDst(c); ok {
 		return dst
 	}
+	if s, ok := c.(*tunnel.Socket); ok {
+		local := s.LocalAddrPort()
+		return netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+	}
 	if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
 		local := a.AddrPort()
 		return netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
@@ -34,13 +39,16 @@ func originalDst(c net.Conn) netip.AddrPort {
 // natDst asks the kernel's connection tracking for c's destination before
 // NAT (SO_ORIGINAL_DST for an IPv4 connection, IP6T_SO_ORIGINAL_DST for an
 // IPv6 one; the family is the peer's, which is the socket's own).
-func natDst(c net.Conn) (netip.AddrPort, bool) {
-	ra, ok := c.RemoteAddr().(*net.TCPAddr)
-	if !ok {
-		return netip.AddrPort{}, false
+func natDst(c net.Conn) (dst netip.AddrPort, ok bool) {
+	if s, isSock := c.(*tunnel.Socket); isSock {
+		// Accepted on the parkers: no net.Addr, RawConn or closure on the heap.
+		is4 := s.RemoteAddrPort().Addr().Unmap().Is4()
+		s.Control(func(fd uintptr) { dst, ok = origDstFD(int(fd), is4) })
+		return dst, ok
 	}
-	sc, ok := c.(syscall.Conn) // a *net.TCPConn, or a tunnel.Socket
-	if !ok {
+	ra, isTCP := c.RemoteAddr().(*net.TCPAddr)
+	sc, isConn := c.(syscall.Conn) // a *net.TCPConn
+	if !isTCP || !isConn {
 		return netip.AddrPort{}, false
 	}
 	rc, err := sc.SyscallConn()
@@ -48,16 +56,21 @@ func natDst(c net.Conn) (netip.AddrPort, bool) {
 		return netip.AddrPort{}, false
 	}
 	is4 := ra.AddrPort().Addr().Unmap().Is4()
+	var d netip.AddrPort // not dst: what this closure captures goes to the heap
+	var got bool
+	rc.Control(func(fd uintptr) { d, got = origDstFD(int(fd), is4) })
+	return d, got
+}
+
+// origDstFD asks for fd's destination before NAT (is4: the socket's family).
+func origDstFD(fd int, is4 bool) (netip.AddrPort, bool) {
 	// struct sockaddr_in (16 bytes) or struct sockaddr_in6 (28).
 	var sa [28]byte
-	var n uint32
-	rc.Control(func(fd uintptr) {
-		level := unix.SOL_IPV6
-		if is4 {
-			level = unix.SOL_IP
-		}
-		n, err = rawsys.Getsockopt(int(fd), level, soOriginalDst, unsafe.Pointer(&sa[0]), uint32(len(sa)))
-	})
+	level := unix.SOL_IPV6
+	if is4 {
+		level = unix.SOL_IP
+	}
+	n, err := rawsys.Getsockopt(fd, level, soOriginalDst, unsafe.Pointer(&sa[0]), uint32(len(sa)))
 	if err != nil || n < 8 {
 		return netip.AddrPort{}, false
 	}

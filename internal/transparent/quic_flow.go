@@ -102,7 +102,7 @@ func (f *quicFlow) serve() {
 	s := f.s
 	const listener = audit.ListenerTransparentQUIC
 	f.t = s.Track.Track(listener)
-	f.t.SetCloser(f.cancel)
+	f.t.SetCloser(conntrack.CloserFunc(f.cancel))
 	denied := true
 	defer func() {
 		if v := recover(); v != nil {

@@ -31,7 +31,11 @@ type Acceptor struct {
 	backoff time.Duration
 	timer   *time.Timer
 	done    chan struct{}
-	local   net.Addr // every connection's own address, when the listener's is one address (nil: a wildcard)
+	// every connection's own address, when the listener's is one address
+	// (zero and nil: a wildcard); local is localAP as a net.Addr, shared by
+	// every connection's Socket.
+	localAP netip.AddrPort
+	local   net.Addr
 
 	serve   func(s *Socket, peer netip.AddrPort)
 	onError func(err error, retryIn time.Duration)
@@ -58,7 +62,7 @@ func Accept(ln *net.TCPListener, serve func(s *Socket, peer netip.AddrPort), onE
 	}
 	a := &Acceptor{fd: fd, done: make(chan struct{}), serve: serve, onError: onError, onPanic: onPanic}
 	if la, ok := ln.Addr().(*net.TCPAddr); ok && !la.IP.IsUnspecified() {
-		a.local = la
+		a.localAP, a.local = la.AddrPort(), la
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -156,7 +160,8 @@ func (a *Acceptor) serveLocked(fd int, peer netip.AddrPort) {
 			a.onPanic(v)
 		}
 	}()
-	s := NewSocket(fd, a.local, net.TCPAddrFromAddrPort(peer))
+	s := NewSocket(fd, a.localAP, peer)
+	s.local = a.local // shared: no net.Addr made per connection
 	a.serve(s, netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port()))
 }
 

@@ -59,6 +59,20 @@ func TestAcceptServes(t *testing.T) {
 	if a.s.LocalAddr().String() != addr {
 		t.Fatalf("local address %v, want %v", a.s.LocalAddr(), addr)
 	}
+	if a.s.RemoteAddrPort() != a.peer || a.s.LocalAddrPort().String() != addr {
+		t.Fatalf("RemoteAddrPort %v (peer %v), LocalAddrPort %v (want %s)", a.s.RemoteAddrPort(), a.peer, a.s.LocalAddrPort(), addr)
+	}
+	if a.s.RemoteAddr() != a.s.RemoteAddr() || a.s.LocalAddr() != a.s.LocalAddr() {
+		t.Fatal("a Socket made a new net.Addr on a second call")
+	}
+	// What a flow on the parkers asks of every connection allocates nothing.
+	var fd int
+	if allocs := testing.AllocsPerRun(50, func() {
+		_, _ = a.s.RemoteAddrPort(), a.s.LocalAddrPort()
+		a.s.Control(func(d uintptr) { fd = int(d) })
+	}); allocs != 0 || fd <= 0 {
+		t.Fatalf("%v allocations (fd %d)", allocs, fd)
+	}
 	c.Write([]byte("ping"))
 	buf := make([]byte, 8)
 	var n int
@@ -97,8 +111,8 @@ func TestAcceptWildcardLocal(t *testing.T) {
 	select {
 	case s := <-got:
 		defer s.Close()
-		if s.LocalAddr().String() != c.RemoteAddr().String() {
-			t.Fatalf("local %v, the client dialed %v", s.LocalAddr(), c.RemoteAddr())
+		if s.LocalAddr().String() != c.RemoteAddr().String() || s.LocalAddrPort().String() != c.RemoteAddr().String() {
+			t.Fatalf("local %v (%v), the client dialed %v", s.LocalAddr(), s.LocalAddrPort(), c.RemoteAddr())
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("nothing accepted")

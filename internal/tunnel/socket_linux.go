@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"syscall"
@@ -33,15 +34,20 @@ var ErrWouldBlock = errors.New("tunnel: socket not ready")
 // made of two Sockets adopts their descriptors (New): from then on Close of
 // a Socket does nothing, and the tunnel closes them.
 type Socket struct {
-	mu            sync.Mutex
-	fd            int // -1 once closed or adopted
-	local, remote net.Addr
+	mu sync.Mutex
+	fd int // -1 once closed or adopted
+	// The addresses: remoteAP as given, localAP as given or asked of the
+	// kernel on first use; local and remote are them as net.Addrs, made on
+	// first use (mu), since most flows never ask.
+	localAP, remoteAP netip.AddrPort
+	local, remote     net.Addr
 }
 
 // NewSocket takes ownership of fd, a connected or connecting non-blocking
-// TCP socket.
-func NewSocket(fd int, local, remote net.Addr) *Socket {
-	return &Socket{fd: fd, local: local, remote: remote}
+// TCP socket; local may be the zero AddrPort (asked of the kernel when
+// needed).
+func NewSocket(fd int, local, remote netip.AddrPort) *Socket {
+	return &Socket{fd: fd, localAP: local, remoteAP: remote}
 }
 
 // SocketOf takes c's socket out of Go's poller: its descriptor duplicated
@@ -53,7 +59,7 @@ func SocketOf(c *net.TCPConn) (*Socket, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := NewSocket(fd, c.LocalAddr(), c.RemoteAddr())
+	s := NewSocket(fd, addrPort(c.LocalAddr()), addrPort(c.RemoteAddr()))
 	c.Close()
 	return s, nil
 }
@@ -83,8 +89,17 @@ func (s *Socket) FD() int {
 	return s.fd
 }
 
+// addrPort is a's address and port (zero if a is not a *net.TCPAddr).
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	return netip.AddrPort{}
+}
+
+// opError is err of op as Go's net reports it (s.mu held).
 func (s *Socket) opError(op string, err error) error {
-	return &net.OpError{Op: op, Net: "tcp", Source: s.local, Addr: s.remote, Err: os.NewSyscallError(op, err)}
+	return &net.OpError{Op: op, Net: "tcp", Source: s.localLocked(), Addr: s.remoteLocked(), Err: os.NewSyscallError(op, err)}
 }
 
 // Read reads what is there: io.EOF at the peer's end, ErrWouldBlock when
@@ -156,15 +171,65 @@ func (s *Socket) CloseWrite() error {
 func (s *Socket) LocalAddr() net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.local == nil && s.fd >= 0 {
-		if ap, err := rawsys.Getsockname(s.fd); err == nil && ap.IsValid() {
+	return s.localLocked()
+}
+
+func (s *Socket) localLocked() net.Addr {
+	if s.local == nil {
+		if ap := s.localAPLocked(); ap.IsValid() {
 			s.local = net.TCPAddrFromAddrPort(ap)
 		}
 	}
 	return s.local
 }
 
-func (s *Socket) RemoteAddr() net.Addr             { return s.remote }
+// LocalAddrPort is LocalAddr without making a net.Addr (the zero AddrPort
+// if it cannot be had).
+func (s *Socket) LocalAddrPort() netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.localAPLocked()
+}
+
+func (s *Socket) localAPLocked() netip.AddrPort {
+	if !s.localAP.IsValid() && s.fd >= 0 {
+		if ap, err := rawsys.Getsockname(s.fd); err == nil {
+			s.localAP = ap
+		}
+	}
+	return s.localAP
+}
+
+// RemoteAddr is the peer's address (nil if none was given).
+func (s *Socket) RemoteAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.remoteLocked()
+}
+
+func (s *Socket) remoteLocked() net.Addr {
+	if s.remote == nil && s.remoteAP.IsValid() {
+		s.remote = net.TCPAddrFromAddrPort(s.remoteAP)
+	}
+	return s.remote
+}
+
+// RemoteAddrPort is the peer's address as given (the zero AddrPort if
+// none was), without making a net.Addr.
+func (s *Socket) RemoteAddrPort() netip.AddrPort { return s.remoteAP }
+
+// Control runs f on the descriptor under the Socket's mutex (net.ErrClosed
+// once it is closed or adopted): SyscallConn's Control, for callers that
+// hold a *Socket and would rather not allocate a RawConn and a closure.
+func (s *Socket) Control(f func(fd uintptr)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fd < 0 {
+		return net.ErrClosed
+	}
+	f(uintptr(s.fd))
+	return nil
+}
 func (s *Socket) SetDeadline(time.Time) error      { return nil }
 func (s *Socket) SetReadDeadline(time.Time) error  { return nil }
 func (s *Socket) SetWriteDeadline(time.Time) error { return nil }
@@ -195,15 +260,7 @@ func (s *Socket) epollCtl(epfd, op int, ev *unix.EpollEvent) error {
 
 type socketRaw struct{ s *Socket }
 
-func (r socketRaw) Control(f func(fd uintptr)) error {
-	r.s.mu.Lock()
-	defer r.s.mu.Unlock()
-	if r.s.fd < 0 {
-		return net.ErrClosed
-	}
-	f(uintptr(r.s.fd))
-	return nil
-}
+func (r socketRaw) Control(f func(fd uintptr)) error { return r.s.Control(f) }
 
 func (socketRaw) Read(func(fd uintptr) bool) error  { return syscall.EINVAL }
 func (socketRaw) Write(func(fd uintptr) bool) error { return syscall.EINVAL }

@@ -35,15 +35,26 @@ func tune(c syscall.RawConn, dialed bool, idle time.Duration) {
 	if !dialed && !early {
 		return
 	}
-	control(c, func(fd int) {
-		if dialed {
-			// Fixed, not autotuned: autotuning would grow it to tcp_rmem[2].
-			rawsys.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbufCap)
+	switch r := c.(type) {
+	case socketRaw: // a Socket's descriptor (under its mutex): no closure to allocate
+		r.s.mu.Lock()
+		if r.s.fd >= 0 {
+			tuneFD(r.s.fd, dialed, early, idle)
 		}
-		if early {
-			setUserTimeout(fd, idle)
-		}
-	})
+		r.s.mu.Unlock()
+	default:
+		control(c, func(fd int) { tuneFD(fd, dialed, early, idle) })
+	}
+}
+
+func tuneFD(fd int, dialed, early bool, idle time.Duration) {
+	if dialed {
+		// Fixed, not autotuned: autotuning would grow it to tcp_rmem[2].
+		rawsys.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbufCap)
+	}
+	if early {
+		setUserTimeout(fd, idle)
+	}
 }
 
 // tuneLate sets TCP_USER_TIMEOUT on c at the watchdog's first look when it
