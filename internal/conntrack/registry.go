@@ -18,7 +18,6 @@ type Conn struct {
 	names    atomic.Pointer[rules.Names] // nil: nothing decided now (pending hello, idle keep-alive)
 	closedBy atomic.Pointer[string]      // "config_reload" or "shutdown"
 	idle     atomic.Bool                 // a keep-alive connection waiting for its next request
-	onSwap   atomic.Pointer[func()]
 
 	// mu guards what a close closes. Set a few times in a connection's
 	// life and read once, at its close; plain fields under a mutex, so
@@ -29,7 +28,11 @@ type Conn struct {
 	// them as bare descriptors while it is parked.
 	conn   net.Conn
 	closer Closer
+	onSwap Swapper
 }
+
+// Swapper is told of every configuration swap (SetOnSwap).
+type Swapper interface{ Swapped() }
 
 // Closer closes a tracked connection its owner's way: a tunnel.Pipe, which
 // must learn it was closed even while parked, or a flow on the event loops.
@@ -57,16 +60,15 @@ func (t *Conn) Names() (rules.Names, bool) {
 	return rules.Names{}, false
 }
 
-// SetOnSwap makes every configuration swap call fn (a keep-alive connection
-// drops its idle upstream connection: it was dialed under the old config).
-// fn must be quick and safe to call from any goroutine. nil removes it (a
-// connection handed to a tunnel keeps nothing of its request loop).
-func (t *Conn) SetOnSwap(fn func()) {
-	if fn == nil {
-		t.onSwap.Store(nil)
-		return
-	}
-	t.onSwap.Store(&fn)
+// SetOnSwap makes every configuration swap call s.Swapped (a keep-alive
+// connection drops its idle upstream connection: it was dialed under the old
+// config). Swapped must be quick and safe to call from any goroutine. nil
+// removes it (a connection handed to a tunnel keeps nothing of its request
+// loop).
+func (t *Conn) SetOnSwap(s Swapper) {
+	t.mu.Lock()
+	t.onSwap = s
+	t.mu.Unlock()
 }
 
 // SetCloser makes close call c.Close instead of closing the connection; nil
@@ -163,15 +165,17 @@ func (tr *Tracker) Reloaded(cfg *rules.Config) int {
 // swapped tells every tracked connection that the configuration changed.
 func (tr *Tracker) swapped() {
 	tr.mu.Lock()
-	var hooks []func()
+	var hooks []Swapper
 	for t := range tr.open {
-		if fn := t.onSwap.Load(); fn != nil {
-			hooks = append(hooks, *fn)
+		t.mu.Lock()
+		if s := t.onSwap; s != nil {
+			hooks = append(hooks, s)
 		}
+		t.mu.Unlock()
 	}
 	tr.mu.Unlock()
-	for _, fn := range hooks {
-		fn()
+	for _, s := range hooks {
+		s.Swapped()
 	}
 }
 

@@ -15,9 +15,12 @@ type countingConn struct {
 func (c *countingConn) Close() error { c.closes.Add(1); return nil }
 
 // countingCloser is a Closer whose Close is counted.
-type countingCloser struct{ closes atomic.Int32 }
+type countingCloser struct{ closes, swaps atomic.Int32 }
 
 func (c *countingCloser) Close() { c.closes.Add(1) }
+
+// Swapped counts configuration swaps (a conntrack.Swapper).
+func (c *countingCloser) Swapped() { c.swaps.Add(1) }
 
 // What a close closes: the tracked connection by default, the closer once
 // one is set (and not the connection), the connection again after SetConn,
@@ -86,8 +89,30 @@ func TestConnSetAllocs(t *testing.T) {
 		c.SetConn(conn)
 		c.HandOver(closer)
 		c.SetCloser(nil)
+		c.SetOnSwap(closer)
+		c.SetOnSwap(nil)
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations per set", allocs)
+	}
+}
+
+// A configuration swap tells each connection that has a Swapper, once, and
+// none that removed it.
+func TestConnSwapped(t *testing.T) {
+	tr := testEngine(t, "")
+	a, b := &countingCloser{}, &countingCloser{}
+	ca, cb := tr.Track("proxy"), tr.Track("proxy")
+	ca.SetOnSwap(a)
+	cb.SetOnSwap(b)
+	cb.SetOnSwap(nil)
+	tr.Reloaded(tr.config())
+	if a.swaps.Load() != 1 || b.swaps.Load() != 0 {
+		t.Fatalf("swaps: %d and %d, want 1 and 0", a.swaps.Load(), b.swaps.Load())
+	}
+	tr.Untrack(ca)
+	tr.Reloaded(tr.config())
+	if a.swaps.Load() != 1 {
+		t.Fatalf("an untracked connection heard of a swap (%d)", a.swaps.Load())
 	}
 }

@@ -238,12 +238,20 @@ func (s *Server) serveTracked(c net.Conn, t *conntrack.Conn, adm *admission) {
 	if s.ProxyTLS && !cn.handshake(st) {
 		return
 	}
-	cn.t.SetOnSwap(func() {
-		if o := cn.up.Load(); o != nil {
-			o.closeIfIdle() // dialed under the old config: never reused, so let it go now
-		}
-	})
+	cn.t.SetOnSwap((*swapHook)(cn))
 	cn.loop()
+}
+
+// swapHook is a connection's conntrack.Swapper: a conversion of the conn,
+// so that setting it allocates nothing.
+type swapHook conn
+
+// Swapped drops the connection's idle upstream connection: dialed under the
+// old config, it is never reused, so let it go now.
+func (h *swapHook) Swapped() {
+	if o := (*conn)(h).up.Load(); o != nil {
+		o.closeIfIdle()
+	}
 }
 
 // end ends a client connection: untracked, its limit slot released (nil:
