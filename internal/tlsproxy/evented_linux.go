@@ -122,9 +122,12 @@ func (e *evented) step(fn func()) {
 
 // SocketPanic (tunnel.Watched) reports a panic in one of the flow's steps
 // and ends the flow.
+// The flow may be over already (start empties e.fl when it hands the
+// sockets to the tunnel), so the hook is looked up only where there is one:
+// a panic while reporting a panic would end the process.
 func (e *evented) SocketPanic(v any) {
-	if h := e.fl.p.Panicked; h != nil {
-		h(e.fl.f.Listener, v)
+	if p, f := e.fl.p, e.fl.f; p != nil && f != nil && p.Panicked != nil {
+		p.Panicked(f.Listener, v)
 	}
 	go e.step(func() {
 		if e.state != stateDone {
@@ -392,10 +395,14 @@ func (e *evented) Close() { go e.closedNow() }
 
 func (e *evented) closedNow() {
 	e.step(func() {
+		if e.state == stateDone {
+			// Over, or handed to the tunnel (a close that raced the
+			// hand-over waited here for the lock): e.fl is empty then,
+			// and the tunnel is the Conn's closer.
+			return
+		}
 		why := e.fl.f.Conn.ClosedBy()
 		switch e.state {
-		case stateDone:
-			return
 		case stateHello:
 			err := fmt.Errorf("%w: %w", sni.ErrTruncated, net.ErrClosed)
 			e.fl.helloRead(nil, e.fl.raw, err)

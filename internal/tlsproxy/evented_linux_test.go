@@ -439,3 +439,35 @@ func waitFor(t *testing.T, d time.Duration, cond func() bool, what string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestEventedClosedAfterHandOver: a registry close (a reload, a shutdown)
+// that comes while a step holds the lock waits for it on a goroutine of its
+// own; when that step was the hand-over to the tunnel, the flow is empty by
+// the time the close runs. It must see the flow over and do nothing (the
+// tunnel is the Conn's closer then), and a panic reported then must not
+// panic again while being reported (that would end the process: CI caught
+// it once in httpproxy's shutdown test).
+func TestEventedClosedAfterHandOver(t *testing.T) {
+	e := &evented{state: stateDone} // what start leaves: e.fl emptied
+	e.closedNow()
+	e.SocketPanic("a bug after the hand-over")
+
+	// The same race on real flows: closes at every moment around the
+	// tunnel's start. Each flow ends exactly once (Done), the process
+	// stands.
+	h, _ := eventedHarness(t, "")
+	port := echoOrigin(t)
+	hello := clientHello(t, "allowed.test")
+	for i := range 60 {
+		client, fl := h.eventedFlow(port)
+		client.Write(hello)
+		go func() {
+			time.Sleep(time.Duration(i%12) * 100 * time.Microsecond)
+			fl.conn.Close("reload")
+		}()
+		client.SetReadDeadline(time.Now().Add(10 * time.Second))
+		io.Copy(io.Discard, client) // the echo, then the close's EOF or reset
+		client.Close()
+		fl.wait(t)
+	}
+}
