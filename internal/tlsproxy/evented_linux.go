@@ -143,7 +143,7 @@ func (e *evented) SocketEvent(way int, events uint32) {
 		case e.state == stateHello && way == 0:
 			e.readHello()
 		case e.state == stateConnecting && way == 1 && events&(tunnel.EventOut|tunnel.EventErr|tunnel.EventHUP) != 0:
-			e.connected()
+			e.connected(events&(tunnel.EventErr|tunnel.EventHUP) != 0)
 		case e.state == stateReplaying && way == 1:
 			e.replay()
 		}
@@ -293,7 +293,7 @@ func (e *evented) dial() {
 	err = rawsys.Connect(fd, dest)
 	switch err {
 	case nil:
-		e.connected()
+		e.connected(false)
 	case unix.EINPROGRESS:
 		e.state = stateConnecting
 		if err := e.w.Add(e.server, 1); err != nil {
@@ -308,19 +308,25 @@ func (e *evented) dial() {
 	}
 }
 
-// connected: the connect completed (or failed: SO_ERROR says).
-func (e *evented) connected() {
-	var soerr int
-	var gerr error
-	if err := e.server.Control(func(fd uintptr) { soerr, gerr = rawsys.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR) }); err != nil {
-		gerr = err
-	}
-	if gerr == nil && soerr != 0 {
-		gerr = syscall.Errno(soerr)
-	}
-	if gerr != nil {
-		e.dialFailed(&net.OpError{Op: "dial", Net: "tcp", Addr: e.server.RemoteAddr(), Err: os.NewSyscallError("connect", gerr)})
-		return
+// connected: the connect completed. failed: the socket reported an error
+// or a hang-up, and SO_ERROR says which. A connect that returned 0, or a
+// socket reported writable with neither, is established (the kernel reports
+// a connecting socket writable only then): no system call to ask; an error
+// that comes after it is the replay's write error.
+func (e *evented) connected(failed bool) {
+	if failed {
+		var soerr int
+		var gerr error
+		if err := e.server.Control(func(fd uintptr) { soerr, gerr = rawsys.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR) }); err != nil {
+			gerr = err
+		}
+		if gerr == nil && soerr != 0 {
+			gerr = syscall.Errno(soerr)
+		}
+		if gerr != nil {
+			e.dialFailed(&net.OpError{Op: "dial", Net: "tcp", Addr: e.server.RemoteAddr(), Err: os.NewSyscallError("connect", gerr)})
+			return
+		}
 	}
 	e.disarm()
 	e.fl.p.Metrics.UpstreamDial.Observe(time.Since(e.dialed).Seconds())
