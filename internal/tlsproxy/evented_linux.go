@@ -372,10 +372,10 @@ func (e *evented) dialFailed(err error) {
 }
 
 // start hands both sockets to a tunnel, which adopts their descriptors and
-// is relayed by a parker; the flow is over.
+// is relayed by a parker; the flow is over. The sockets stay in the
+// stopped Watcher's set: the tunnel takes their registrations over
+// (tunnel.Watcher.Stop), one epoll_ctl each instead of two.
 func (e *evented) start() {
-	e.w.Remove(e.client)
-	e.w.Remove(e.server)
 	e.w.Stop()
 	e.state = stateDone
 	e.fl.start(e.server)

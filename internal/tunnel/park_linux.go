@@ -39,7 +39,8 @@ import (
 // The idle timeout is the tunnel's watchdog (tunnel.go), parked or not.
 
 type parker struct {
-	epfd int
+	epfd  int
+	index uint32 // in parkers.all
 	// rc is the epoll set's descriptor in Go's poller (nil: the parker
 	// waits in a blocking epoll_wait instead); file keeps it open.
 	file *os.File
@@ -74,6 +75,7 @@ func initParkers() error {
 				parkers.err = err
 				return
 			}
+			k.index = uint32(i)
 			parkers.all = append(parkers.all, k)
 		}
 		for _, k := range parkers.all {
@@ -119,9 +121,15 @@ func parkerOf(p *Pipe) (*parker, error) {
 	if err := initParkers(); err != nil {
 		return nil, err
 	}
-	i, k := nextParker()
-	p.parkID = uint64(i)<<32 | uint64(k.add(p))
+	_, k := nextParker()
+	joinLocked(p, k)
 	return k, nil
+}
+
+// joinLocked gives p (which has none) the parker k and an id in its table
+// (p.mu held).
+func joinLocked(p *Pipe, k *parker) {
+	p.parkID = uint64(k.index)<<32 | uint64(k.add(p))
 }
 
 // nextParker picks the parker of a new tunnel or Watcher, round robin.

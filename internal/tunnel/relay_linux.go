@@ -99,7 +99,10 @@ func startDetachedLocked(p *Pipe) bool {
 // duplicate or close (p.mu held). It returns true: if the descriptors could
 // not be had or registered, the tunnel is closed and its result delivered.
 func adoptLocked(p *Pipe, cs, ss *Socket) bool {
-	p.raw = [2]rawSock{{int32(cs.take())}, {int32(ss.take())}}
+	var sets [2]*parker
+	cfd, cset := cs.take()
+	sfd, sset := ss.take()
+	p.raw, sets = [2]rawSock{{int32(cfd)}, {int32(sfd)}}, [2]*parker{cset, sset}
 	p.detached = true
 	p.client, p.server = nil, nil
 	for i := range p.dirs {
@@ -107,6 +110,12 @@ func adoptLocked(p *Pipe, cs, ss *Socket) bool {
 		d.src, d.dst, d.rc = nil, nil, &p.raw[i]
 	}
 	p.setParkedLocked(true)
+	// Sockets a stopped Watcher left in its parker's set (the evented TLS
+	// flow's): the tunnel joins that parker and changes their registration
+	// (one EPOLL_CTL_MOD each, where a Remove and an ADD would be two).
+	if p.parkID == 0 && sets[0] != nil && sets[0] == sets[1] {
+		joinLocked(p, sets[0])
+	}
 	k, err := parkerOf(p)
 	for i := range p.dirs {
 		if err != nil {
@@ -116,7 +125,15 @@ func adoptLocked(p *Pipe, cs, ss *Socket) bool {
 			err = net.ErrClosed
 			break
 		}
-		if err = k.ctl(&p.raw[i], unix.EPOLL_CTL_ADD, uint32(p.parkID), i); err == nil {
+		op := unix.EPOLL_CTL_ADD
+		switch sets[i] {
+		case nil:
+		case k:
+			op = unix.EPOLL_CTL_MOD
+		default: // in another parker's set: out of it first
+			rawsys.EpollCtl(sets[i].epfd, unix.EPOLL_CTL_DEL, int(p.raw[i].fd), nil)
+		}
+		if err = k.ctl(&p.raw[i], op, uint32(p.parkID), i); err == nil {
 			p.dirs[i].parked = true
 		}
 	}

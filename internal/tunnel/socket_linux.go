@@ -36,6 +36,10 @@ var ErrWouldBlock = errors.New("tunnel: socket not ready")
 type Socket struct {
 	mu sync.Mutex
 	fd int // -1 once closed or adopted
+	// set is the parker whose epoll set holds fd, entered by a Watcher
+	// (nil when none): a Watcher that stops leaves it there for the tunnel
+	// that adopts the Socket to take over with one EPOLL_CTL_MOD.
+	set *parker
 	// The addresses: remoteAP as given, localAP as given or asked of the
 	// kernel on first use; local and remote are them as net.Addrs, made on
 	// first use (mu), since most flows never ask.
@@ -68,9 +72,13 @@ func SocketOf(c *net.TCPConn) (*Socket, error) {
 // must wait on it: net.FileConn registers a duplicate of the descriptor,
 // and the Socket's own is closed. The Socket is closed either way.
 func (s *Socket) NetConn() (net.Conn, error) {
-	fd := s.take()
+	fd, set := s.take()
 	if fd < 0 {
 		return nil, net.ErrClosed
+	}
+	if set != nil {
+		// The duplicate below would keep the registration alive.
+		rawsys.EpollCtl(set.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 	}
 	// Blocking for os.NewFile, so that it does not register the descriptor
 	// in Go's poller itself; net.FileConn's duplicate is made non-blocking
@@ -239,23 +247,30 @@ func (s *Socket) SetWriteDeadline(time.Time) error { return nil }
 func (s *Socket) SyscallConn() (syscall.RawConn, error) { return socketRaw{s}, nil }
 
 // take gives the descriptor to a tunnel: -1 if it was closed.
-func (s *Socket) take() int {
+func (s *Socket) take() (fd int, set *parker) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	fd := s.fd
-	s.fd = -1
-	return fd
+	fd, set = s.fd, s.set
+	s.fd, s.set = -1, nil
+	return fd, set
 }
 
-// epollCtl enters, changes or removes (op) the descriptor in the set epfd,
+// epollCtl enters (set k) or removes (set nil) the descriptor in k's set,
 // under the Socket's mutex as every use of it.
-func (s *Socket) epollCtl(epfd, op int, ev *unix.EpollEvent) error {
+func (s *Socket) epollCtl(k *parker, op int, ev *unix.EpollEvent) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.fd < 0 {
 		return net.ErrClosed
 	}
-	return rawsys.EpollCtl(epfd, op, s.fd, ev)
+	err := rawsys.EpollCtl(k.epfd, op, s.fd, ev)
+	switch {
+	case op == unix.EPOLL_CTL_DEL:
+		s.set = nil
+	case err == nil:
+		s.set = k
+	}
+	return err
 }
 
 type socketRaw struct{ s *Socket }
@@ -311,15 +326,19 @@ func (w *Watcher) AddInput(s *Socket, way int) error {
 
 func (w *Watcher) add(s *Socket, way int, events uint32) error {
 	ev := unix.EpollEvent{Events: events | unix.EPOLLET, Fd: int32(w.id), Pad: int32(way)}
-	return s.epollCtl(w.k.epfd, unix.EPOLL_CTL_ADD, &ev)
+	return s.epollCtl(w.k, unix.EPOLL_CTL_ADD, &ev)
 }
 
 // Remove takes s's descriptor out of the Watcher's set.
-func (w *Watcher) Remove(s *Socket) { s.epollCtl(w.k.epfd, unix.EPOLL_CTL_DEL, nil) }
+func (w *Watcher) Remove(s *Socket) { s.epollCtl(w.k, unix.EPOLL_CTL_DEL, nil) }
 
 // Stop takes the Watcher out of its parker: from the parker's next event
-// on, SocketEvent is not called again. The descriptors it watched must be removed
-// (a tunnel that adopts them does) or closed by the caller.
+// on, SocketEvent is not called again. A descriptor it still watches stays
+// in the parker's set, its events dropped, until the Socket is closed, is
+// made a connection (NetConn), or is adopted by a tunnel (New): the tunnel
+// then joins that parker and takes the registration over with one
+// EPOLL_CTL_MOD, which also reports whatever is ready at that moment, so
+// an event the stopped Watcher dropped is not lost.
 func (w *Watcher) Stop() { w.k.remove(w.id, w) }
 
 func (w *Watcher) event(_ *parker, way int, events uint32) {

@@ -168,6 +168,89 @@ func TestTunnelAdoptsSockets(t *testing.T) {
 	}
 }
 
+// TestTunnelTakesOverWatchedSockets: a tunnel of Sockets a stopped Watcher
+// left in its parker's set joins that parker and takes the registrations
+// over (EPOLL_CTL_MOD); bytes whose events the Watcher got, and the
+// stopped Watcher dropped, are relayed all the same. Sockets of two
+// Watchers on different parkers leave the other set first.
+func TestTunnelTakesOverWatchedSockets(t *testing.T) {
+	if !CanWatch() {
+		t.Skip("SKIP: Watchers need epoll (Linux)")
+	}
+	for _, two := range []bool{false, true} {
+		client, pc := pair(t)
+		ps, server := pair(t)
+		cs, ss := socketOf(t, pc), socketOf(t, ps)
+		var ins [2]atomic.Int32
+		seen := watchFuncs{func(way int, events uint32) {
+			if events&EventIn != 0 {
+				ins[way].Add(1)
+			}
+		}, nil}
+		wc, err := NewWatcher(seen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws := wc
+		if two {
+			if len(parkers.all) < 2 {
+				t.Log("one parker: the two-Watcher case is the one-Watcher case")
+			}
+			if ws, err = NewWatcher(seen); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := wc.AddInput(cs, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := ws.Add(ss, 1); err != nil {
+			t.Fatal(err)
+		}
+		// Both sockets have bytes waiting, and their (edge-triggered)
+		// events went to the Watchers, which stop without reading them.
+		client.Write([]byte("hello"))
+		server.Write([]byte("first answer"))
+		waitUntil(t, 5*time.Second, func() bool { return ins[0].Load() > 0 && ins[1].Load() > 0 }, "both input events")
+		wc.Stop()
+		ws.Stop()
+		var res Result
+		done := make(chan struct{})
+		p := New(cs, ss, Options{Idle: 10 * time.Second, OnDone: func(r Result) { res = r; close(done) }})
+		p.Serve()
+		if !relaying(t, p) {
+			t.Fatal("a tunnel of two watched Sockets is not relayed")
+		}
+		if !two && p.parkID>>32 != uint64(wc.k.index) {
+			t.Fatalf("the tunnel is on parker %d, its Sockets were in parker %d's set", p.parkID>>32, wc.k.index)
+		}
+		expect(t, server, "hello")
+		expect(t, client, "first answer")
+		echo(t, client, server, "more")
+		echo(t, server, client, "and more")
+		client.Close()
+		server.Close()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the tunnel did not end")
+		}
+		if res.Upload != int64(len("hellomore")) || res.Download != int64(len("first answerand more")) {
+			t.Fatalf("two Watchers %v: result %+v", two, res)
+		}
+	}
+}
+
+// expect reads exactly want from c (5 s at most).
+func expect(t *testing.T, c net.Conn, want string) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != want {
+		t.Fatalf("read %q (%v), want %q", got, err, want)
+	}
+	c.SetReadDeadline(time.Time{})
+}
+
 // TestTunnelOfClosedSocket: a Socket closed before its tunnel started ends
 // the tunnel at once, its result delivered, the other descriptor closed.
 func TestTunnelOfClosedSocket(t *testing.T) {
