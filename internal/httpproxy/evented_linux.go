@@ -129,7 +129,9 @@ func (wt *waiting) stopLocked() {
 		wt.timer.Stop()
 	}
 	if wt.w != nil {
-		wt.w.Remove(wt.sock)
+		// The socket stays in the parker's set (its events dropped): a
+		// close takes it out, NetConn does, and the evented TLS flow of a
+		// CONNECT changes it in place (tunnel.NewWatcherOf).
 		wt.w.Stop()
 	}
 }

@@ -77,7 +77,7 @@ type evented struct {
 func (p *Proxy) ServeEvented(f *Flow) {
 	e := &evented{fl: flow{p: p, f: f}, client: f.Client.(*tunnel.Socket)}
 	e.step(func() {
-		w, err := tunnel.NewWatcher(e)
+		w, err := tunnel.NewWatcherOf(e, e.client) // a CONNECT's client: on the parker that waited for its request
 		if err != nil {
 			e.fl.helloRead(nil, nil, err)
 			e.fl.deny(rules.ReasonMalformedHello, 0, err.Error())

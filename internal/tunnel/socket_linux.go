@@ -263,6 +263,17 @@ func (s *Socket) epollCtl(k *parker, op int, ev *unix.EpollEvent) error {
 	if s.fd < 0 {
 		return net.ErrClosed
 	}
+	if op == unix.EPOLL_CTL_ADD && s.set != nil {
+		// Left in a set by a Watcher that stopped: changed in place when
+		// it is k's (which also reports what is ready now, as ADD does),
+		// taken out of the other one first.
+		if s.set == k {
+			op = unix.EPOLL_CTL_MOD
+		} else {
+			rawsys.EpollCtl(s.set.epfd, unix.EPOLL_CTL_DEL, s.fd, nil)
+			s.set = nil
+		}
+	}
 	err := rawsys.EpollCtl(k.epfd, op, s.fd, ev)
 	switch {
 	case op == unix.EPOLL_CTL_DEL:
@@ -299,11 +310,19 @@ type Watched interface {
 }
 
 // NewWatcher enters h in a parker.
-func NewWatcher(h Watched) (*Watcher, error) {
+func NewWatcher(h Watched) (*Watcher, error) { return NewWatcherOf(h, nil) }
+
+// NewWatcherOf enters h in the parker whose set holds s already (left
+// there by a Watcher that stopped; Add then changes its registration with
+// one EPOLL_CTL_MOD), or in the next one when none does (s may be nil).
+func NewWatcherOf(h Watched, s *Socket) (*Watcher, error) {
 	if err := initParkers(); err != nil {
 		return nil, err
 	}
-	_, k := nextParker()
+	k := s.parker()
+	if k == nil {
+		_, k = nextParker()
+	}
 	w := &Watcher{k: k, h: h}
 	w.id = k.add(w)
 	return w, nil
@@ -329,14 +348,25 @@ func (w *Watcher) add(s *Socket, way int, events uint32) error {
 	return s.epollCtl(w.k, unix.EPOLL_CTL_ADD, &ev)
 }
 
+// parker is the parker whose set holds s (nil when none, or s is nil).
+func (s *Socket) parker() *parker {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.set
+}
+
 // Remove takes s's descriptor out of the Watcher's set.
 func (w *Watcher) Remove(s *Socket) { s.epollCtl(w.k, unix.EPOLL_CTL_DEL, nil) }
 
 // Stop takes the Watcher out of its parker: from the parker's next event
 // on, SocketEvent is not called again. A descriptor it still watches stays
 // in the parker's set, its events dropped, until the Socket is closed, is
-// made a connection (NetConn), or is adopted by a tunnel (New): the tunnel
-// then joins that parker and takes the registration over with one
+// made a connection (NetConn), is added to another Watcher (best one of
+// NewWatcherOf, on the same parker), or is adopted by a tunnel (New): the
+// Watcher or the tunnel then takes the registration over with one
 // EPOLL_CTL_MOD, which also reports whatever is ready at that moment, so
 // an event the stopped Watcher dropped is not lost.
 func (w *Watcher) Stop() { w.k.remove(w.id, w) }

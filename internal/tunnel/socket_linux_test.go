@@ -240,6 +240,81 @@ func TestTunnelTakesOverWatchedSockets(t *testing.T) {
 	}
 }
 
+// TestWatcherTakesOverSocket: a Socket a stopped Watcher left in its set
+// is taken over by the next Watcher, on the same parker (NewWatcherOf: a
+// MOD) or another one (out of the first set, then ADD): the bytes whose
+// event the stopped Watcher dropped are reported to the new one. NetConn
+// of such a Socket gives a working connection.
+func TestWatcherTakesOverSocket(t *testing.T) {
+	if !CanWatch() {
+		t.Skip("SKIP: Watchers need epoll (Linux)")
+	}
+	for _, how := range []string{"same parker", "next parker", "NetConn"} {
+		peer, c := pair(t)
+		s := socketOf(t, c)
+		var first atomic.Int32
+		w1, err := NewWatcher(watchFuncs{func(int, uint32) { first.Add(1) }, nil})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w1.AddInput(s, 0); err != nil {
+			t.Fatal(err)
+		}
+		peer.Write([]byte("x"))
+		waitUntil(t, 5*time.Second, func() bool { return first.Load() > 0 }, "the first Watcher's event")
+		w1.Stop()
+		if s.parker() != w1.k {
+			t.Fatalf("%s: the stopped Watcher's Socket is not in its parker's set", how)
+		}
+		if how == "NetConn" {
+			nc, err := s.NetConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			expect(t, nc, "x")
+			nc.Close()
+			peer.Close()
+			continue
+		}
+		var second atomic.Int32
+		h := watchFuncs{func(way int, ev uint32) {
+			if way == 3 && ev&EventIn != 0 {
+				second.Add(1)
+			}
+		}, nil}
+		var w2 *Watcher
+		if how == "same parker" {
+			w2, err = NewWatcherOf(h, s)
+			if err == nil && w2.k != w1.k {
+				t.Fatal("NewWatcherOf did not choose the Socket's parker")
+			}
+		} else {
+			w2, err = NewWatcher(h)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w2.AddInput(s, 3); err != nil {
+			t.Fatalf("%s: %v", how, err)
+		}
+		waitUntil(t, 5*time.Second, func() bool { return second.Load() > 0 }, how+": the waiting byte reported to the second Watcher")
+		if s.parker() != w2.k {
+			t.Fatalf("%s: the Socket is not in the second Watcher's set", how)
+		}
+		buf := make([]byte, 8)
+		if n, err := s.Read(buf); n != 1 || err != nil {
+			t.Fatalf("%s: read %d, %v", how, n, err)
+		}
+		w2.Remove(s)
+		if s.parker() != nil {
+			t.Fatalf("%s: Remove left the Socket marked in a set", how)
+		}
+		w2.Stop()
+		s.Close()
+		peer.Close()
+	}
+}
+
 // expect reads exactly want from c (5 s at most).
 func expect(t *testing.T, c net.Conn, want string) {
 	t.Helper()
