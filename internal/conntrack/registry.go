@@ -15,9 +15,8 @@ import (
 // grace period (at once if it is idle between requests).
 type Conn struct {
 	Listener string
-	names    atomic.Pointer[rules.Names] // nil: nothing decided now (pending hello, idle keep-alive)
-	closedBy atomic.Pointer[string]      // "config_reload" or "shutdown"
-	idle     atomic.Bool                 // a keep-alive connection waiting for its next request
+	closedBy atomic.Pointer[string] // "config_reload" or "shutdown"
+	idle     atomic.Bool            // a keep-alive connection waiting for its next request
 
 	// mu guards what a close closes. Set a few times in a connection's
 	// life and read once, at its close; plain fields under a mutex, so
@@ -29,6 +28,11 @@ type Conn struct {
 	conn   net.Conn
 	closer Closer
 	onSwap Swapper
+	// names are what a reload decides again while decided is set (not set:
+	// nothing decided now, a pending hello or an idle keep-alive); under
+	// mu too, so that setting them allocates nothing.
+	names   rules.Names
+	decided bool
 }
 
 // Swapper is told of every configuration swap (SetOnSwap).
@@ -47,17 +51,24 @@ func (f CloserFunc) Close() { f() }
 
 // Decided sets the names the connection carries now: from here a reload that
 // denies them closes it.
-func (t *Conn) Decided(n rules.Names) { t.names.Store(&n) }
+func (t *Conn) Decided(n rules.Names) {
+	t.mu.Lock()
+	t.names, t.decided = n, true
+	t.mu.Unlock()
+}
 
 // Undecided clears the names (a keep-alive connection between requests).
-func (t *Conn) Undecided() { t.names.Store(nil) }
+func (t *Conn) Undecided() {
+	t.mu.Lock()
+	t.names, t.decided = rules.Names{}, false
+	t.mu.Unlock()
+}
 
 // Names returns the names set by Decided, if any.
 func (t *Conn) Names() (rules.Names, bool) {
-	if n := t.names.Load(); n != nil {
-		return *n, true
-	}
-	return rules.Names{}, false
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.names, t.decided
 }
 
 // SetOnSwap makes every configuration swap call s.Swapped (a keep-alive
@@ -182,13 +193,19 @@ func (tr *Tracker) swapped() {
 // enforce closes the open tunnels that cfg denies.
 func (tr *Tracker) enforce(cfg *rules.Config) int {
 	tr.mu.Lock()
-	var victims []*Conn
+	all := make([]*Conn, 0, len(tr.open))
 	for t := range tr.open {
-		if n := t.names.Load(); n != nil && cfg.DecideAll(*n).Action == rules.Deny {
+		all = append(all, t)
+	}
+	tr.mu.Unlock()
+	// Each Conn's names under its own mutex, not under tr.mu: a close
+	// holds the Conn's and may come to the tracker's.
+	var victims []*Conn
+	for _, t := range all {
+		if n, ok := t.Names(); ok && cfg.DecideAll(n).Action == rules.Deny {
 			victims = append(victims, t)
 		}
 	}
-	tr.mu.Unlock()
 	for _, t := range victims {
 		t.close(string(rules.ReasonReload))
 	}

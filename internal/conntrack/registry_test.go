@@ -4,6 +4,8 @@ import (
 	"net"
 	"sync/atomic"
 	"testing"
+
+	"github.com/egress-proxy/egress/internal/rules"
 )
 
 // countingConn is a net.Conn whose Close is counted.
@@ -91,7 +93,12 @@ func TestConnSetAllocs(t *testing.T) {
 		c.SetCloser(nil)
 		c.SetOnSwap(closer)
 		c.SetOnSwap(nil)
+		c.Decided(rules.Names{Inner: "a.test", HasInner: true, TLS: true, Port: 443})
+		c.Undecided()
 	})
+	if n, ok := c.Names(); ok || n.Inner != "" {
+		t.Fatalf("names after Undecided: %+v, %v", n, ok)
+	}
 	if allocs != 0 {
 		t.Fatalf("%v allocations per set", allocs)
 	}

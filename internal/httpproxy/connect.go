@@ -17,6 +17,17 @@ import (
 	"github.com/egress-proxy/egress/internal/upstream"
 )
 
+// connectEstablished is the answer to an allowed CONNECT (a package
+// variable: a conversion at the call would allocate, as the Write is an
+// interface's).
+var connectEstablished = []byte("HTTP/1.1 200 Connection established\r\n\r\n")
+
+// flowConnect is a CONNECT's TLS flow with its Connect.
+type flowConnect struct {
+	f tlsproxy.Flow
+	c tlsproxy.Connect
+}
+
 // connect handles CONNECT host:port in the order SPEC §8 fixes: decide the
 // host → resolve and refuse private destinations → 200 → read the ClientHello
 // → decide every name → only then dial. A denied destination never sees a
@@ -63,7 +74,7 @@ func (cn *conn) connect(st *active.State, req *http.Request) {
 		return
 	}
 	cn.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if _, err := cn.c.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
+	if _, err := cn.c.Write(connectEstablished); err != nil {
 		// Allowed, but the client is gone before its 200: still a decision.
 		o := begin()
 		o.Decide(d)
@@ -81,10 +92,15 @@ func (cn *conn) connect(st *active.State, req *http.Request) {
 	}
 	// Nothing of the request stays with a tunnel that may live for hours.
 	done := cn.handOff()
-	f := &tlsproxy.Flow{
-		Listener: cn.s.listener(), Client: cn.c, Buffered: buffered, Src: cn.src, Start: time.Now(), Port: uint16(port),
-		Conn: cn.t, Done: done, Connect: &tlsproxy.Connect{Outer: outer, State: st, Dest: dest, Identity: id},
+	fc := &flowConnect{ // the flow and its CONNECT in one allocation
+		f: tlsproxy.Flow{
+			Listener: cn.s.listener(), Client: cn.c, Buffered: buffered, Src: cn.src, Start: time.Now(), Port: uint16(port),
+			Conn: cn.t, Done: done,
+		},
+		c: tlsproxy.Connect{Outer: outer, State: st, Dest: dest, Identity: id},
 	}
+	f := &fc.f
+	f.Connect = &fc.c
 	// On Linux a plain TCP client's flow goes on on the event loops: this
 	// goroutine, the connection's, ends here.
 	if sock := eventedSocket(cn.c); sock != nil {

@@ -41,9 +41,9 @@ func (s *Server) serveEvented(ln *net.TCPListener) error {
 // its first bytes. One over a limit is answered (503) on a goroutine.
 func (s *Server) acceptEvented(sock *tunnel.Socket, src netip.AddrPort) {
 	s.wg.Add(1)
-	adm := &admission{}
+	wt := &waiting{s: s, sock: sock}
+	adm := &wt.adm
 	adm.release, adm.limit = s.Track.Admit(s.listener(), src.Addr())
-	wt := &waiting{s: s, sock: sock, adm: adm}
 	wt.mu.Lock()
 	defer wt.mu.Unlock()
 	// The closer before the connection counts as idle, so that a shutdown
@@ -81,7 +81,7 @@ type waiting struct {
 	sock  *tunnel.Socket
 	w     *tunnel.Watcher // nil when none could be had
 	t     *conntrack.Conn
-	adm   *admission
+	adm   admission
 	timer *time.Timer
 	over  bool
 	ec    *evConn // once handed on
@@ -112,8 +112,12 @@ func (wt *waiting) handOnLocked(pre []byte) {
 	wt.ec = &evConn{sock: wt.sock, pre: pre, local: wt.sock.LocalAddr(), remote: wt.sock.RemoteAddr()}
 	wt.t.SetConn(wt.ec) // and no closer: the evConn is closed from here
 	wt.t.SetIdle(false)
+	// The closure holds a copy of the admission, not the waiting.
 	s, ec, t, adm := wt.s, wt.ec, wt.t, wt.adm
-	s.workers.run(func() { s.serveGuarded(ec, t, adm) })
+	s.workers.run(func() {
+		a := adm
+		s.serveGuarded(ec, t, &a)
+	})
 }
 
 // closeLocked closes a connection that never sent a byte.

@@ -158,7 +158,7 @@ var errHeaderTooLarge = errors.New("request header too large")
 type conn struct {
 	s      *Server
 	c      net.Conn
-	lr     *limitedConn
+	lr     limitedConn // what br reads from
 	br     *bufio.Reader
 	src    netip.AddrPort
 	served int // requests served on this connection
@@ -203,10 +203,11 @@ type admission struct {
 // check when it was made already.
 func (s *Server) serveTracked(c net.Conn, t *conntrack.Conn, adm *admission) {
 	st := s.Active.Load()
-	lr := &limitedConn{c: c, n: int64(st.Config.Limits.MaxHeaderBytes) + 4096}
+	cn := &conn{s: s, c: c, src: conntrack.PeerAddr(c), t: t}
+	cn.lr.c, cn.lr.n = c, int64(st.Config.Limits.MaxHeaderBytes)+4096
 	br := readerPool.Get().(*bufio.Reader)
-	br.Reset(lr)
-	cn := &conn{s: s, c: c, lr: lr, br: br, src: conntrack.PeerAddr(c), t: t}
+	br.Reset(&cn.lr)
+	cn.br = br
 	defer func() {
 		cn.dropOrigin()
 		if cn.br != nil {

@@ -83,14 +83,26 @@ type Outcome struct {
 // Begin starts the outcome of a connection or request from src on listener,
 // under the config version in force, begun at start.
 func (r *Recorder) Begin(listener, version string, src netip.AddrPort, start time.Time) *Outcome {
-	return &Outcome{r: r, listener: listener, Event: &audit.Event{
-		ID:            audit.NewID(),
-		Time:          start,
-		Listener:      listener,
-		ConfigVersion: version,
-		SourceIP:      src.Addr().String(),
-		SourcePort:    int(src.Port()),
-	}}
+	b := &begun{
+		o: Outcome{r: r, listener: listener},
+		ev: audit.Event{
+			ID:            audit.NewID(),
+			Time:          start,
+			Listener:      listener,
+			ConfigVersion: version,
+			SourceIP:      src.Addr().String(),
+			SourcePort:    int(src.Port()),
+		},
+	}
+	b.o.Event = &b.ev
+	return &b.o
+}
+
+// begun is an Outcome and its event in one allocation (a tunnel keeps
+// neither: it keeps the Sealed outcome).
+type begun struct {
+	o  Outcome
+	ev audit.Event
 }
 
 // Decide records the decision: the event's decision fields, and the metric,

@@ -1,6 +1,7 @@
 package outcome
 
 import (
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -97,13 +98,14 @@ func (o *Outcome) Seal() *Sealed {
 		s.extra.big = ev
 		return s
 	}
-	b := make([]byte, 0, total)
+	var b strings.Builder // one allocation: String does not copy
+	b.Grow(total)
 	for i, f := range sealedFields {
 		v := *f(ev)
 		s.lens[i] = uint16(len(v))
-		b = append(b, v...)
+		b.WriteString(v)
 	}
-	s.strs = string(b)
+	s.strs = b.String()
 	s.time = ev.Time
 	s.srcPort, s.destPort, s.status = uint16(ev.SourcePort), uint16(ev.DestPort), int32(ev.Status)
 	s.ech = -1
