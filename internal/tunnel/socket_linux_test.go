@@ -229,11 +229,15 @@ func TestTunnelTakesOverWatchedSockets(t *testing.T) {
 		echo(t, server, client, "and more")
 		client.Close()
 		server.Close()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			t.Fatal("the tunnel did not end")
+		ended := func() bool {
+			select {
+			case <-done: // OnDone ran: res is set
+				return true
+			default:
+				return false
+			}
 		}
+		waitUntil(t, 5*time.Second, ended, "the tunnel's end")
 		if res.Upload != int64(len("hellomore")) || res.Download != int64(len("first answerand more")) {
 			t.Fatalf("two Watchers %v: result %+v", two, res)
 		}
