@@ -360,3 +360,68 @@ func (f watchFuncs) SocketPanic(v any) {
 		f.onPanic(v)
 	}
 }
+
+// TestWatchedHandOverHostilePeers: clients that reset, close, or send twice
+// while their sockets sit in a stopped Watcher's set, before the tunnel
+// takes the registration over. Every tunnel ends (or relays every byte),
+// and afterwards no descriptor and no parker table entry is left.
+func TestWatchedHandOverHostilePeers(t *testing.T) {
+	if !CanWatch() {
+		t.Skip("SKIP: Watchers need epoll (Linux)")
+	}
+	tables := func() int {
+		n := 0
+		for _, k := range parkers.all {
+			k.mu.Lock()
+			n += len(k.table)
+			k.mu.Unlock()
+		}
+		return n
+	}
+	NewWatcher(watchFuncs{func(int, uint32) {}, nil}) // the parkers exist before counting
+	fds0, tab0 := openFDs(t), tables()
+	const rounds = 60
+	for i := 0; i < rounds; i++ {
+		client, pc := pair(t)
+		ps, server := pair(t)
+		cs, ss := socketOf(t, pc), socketOf(t, ps)
+		w, err := NewWatcher(watchFuncs{func(int, uint32) {}, nil})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.AddInput(cs, 0) != nil || w.Add(ss, 1) != nil {
+			t.Fatal("add")
+		}
+		how := i % 3
+		switch how {
+		case 0: // reset before the tunnel exists
+			client.SetLinger(0)
+			client.Close()
+		case 1: // FIN before the tunnel exists
+			client.Write([]byte("last words"))
+			client.Close()
+		case 2: // twice, before and after the hand-over
+			client.Write([]byte("one"))
+		}
+		w.Stop()
+		done := make(chan Result, 1)
+		p := New(cs, ss, Options{Idle: 10 * time.Second, OnDone: func(r Result) { done <- r }})
+		p.Serve()
+		switch how {
+		case 1:
+			expect(t, server, "last words")
+		case 2:
+			client.Write([]byte("two"))
+			expect(t, server, "onetwo")
+			client.Close()
+		}
+		server.Close()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d (%d): the tunnel did not end", i, how)
+		}
+	}
+	waitUntil(t, 5*time.Second, func() bool { return openFDs(t) <= fds0 && tables() <= tab0 },
+		"every descriptor closed and every parker entry gone")
+}
