@@ -125,14 +125,7 @@ func adoptLocked(p *Pipe, cs, ss *Socket) bool {
 			err = net.ErrClosed
 			break
 		}
-		op := unix.EPOLL_CTL_ADD
-		switch sets[i] {
-		case nil:
-		case k:
-			op = unix.EPOLL_CTL_MOD
-		default: // in another parker's set: out of it first
-			rawsys.EpollCtl(sets[i].epfd, unix.EPOLL_CTL_DEL, int(p.raw[i].fd), nil)
-		}
+		op := enterOp(sets[i], k, int(p.raw[i].fd))
 		if err = k.ctl(&p.raw[i], op, uint32(p.parkID), i); err == nil {
 			p.dirs[i].parked = true
 		}

@@ -263,15 +263,9 @@ func (s *Socket) epollCtl(k *parker, op int, ev *unix.EpollEvent) error {
 	if s.fd < 0 {
 		return net.ErrClosed
 	}
-	if op == unix.EPOLL_CTL_ADD && s.set != nil {
-		// Left in a set by a Watcher that stopped: changed in place when
-		// it is k's (which also reports what is ready now, as ADD does),
-		// taken out of the other one first.
-		if s.set == k {
-			op = unix.EPOLL_CTL_MOD
-		} else {
-			rawsys.EpollCtl(s.set.epfd, unix.EPOLL_CTL_DEL, s.fd, nil)
-			s.set = nil
+	if op == unix.EPOLL_CTL_ADD {
+		if op = enterOp(s.set, k, s.fd); op == unix.EPOLL_CTL_ADD {
+			s.set = nil // in no set now
 		}
 	}
 	err := rawsys.EpollCtl(k.epfd, op, s.fd, ev)
@@ -346,6 +340,21 @@ func (w *Watcher) AddInput(s *Socket, way int) error {
 func (w *Watcher) add(s *Socket, way int, events uint32) error {
 	ev := unix.EpollEvent{Events: events | unix.EPOLLET, Fd: int32(w.id), Pad: int32(way)}
 	return s.epollCtl(w.k, unix.EPOLL_CTL_ADD, &ev)
+}
+
+// enterOp is how to enter fd, which a stopped Watcher may have left in the
+// set of from (nil: in none), in k's set: EPOLL_CTL_MOD when it is in k's
+// already (which also reports what is ready now, as ADD does), else
+// EPOLL_CTL_ADD, after taking it out of from's.
+func enterOp(from, k *parker, fd int) int {
+	switch from {
+	case nil:
+	case k:
+		return unix.EPOLL_CTL_MOD
+	default:
+		rawsys.EpollCtl(from.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	}
+	return unix.EPOLL_CTL_ADD
 }
 
 // parker is the parker whose set holds s (nil when none, or s is nil).
