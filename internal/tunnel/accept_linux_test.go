@@ -294,9 +294,11 @@ func TestAcceptBackoff(t *testing.T) {
 	if len(retries) != 3 || retries[0] != 5*time.Millisecond || retries[1] != 10*time.Millisecond || retries[2] != 20*time.Millisecond {
 		t.Fatalf("back-offs %v, want 5ms 10ms 20ms", retries)
 	}
-	// 3 failures, the success, the EAGAIN that ends the batch (and one
-	// more if two parkers were woken): a spin would be thousands.
-	if n := fails.Load(); n < 5 || n > 8 {
+	// 3 failures, the success, and usually the EAGAIN that ends the batch
+	// (one more if two parkers were woken; none when the wait ended before
+	// the parker asked again, seen under -race in CI): a spin would be
+	// thousands.
+	if n := fails.Load(); n < 4 || n > 8 {
 		t.Fatalf("%d accept calls for 3 failures and a success", n)
 	}
 }
