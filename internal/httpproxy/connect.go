@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/egress-proxy/egress/internal/active"
+	"github.com/egress-proxy/egress/internal/identity"
 	"github.com/egress-proxy/egress/internal/metrics"
 	"github.com/egress-proxy/egress/internal/outcome"
 	"github.com/egress-proxy/egress/internal/rules"
@@ -50,33 +51,49 @@ func (cn *conn) connect(st *active.State, req *http.Request) {
 		cn.authAnswer(st, req, start, d.Segment, rules.ReasonAuthRequired, "", "", &d)
 		return
 	}
-	// begin starts the outcome of a CONNECT refused before its 200; an
-	// allowed one gets its outcome from the TLS flow.
-	begin := func() *outcome.Outcome {
-		o := cn.begin(st, start)
-		o.Event.DestDomain, o.Event.DestPort, o.Event.Method = outer.Name, int(port), http.MethodConnect
-		if outer.IP.IsValid() {
-			o.Event.DestIP = outer.IP.String()
-		}
-		return o
-	}
 	if d.Action == rules.Deny {
-		o := begin()
+		o := cn.beginConnect(st, start, outer, port)
 		o.Decide(d)
 		o.Event.Status = http.StatusForbidden
 		o.Finish()
 		cn.writeDenied(req, &d, outer.Name, o.Event.ID, host)
 		return
 	}
+	if _, hosted := st.Dialer.Hosts[outer.Name]; cn.inline && !outer.IP.IsValid() && !hosted {
+		// A DNS lookup may take seconds: not on the parker.
+		// (Copies made here: captured, outer and d would be moved to the
+		// heap on every CONNECT.)
+		o, dd := outer, d
+		cn.next = func() { cn.allowed(st, req, o, dd, id, uint16(port), host, start) }
+		return
+	}
+	cn.allowed(st, req, outer, d, id, uint16(port), host, start)
+}
+
+// beginConnect starts the outcome of a CONNECT refused before its 200; an
+// allowed one gets its outcome from the TLS flow.
+func (cn *conn) beginConnect(st *active.State, start time.Time, outer rules.Outer, port uint64) *outcome.Outcome {
+	o := cn.begin(st, start)
+	o.Event.DestDomain, o.Event.DestPort, o.Event.Method = outer.Name, int(port), http.MethodConnect
+	if outer.IP.IsValid() {
+		o.Event.DestIP = outer.IP.String()
+	}
+	return o
+}
+
+// allowed goes on with an allowed CONNECT: the destination's address, the
+// 200, and the TLS flow that reads the ClientHello.
+func (cn *conn) allowed(st *active.State, req *http.Request, outer rules.Outer, d rules.Decision, id identity.Identity, port uint16, host string, start time.Time) {
 	dest, rerr := st.Dialer.Resolve(context.Background(), outer.Name, outer.IP)
 	if rerr != nil {
-		cn.resolveFailed(begin(), req, d, rerr, host)
+		cn.resolveFailed(cn.beginConnect(st, start, outer, uint64(port)), req, d, rerr, host)
 		return
 	}
 	cn.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if _, err := cn.c.Write(connectEstablished); err != nil {
-		// Allowed, but the client is gone before its 200: still a decision.
-		o := begin()
+		// Allowed, but the client is gone before its 200 (or, on a parker,
+		// does not take it at once): still a decision.
+		o := cn.beginConnect(st, start, outer, uint64(port))
 		o.Decide(d)
 		o.Event.DestIP = dest.String()
 		o.Event.Error = "client gone before the 200: " + err.Error()
@@ -94,7 +111,7 @@ func (cn *conn) connect(st *active.State, req *http.Request) {
 	done := cn.handOff()
 	fc := &flowConnect{ // the flow and its CONNECT in one allocation
 		f: tlsproxy.Flow{
-			Listener: cn.s.listener(), Client: cn.c, Buffered: buffered, Src: cn.src, Start: time.Now(), Port: uint16(port),
+			Listener: cn.s.listener(), Client: cn.c, Buffered: buffered, Src: cn.src, Start: time.Now(), Port: port,
 			Conn: cn.t, Done: done,
 		},
 		c: tlsproxy.Connect{Outer: outer, State: st, Dest: dest, Identity: id},
@@ -106,6 +123,10 @@ func (cn *conn) connect(st *active.State, req *http.Request) {
 	if sock := eventedSocket(cn.c); sock != nil {
 		f.Client = sock
 		cn.s.TLS.ServeEvented(f)
+		return
+	}
+	if cn.inline {
+		cn.next = func() { cn.s.TLS.Serve(f) } // it waits for the hello: not on the parker
 		return
 	}
 	cn.s.TLS.Serve(f)

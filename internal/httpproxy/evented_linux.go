@@ -1,12 +1,14 @@
 package httpproxy
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"net/netip"
 	"sync"
 	"time"
 
+	"github.com/egress-proxy/egress/internal/active"
 	"github.com/egress-proxy/egress/internal/conntrack"
 	"github.com/egress-proxy/egress/internal/tunnel"
 	"golang.org/x/sys/unix"
@@ -22,6 +24,14 @@ import (
 // then on. A CONNECT read whole with its first bytes (the usual case) never
 // enters Go's poller: its 200 is written on the Socket, which then goes on
 // to the evented TLS flow as it is.
+//
+// Such a CONNECT is served on the parker itself, with no goroutine at all,
+// when nothing in it can wait (inlineState): the header is all there, no
+// identity source is configured (an LDAP bind or a Kerberos check may take
+// seconds). The loop then runs with its evConn in no-wait mode, and the
+// first step that would wait goes on on a worker (conn.next): a DNS lookup
+// for the target, the connection's next request (after a 407). A write the
+// fresh socket does not take at once fails there, as a client gone would.
 
 // eventedOK: the parkers can run here.
 func eventedOK() bool { return tunnel.CanWatch() }
@@ -57,18 +67,18 @@ func (s *Server) acceptEvented(sock *tunnel.Socket, src netip.AddrPort) {
 		return
 	}
 	if adm.release == nil {
-		wt.handOnLocked(nil)
+		wt.handOnLocked(nil, true)
 		return
 	}
 	w, err := tunnel.NewWatcher(wt)
 	if err != nil {
-		wt.handOnLocked(nil)
+		wt.handOnLocked(nil, true)
 		return
 	}
 	wt.w = w
 	wt.timer = time.AfterFunc(s.Active.Config().Limits.HeaderTimeout, wt.timedOut)
 	if err := w.AddInput(sock, 0); err != nil {
-		wt.handOnLocked(nil)
+		wt.handOnLocked(nil, true)
 	}
 }
 
@@ -90,33 +100,63 @@ type waiting struct {
 // SocketEvent (tunnel.Watched): the socket has something to report.
 func (wt *waiting) SocketEvent(int, uint32) {
 	wt.mu.Lock()
-	defer wt.mu.Unlock()
 	if wt.over {
+		wt.mu.Unlock()
 		return
 	}
-	var buf [4096]byte
+	var buf [4096]byte // what the loop's reader takes in one read (readerPool)
 	n, err := wt.sock.Read(buf[:])
 	switch {
 	case err == nil && n > 0:
-		wt.handOnLocked(append([]byte(nil), buf[:n]...))
+		pre := append([]byte(nil), buf[:n]...)
+		if st := wt.s.inlineState(pre); st != nil {
+			wt.handOnLocked(pre, false)
+			// Served here, once wt.mu is let go: a shutdown's Close
+			// meanwhile closes the evConn, and the loop sees it closed.
+			s, ec, t, adm := wt.s, wt.ec, wt.t, wt.adm
+			wt.mu.Unlock()
+			s.serveGuarded(ec, t, &adm, st)
+			return
+		}
+		wt.handOnLocked(pre, true)
 	case errors.Is(err, tunnel.ErrWouldBlock):
 	default:
 		wt.closeLocked() // gone before a byte: nothing to answer
 	}
+	wt.mu.Unlock()
 }
 
-// handOnLocked starts the connection's goroutine with what was read.
-func (wt *waiting) handOnLocked(pre []byte) {
+// inlineState is the state under which a request read whole on the parker
+// (pre) is served there (nil: on a worker): a CONNECT whose header is all in
+// pre, with no identity source configured, so that neither reading nor
+// identifying it can wait.
+func (s *Server) inlineState(pre []byte) *active.State {
+	if !bytes.HasPrefix(pre, []byte("CONNECT ")) || !bytes.Contains(pre, []byte("\r\n\r\n")) {
+		return nil
+	}
+	st := s.Active.Load()
+	if st.Auth != nil {
+		return nil
+	}
+	return st
+}
+
+// handOnLocked gives the connection, with what was read, to its request
+// loop: on a worker (start), or on this parker (the caller runs it).
+func (wt *waiting) handOnLocked(pre []byte, start bool) {
 	wt.over = true
 	wt.stopLocked()
-	wt.ec = &evConn{sock: wt.sock, pre: pre, local: wt.sock.LocalAddr(), remote: wt.sock.RemoteAddr()}
+	wt.ec = &evConn{sock: wt.sock, pre: pre, local: wt.sock.LocalAddr(), remote: wt.sock.RemoteAddr(), inline: !start}
 	wt.t.SetConn(wt.ec) // and no closer: the evConn is closed from here
 	wt.t.SetIdle(false)
+	if !start {
+		return
+	}
 	// The closure holds a copy of the admission, not the waiting.
 	s, ec, t, adm := wt.s, wt.ec, wt.t, wt.adm
 	s.workers.run(func() {
 		a := adm
-		s.serveGuarded(ec, t, &a)
+		s.serveGuarded(ec, t, &a, nil)
 	})
 }
 
@@ -171,16 +211,17 @@ func (wt *waiting) SocketPanic(v any) {
 }
 
 // serveGuarded runs the request loop of a connection handed on from the
-// parkers; a panic in it (a bug) is counted and closes that connection
-// (serveTracked's own cleanups ran as the stack unwound).
-func (s *Server) serveGuarded(c net.Conn, t *conntrack.Conn, adm *admission) {
+// parkers (on a worker, or on the parker itself with first set:
+// serveTracked); a panic in it (a bug) is counted and closes that
+// connection (serveTracked's own cleanups ran as the stack unwound).
+func (s *Server) serveGuarded(c net.Conn, t *conntrack.Conn, adm *admission, first *active.State) {
 	defer func() {
 		if v := recover(); v != nil {
 			c.Close()
 			s.Track.Panicked(s.listener(), v)
 		}
 	}()
-	s.serveTracked(c, t, adm)
+	s.serveTracked(c, t, adm, first)
 }
 
 // evConn is a client connection handed on from the parkers with the bytes
@@ -197,6 +238,7 @@ type evConn struct {
 	pre           []byte         // read on the parker, not yet read by the loop (its goroutine only)
 	rd, wd        time.Time
 	closed        bool
+	inline        bool // served on a parker: a read or write that would wait fails (errWouldWait)
 	local, remote net.Addr
 }
 
@@ -252,12 +294,26 @@ func (e *evConn) Write(b []byte) (int, error) {
 	return n + m, err
 }
 
+// errWouldWait is a read or write of a connection served on a parker that
+// would have to wait for the client.
+var errWouldWait = errors.New("the client did not take the answer at once")
+
+// setInline puts e in no-wait mode (on a parker), or takes it out.
+func (e *evConn) setInline(on bool) {
+	e.mu.Lock()
+	e.inline = on
+	e.mu.Unlock()
+}
+
 // wait turns the Socket into a connection in Go's poller.
 func (e *evConn) wait() (net.Conn, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.conn != nil {
 		return e.conn, nil
+	}
+	if e.inline {
+		return nil, errWouldWait
 	}
 	if e.sock == nil {
 		return nil, net.ErrClosed

@@ -19,6 +19,7 @@ import (
 	"github.com/egress-proxy/egress/internal/conntrack"
 	"github.com/egress-proxy/egress/internal/metrics"
 	"github.com/egress-proxy/egress/internal/outcome"
+	"github.com/egress-proxy/egress/internal/rules"
 	"github.com/egress-proxy/egress/internal/tlsproxy"
 	"github.com/egress-proxy/egress/internal/tunnel"
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,14 +41,23 @@ type evLoop struct {
 
 func newEvLoop(t *testing.T, extra string) *evLoop {
 	t.Helper()
+	return newEvLoopOf(t, func(dir string) *rules.Config { return loadLoopConfig(t, dir, extra, loopAllowed) }, nil)
+}
+
+// newEvLoopOf is newEvLoop with the config load writes into dir, and setup
+// (if any) run on its State before the Server starts.
+func newEvLoopOf(t *testing.T, load func(dir string) *rules.Config, setup func(*active.State)) *evLoop {
+	t.Helper()
 	if !eventedOK() {
 		t.Skip("no epoll here")
 	}
-	dir := t.TempDir()
-	cfg := loadLoopConfig(t, dir, extra, loopAllowed)
+	cfg := load(t.TempDir())
 	m := metrics.New(prometheus.NewRegistry())
 	store := active.NewStore(cfg)
 	store.Load().Dialer.Timeout = 5 * time.Second
+	if setup != nil {
+		setup(store.Load())
+	}
 	track := conntrack.New(store.Config, m, nil)
 	sink := &memSink{}
 	rec := outcome.NewRecorder(sink, m)

@@ -184,12 +184,19 @@ type conn struct {
 	handedOff bool
 	// who is the client's identity (explicit proxy only, auth.go).
 	who who
+	// inline: the loop runs on a parker (a CONNECT read whole there,
+	// evented_linux.go), where nothing may wait: first is the state its
+	// request is decided under, and next what goes on on a worker once a
+	// step would wait (serveTracked).
+	inline bool
+	first  *active.State
+	next   func()
 }
 
 func (s *Server) serveConn(c net.Conn) {
 	// Tracked from accept: a shutdown closes it even while its PROXY header
 	// or its first request is pending.
-	s.serveTracked(c, s.Track.Track(s.listener(), c), nil)
+	s.serveTracked(c, s.Track.Track(s.listener(), c), nil, nil)
 }
 
 // admission is a connection's limit check made before its goroutine (on
@@ -199,24 +206,26 @@ type admission struct {
 	limit   string
 }
 
-// serveTracked serves c, tracked as t, on its goroutine; adm is its limit
-// check when it was made already.
-func (s *Server) serveTracked(c net.Conn, t *conntrack.Conn, adm *admission) {
+// serveTracked serves c, tracked as t; adm is its limit check when it was
+// made already. It runs on the connection's goroutine, or (first set) on a
+// parker for a CONNECT read whole there (evented_linux.go): the loop then
+// serves that request under first and, at the first step that would wait
+// (the next request, a DNS lookup), leaves the rest (cn.next) to a worker,
+// which from then on is the connection's goroutine and ends it.
+func (s *Server) serveTracked(c net.Conn, t *conntrack.Conn, adm *admission, first *active.State) {
 	st := s.Active.Load()
-	cn := &conn{s: s, c: c, src: conntrack.PeerAddr(c), t: t}
+	if first != nil {
+		st = first
+	}
+	cn := &conn{s: s, c: c, src: conntrack.PeerAddr(c), t: t, first: first, inline: first != nil}
 	cn.lr.c, cn.lr.n = c, int64(st.Config.Limits.MaxHeaderBytes)+4096
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(&cn.lr)
 	cn.br = br
+	moved := false // to a worker, which ends the connection
 	defer func() {
-		cn.dropOrigin()
-		if cn.br != nil {
-			cn.br.Reset(nil)
-			readerPool.Put(cn.br)
-			cn.br = nil
-		}
-		if !cn.handedOff {
-			s.end(cn.t, c, cn.release, cn.reset)
+		if !moved {
+			cn.cleanup(c)
 		}
 	}()
 	if s.ProxyProtocol {
@@ -241,6 +250,42 @@ func (s *Server) serveTracked(c net.Conn, t *conntrack.Conn, adm *admission) {
 	}
 	cn.t.SetOnSwap((*swapHook)(cn))
 	cn.loop()
+	if next := cn.next; next != nil {
+		cn.next, cn.inline, cn.first = nil, false, nil
+		if e, ok := c.(*evConn); ok {
+			e.setInline(false)
+		}
+		moved = true
+		s.workers.run(func() { s.resume(c, cn, next) })
+	}
+}
+
+// resume goes on with a connection whose loop began on a parker, on a
+// worker: next, then the connection's end. A panic in it (a bug) is counted
+// and closes that connection.
+func (s *Server) resume(c net.Conn, cn *conn, next func()) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.Close()
+			s.Track.Panicked(s.listener(), v)
+		}
+	}()
+	defer cn.cleanup(c)
+	next()
+}
+
+// cleanup ends the connection when its loop is over, unless a tunnel owns
+// it now (handOff): c is the connection the loop was given.
+func (cn *conn) cleanup(c net.Conn) {
+	cn.dropOrigin()
+	if cn.br != nil {
+		cn.br.Reset(nil)
+		readerPool.Put(cn.br)
+		cn.br = nil
+	}
+	if !cn.handedOff {
+		cn.s.end(cn.t, c, cn.release, cn.reset)
+	}
 }
 
 // swapHook is a connection's conntrack.Swapper: a conversion of the conn,
@@ -321,6 +366,11 @@ func (cn *conn) refuse(st *active.State, limit string) {
 // must close.
 func (cn *conn) loop() {
 	for {
+		if cn.inline && cn.served > 0 {
+			// The next request may be long in coming: on a worker.
+			cn.next = cn.loop
+			return
+		}
 		lim := cn.s.Active.Config().Limits
 		cn.lr.n = int64(lim.MaxHeaderBytes) + 4096
 		cn.lr.idle = 0
@@ -347,6 +397,9 @@ func (cn *conn) loop() {
 		// The request has begun: it is decided under the config active now,
 		// not the one active when the connection went idle.
 		st := cn.s.Active.Load()
+		if cn.first != nil {
+			st, cn.first = cn.first, nil // what the parker checked the request under
+		}
 		lim = st.Config.Limits
 		cn.c.SetReadDeadline(time.Now().Add(lim.HeaderTimeout))
 		// The header is what the reader already holds plus what ReadRequest
@@ -373,29 +426,42 @@ func (cn *conn) loop() {
 		cn.c.SetReadDeadline(time.Time{})
 		cn.lr.idle = lim.IdleTimeout // a body must keep arriving
 		cn.served++
-		if cn.s.Mode == Explicit {
-			if ok, keep := cn.identify(st, req, time.Now()); !ok {
-				if !keep {
-					return
+		if cn.inline && (st.Auth != nil || req.Method != http.MethodConnect) {
+			// Not what the parker let through (an identity source may
+			// wait, so may a body): the request is served on a worker.
+			cn.next = func() {
+				if cn.serve(st, req) {
+					cn.loop()
 				}
-				continue
 			}
-		}
-		if req.Method == http.MethodConnect {
-			if cn.s.Mode == Transparent {
-				cn.badRequest(errors.New("CONNECT on the transparent HTTP listener"))
-				return
-			}
-			cn.dropOrigin()
-			cn.connect(st, req)
 			return
 		}
-		// Anything but a CONNECT is served with a connection in Go's
-		// poller (a body, a response of any size, an upgrade's tunnel).
-		if !cn.settle() || !cn.plain(st, req) {
+		if !cn.serve(st, req) {
 			return
 		}
 	}
+}
+
+// serve serves one parsed request: false when the connection must not
+// carry another (it ends, or a CONNECT took it).
+func (cn *conn) serve(st *active.State, req *http.Request) bool {
+	if cn.s.Mode == Explicit {
+		if ok, keep := cn.identify(st, req, time.Now()); !ok {
+			return keep
+		}
+	}
+	if req.Method == http.MethodConnect {
+		if cn.s.Mode == Transparent {
+			cn.badRequest(errors.New("CONNECT on the transparent HTTP listener"))
+			return false
+		}
+		cn.dropOrigin()
+		cn.connect(st, req)
+		return false
+	}
+	// Anything but a CONNECT is served with a connection in Go's poller (a
+	// body, a response of any size, an upgrade's tunnel).
+	return cn.settle() && cn.plain(st, req)
 }
 
 // testHookIdle, set by tests only, sees a connection as it goes idle.

@@ -1,0 +1,383 @@
+package httpproxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/egress-proxy/egress/internal/active"
+	"github.com/egress-proxy/egress/internal/rules"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// A CONNECT read whole on the parker is served there (evented_linux.go,
+// inlineState): no goroutine unless a step would wait. These tests check
+// which connections take that path, that what would wait goes on on a
+// worker (a DNS lookup, the next request after a 407, an identity source),
+// and what hostile clients do to it.
+
+// inlineSeen records, through testHookIdle, whether each request loop
+// that went idle ran on a parker (the hook runs there too: it must not
+// wait).
+func inlineSeen(t *testing.T) chan bool {
+	seen := make(chan bool, 64)
+	hook := func(cn *conn) {
+		select {
+		case seen <- cn.inline:
+		default:
+		}
+	}
+	testHookIdle.Store(&hook)
+	t.Cleanup(func() { testHookIdle.Store(nil) })
+	return seen
+}
+
+func wantSeen(t *testing.T, seen chan bool, want bool, what string) {
+	t.Helper()
+	select {
+	case got := <-seen:
+		if got != want {
+			t.Fatalf("%s: on a parker %v, want %v", what, got, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s: its loop never went idle", what)
+	}
+}
+
+// readStatus reads one response to a CONNECT from br.
+func readStatus(t *testing.T, br *bufio.Reader, what string) *http.Response {
+	t.Helper()
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if resp.StatusCode != 200 { // a 200's "body" is the tunnel
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	return resp
+}
+
+// TestInlineConnect: which CONNECTs are served on the parker, and that each
+// is answered as on a worker: an allowed one whole (its tunnel works), one
+// in three parts (on a worker, as the loop must wait for the rest), a
+// denied one (403 and its event), a malformed target (400).
+func TestInlineConnect(t *testing.T) {
+	l := newEvLoop(t, "")
+	port, got := echoOrigin(t)
+	seen := inlineSeen(t)
+	req := fmt.Sprintf("CONNECT allowed.test:%d HTTP/1.1\r\nHost: allowed.test:%d\r\n\r\n", port, port)
+
+	connectThrough(t, l, port, got, req).Close()
+	wantSeen(t, seen, true, "a CONNECT read whole")
+	connectThrough(t, l, port, got, req[:10], req[10:30], req[30:]).Close()
+	wantSeen(t, seen, false, "a CONNECT in three parts")
+
+	c := l.dial()
+	c.Write([]byte("CONNECT banned.test:443 HTTP/1.1\r\nHost: banned.test:443\r\n\r\n"))
+	if resp := readStatus(t, bufio.NewReader(c), "denied"); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("denied CONNECT: %d", resp.StatusCode)
+	}
+	wantSeen(t, seen, true, "a denied CONNECT")
+	waitFor(t, 5*time.Second, func() bool {
+		for _, ev := range l.sink.all() {
+			if ev.DestDomain == "banned.test" && ev.Action == "deny" && ev.Status == http.StatusForbidden {
+				return true
+			}
+		}
+		return false
+	}, "the denied CONNECT's event")
+
+	c = l.dial()
+	c.Write([]byte("CONNECT no-port HTTP/1.1\r\nHost: no-port\r\n\r\n"))
+	if resp := readStatus(t, bufio.NewReader(c), "malformed"); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("CONNECT without a port: %d", resp.StatusCode)
+	}
+	wantSeen(t, seen, true, "a malformed CONNECT")
+	waitFor(t, 5*time.Second, func() bool { return l.track.Open() == 0 }, "nothing tracked")
+}
+
+// gateResolver answers every lookup with 127.0.0.1, once the test opens
+// the gate; started reports each lookup as it begins.
+type gateResolver struct {
+	started chan string
+	gate    chan struct{}
+}
+
+func (r *gateResolver) LookupNetIP(ctx context.Context, _, host string) ([]netip.Addr, error) {
+	r.started <- host
+	select {
+	case <-r.gate:
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// TestInlineLookupOnWorker: a CONNECT to a name that needs DNS leaves the
+// parker for its lookup. While the lookup hangs, every parker goes on
+// serving other CONNECTs; once it answers, the first tunnel is made.
+func TestInlineLookupOnWorker(t *testing.T) {
+	dns := &gateResolver{started: make(chan string, 4), gate: make(chan struct{})}
+	l := newEvLoopOf(t, func(dir string) *rules.Config { return loadLoopConfig(t, dir, "", loopAllowed) },
+		func(st *active.State) { st.Dialer.Resolver = dns })
+	port, got := echoOrigin(t)
+	opened := false
+	open := func() {
+		if !opened {
+			opened = true
+			close(dns.gate)
+		}
+	}
+	defer open()
+
+	c := l.dial()
+	fmt.Fprintf(c, "CONNECT nxdomain.test:%d HTTP/1.1\r\nHost: nxdomain.test:%d\r\n\r\n", port, port)
+	select {
+	case h := <-dns.started:
+		if h != "nxdomain.test" {
+			t.Fatalf("looked up %q", h)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no lookup")
+	}
+	// The lookup hangs: other CONNECTs, on every parker, are served.
+	req := fmt.Sprintf("CONNECT allowed.test:%d HTTP/1.1\r\nHost: allowed.test:%d\r\n\r\n", port, port)
+	for i := 0; i < 8; i++ {
+		connectThrough(t, l, port, got, req).Close()
+	}
+	open()
+	br := bufio.NewReader(c)
+	if resp := readStatus(t, br, "after the lookup"); resp.StatusCode != 200 {
+		t.Fatalf("after the lookup: %d", resp.StatusCode)
+	}
+	hello := goClientHello(t, "nxdomain.test")
+	c.Write(hello)
+	select {
+	case b := <-got:
+		if string(b) != string(hello) {
+			t.Fatal("the origin did not get the hello")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the origin got nothing")
+	}
+	buf := make([]byte, 2)
+	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "hi" {
+		t.Fatalf("client read %q, %v", buf, err)
+	}
+}
+
+// selfSigned writes a self-signed CA certificate and its key into dir.
+func selfSigned(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "proxy.test"},
+		DNSNames: []string{"proxy.test"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := x509.MarshalPKCS8PrivateKey(key)
+	certFile, keyFile = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca.key")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: k}), 0o600)
+	return certFile, keyFile
+}
+
+// authConfig is a require_auth segment; %s is the identity source: client
+// certificates on the TLS listener (no Proxy-Authorization source), or an
+// htpasswd file.
+const authConfig = `
+%s
+upstream {
+  allow_private = ["127.0.0.1/32"]
+  hosts = { "allowed.test" = "127.0.0.1" }
+}
+segment "lan" {
+  sources      = ["127.0.0.0/8"]
+  default      = "allow"
+  require_auth = true
+}
+`
+
+func loadAuthConfig(t *testing.T, dir, source string) *rules.Config {
+	t.Helper()
+	p := filepath.Join(dir, "c.hcl")
+	if err := os.WriteFile(p, []byte(fmt.Sprintf(authConfig, source)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, diags := rules.Load(p, rules.Options{})
+	if diags.HasErrors() {
+		t.Fatal(rules.DiagnosticsError(diags))
+	}
+	return cfg
+}
+
+// TestInlineRequireAuthNextOnWorker: on a require_auth segment whose only
+// identity is a client certificate (no identity source to wait for), a
+// CONNECT on the plain listener is answered 407 on the parker, and the
+// connection's next request, which may be long in coming, is read on a
+// worker: a second CONNECT a moment later gets its 407 too.
+func TestInlineRequireAuthNextOnWorker(t *testing.T) {
+	l := newEvLoopOf(t, func(dir string) *rules.Config {
+		cert, key := selfSigned(t, dir)
+		return loadAuthConfig(t, dir, fmt.Sprintf(`proxy {
+  listen         = "127.0.0.1:0"
+  tls_listen     = "127.0.0.2:0"
+  tls_cert_file  = %q
+  tls_key_file   = %q
+  client_ca_file = %q
+}`, cert, key, cert))
+	}, nil)
+	if l.s.Active.Load().Auth != nil {
+		t.Fatal("an identity source with client certificates only")
+	}
+	seen := inlineSeen(t)
+	c := l.dial()
+	br := bufio.NewReader(c)
+	req := "CONNECT allowed.test:443 HTTP/1.1\r\nHost: allowed.test:443\r\n\r\n"
+	c.Write([]byte(req))
+	if resp := readStatus(t, br, "first"); resp.StatusCode != http.StatusProxyAuthRequired {
+		t.Fatalf("first CONNECT: %d, want 407", resp.StatusCode)
+	}
+	wantSeen(t, seen, true, "the first CONNECT")
+	time.Sleep(50 * time.Millisecond)
+	c.Write([]byte(req))
+	if resp := readStatus(t, br, "second"); resp.StatusCode != http.StatusProxyAuthRequired {
+		t.Fatalf("second CONNECT: %d, want 407", resp.StatusCode)
+	}
+	wantSeen(t, seen, false, "the second CONNECT")
+}
+
+// TestInlineNotWithIdentitySource: with an identity source configured (an
+// LDAP bind or a Kerberos check may take seconds), a CONNECT is served on a
+// worker from the start: 407 without credentials, 200 with them.
+func TestInlineNotWithIdentitySource(t *testing.T) {
+	l := newEvLoopOf(t, func(dir string) *rules.Config {
+		h, _ := bcrypt.GenerateFromPassword([]byte("pw-Secret-1"), 4)
+		users := filepath.Join(dir, "users.htpasswd")
+		os.WriteFile(users, []byte("alice:"+string(h)+"\n"), 0o600)
+		return loadAuthConfig(t, dir, fmt.Sprintf("auth {\n  htpasswd_file = %q\n  allow_basic_without_tls = true\n}", users))
+	}, nil)
+	port, got := echoOrigin(t)
+	seen := inlineSeen(t)
+	c := l.dial()
+	br := bufio.NewReader(c)
+	fmt.Fprintf(c, "CONNECT allowed.test:%d HTTP/1.1\r\nHost: allowed.test:%d\r\n\r\n", port, port)
+	if resp := readStatus(t, br, "no credentials"); resp.StatusCode != http.StatusProxyAuthRequired {
+		t.Fatalf("without credentials: %d, want 407", resp.StatusCode)
+	}
+	wantSeen(t, seen, false, "a CONNECT with an identity source")
+	cred := base64.StdEncoding.EncodeToString([]byte("alice:pw-Secret-1"))
+	fmt.Fprintf(c, "CONNECT allowed.test:%d HTTP/1.1\r\nHost: allowed.test:%d\r\nProxy-Authorization: Basic %s\r\n\r\n", port, port, cred)
+	if resp := readStatus(t, br, "credentials"); resp.StatusCode != 200 {
+		t.Fatalf("with credentials: %d", resp.StatusCode)
+	}
+	hello := goClientHello(t, "allowed.test")
+	c.Write(hello)
+	select {
+	case <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the origin got nothing")
+	}
+}
+
+// TestInlineHostileClients: clients that send a CONNECT whole and are gone
+// at once (a reset, a FIN), allowed and denied, many at a time. Each ends,
+// no descriptor is left, and a good client is served afterwards.
+func TestInlineHostileClients(t *testing.T) {
+	l := newEvLoop(t, "")
+	port, got := echoOrigin(t)
+	fds := func() int { e, _ := os.ReadDir("/proc/self/fd"); return len(e) }
+	allowed := fmt.Sprintf("CONNECT allowed.test:%d HTTP/1.1\r\nHost: allowed.test:%d\r\n\r\n", port, port)
+	denied := "CONNECT banned.test:443 HTTP/1.1\r\nHost: banned.test:443\r\n\r\n"
+	connectThrough(t, l, port, got, allowed).Close() // warm up
+	waitFor(t, 5*time.Second, func() bool { return l.track.Open() == 0 }, "the warm-up over")
+	time.Sleep(50 * time.Millisecond)
+	f0 := fds()
+	var wg sync.WaitGroup
+	for i := 0; i < 120; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			c, err := net.DialTimeout("tcp", l.addr, 5*time.Second)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			req := allowed
+			if i%2 == 1 {
+				req = denied
+			}
+			switch i % 4 {
+			case 0, 1: // a reset right behind the request
+				c.(*net.TCPConn).SetLinger(0)
+				c.Write([]byte(req))
+			case 2: // the request and a FIN
+				c.Write([]byte(req))
+				c.(*net.TCPConn).CloseWrite()
+				time.Sleep(10 * time.Millisecond)
+			case 3: // twice in one write
+				c.Write([]byte(req + req))
+			}
+			c.Close()
+		}(i)
+	}
+	wg.Wait()
+	waitFor(t, 10*time.Second, func() bool { return l.track.Open() == 0 }, "every hostile connection ended")
+	waitFor(t, 5*time.Second, func() bool { return fds() <= f0 }, "no descriptor left")
+	connectThrough(t, l, port, got, allowed).Close()
+	if n := testutil.ToFloat64(l.s.Metrics.Panics.WithLabelValues(l.s.listener())); n != 0 {
+		t.Fatalf("%v panics", n)
+	}
+}
+
+// TestInlinePanic: a panic while a CONNECT is served on the parker (a bug)
+// is counted, closes that connection, and the parker goes on serving.
+func TestInlinePanic(t *testing.T) {
+	l := newEvLoop(t, "")
+	port, got := echoOrigin(t)
+	hook := func(cn *conn) {
+		if cn.inline {
+			panic("test: a bug on the parker")
+		}
+	}
+	testHookIdle.Store(&hook)
+	defer testHookIdle.Store(nil)
+	for i := 0; i < 4; i++ {
+		c := l.dial()
+		fmt.Fprintf(c, "CONNECT allowed.test:%d HTTP/1.1\r\nHost: allowed.test:%d\r\n\r\n", port, port)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || strings.Contains(err.Error(), "timeout") {
+			t.Fatalf("after the panic: %d bytes, %v; want the connection closed", n, err)
+		}
+	}
+	if n := testutil.ToFloat64(l.s.Metrics.Panics.WithLabelValues(l.s.listener())); n != 4 {
+		t.Fatalf("egress_panics_total %v, want 4", n)
+	}
+	waitFor(t, 5*time.Second, func() bool { return l.track.Open() == 0 }, "nothing tracked")
+	testHookIdle.Store(nil)
+	req := fmt.Sprintf("CONNECT allowed.test:%d HTTP/1.1\r\nHost: allowed.test:%d\r\n\r\n", port, port)
+	connectThrough(t, l, port, got, req[:20], req[20:]).Close()
+	connectThrough(t, l, port, got, req).Close()
+}
