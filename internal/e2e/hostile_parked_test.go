@@ -153,6 +153,12 @@ func TestHostileParkedTunnels(t *testing.T) {
 	// A reload that denies the name closes every tunnel to it, quiet or not.
 	closedBefore := hxMetric(t, p, "egress_tunnels_closed_on_reload_total")
 	hxReload(t, p, hxConf{Hosts: hxHosts("park.test"), Banned: []string{"park.test"}}.String())
+	// /readyz shows the new version only once the reload is complete: the
+	// tunnels it denies are closed by then (a client that waits for the
+	// version there must not find one still open).
+	if got := hxMetric(t, p, "egress_tunnels_closed_on_reload_total") - closedBefore; got < n-gone {
+		t.Fatalf("/readyz shows the new version, but only %v tunnels were closed on reload, want %d", got, n-gone)
+	}
 	each("after the reload", func(i int, u tun) error {
 		u.tc.SetDeadline(time.Now().Add(10 * time.Second))
 		fmt.Fprintf(u.tc, "GET /after/%d HTTP/1.1\r\nHost: park.test\r\n\r\n", i)

@@ -189,7 +189,12 @@ type server struct {
 	quicSrv     *transparent.QUIC
 	wg          sync.WaitGroup
 
-	ready    atomic.Bool
+	ready atomic.Bool
+	// applied is the version of the config whose reload is complete (its
+	// denied tunnels closed): what /readyz shows, so that a client that
+	// waits for the new version there finds it in force. "": the one
+	// loaded at start.
+	applied  atomic.Pointer[string]
 	stopping atomic.Bool
 }
 
@@ -311,6 +316,9 @@ func (s *server) closeListeners() {
 // Ready implements admin.State.
 func (s *server) Ready() (bool, string, string) {
 	v := s.active.Config().Version
+	if a := s.applied.Load(); a != nil {
+		v = *a
+	}
 	switch {
 	case s.stopping.Load():
 		return false, v, "shutting down"
@@ -361,6 +369,8 @@ func (s *server) reload(why string) *rules.Config {
 	s.feeds.sync(cfg)
 	closed := s.track.Reloaded(cfg)
 	s.metrics.ConfigLoaded(true, cfg.Version, time.Now())
+	v := cfg.Version
+	s.applied.Store(&v)
 	s.log.Info("configuration reloaded", "trigger", why, "config_version", cfg.Version, "previous", old.Version, "tunnels_closed", closed)
 	return cfg
 }
