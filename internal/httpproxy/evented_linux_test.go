@@ -170,7 +170,15 @@ func connectThrough(t *testing.T, l *evLoop, port int, got chan []byte, parts ..
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
-	hello := goClientHello(t, "allowed.test")
+	helloThrough(t, c, br, got, "allowed.test")
+	return c
+}
+
+// helloThrough checks a tunnel after its 200: a ClientHello for name sent
+// on c reaches the echo origin, whose "hi" comes back on br.
+func helloThrough(t *testing.T, c net.Conn, br *bufio.Reader, got chan []byte, name string) {
+	t.Helper()
+	hello := goClientHello(t, name)
 	c.Write(hello)
 	select {
 	case b := <-got:
@@ -184,7 +192,6 @@ func connectThrough(t *testing.T, l *evLoop, port int, got chan []byte, parts ..
 	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "hi" {
 		t.Fatalf("client read %q, %v", buf, err)
 	}
-	return c
 }
 
 // TestEventedConnect: a CONNECT read whole with its first bytes, one whose

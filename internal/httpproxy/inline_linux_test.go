@@ -170,20 +170,7 @@ func TestInlineLookupOnWorker(t *testing.T) {
 	if resp := readStatus(t, br, "after the lookup"); resp.StatusCode != 200 {
 		t.Fatalf("after the lookup: %d", resp.StatusCode)
 	}
-	hello := goClientHello(t, "nxdomain.test")
-	c.Write(hello)
-	select {
-	case b := <-got:
-		if string(b) != string(hello) {
-			t.Fatal("the origin did not get the hello")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the origin got nothing")
-	}
-	buf := make([]byte, 2)
-	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "hi" {
-		t.Fatalf("client read %q, %v", buf, err)
-	}
+	helloThrough(t, c, br, got, "nxdomain.test")
 }
 
 // selfSigned writes a self-signed CA certificate and its key into dir.
