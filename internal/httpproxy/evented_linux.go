@@ -99,31 +99,37 @@ type waiting struct {
 
 // SocketEvent (tunnel.Watched): the socket has something to report.
 func (wt *waiting) SocketEvent(int, uint32) {
+	if st, ec, t, adm := wt.readFirst(); st != nil {
+		// Served here, once wt.mu is let go: a shutdown's Close meanwhile
+		// closes the evConn, and the loop sees it closed.
+		wt.s.serveGuarded(ec, t, &adm, st)
+	}
+}
+
+// readFirst reads the connection's first bytes and hands them on: to a
+// worker, or (st set) to this parker, for the caller to serve with the
+// connection's evConn, registry entry and admission.
+func (wt *waiting) readFirst() (st *active.State, ec *evConn, t *conntrack.Conn, adm admission) {
 	wt.mu.Lock()
+	defer wt.mu.Unlock()
 	if wt.over {
-		wt.mu.Unlock()
-		return
+		return nil, nil, nil, adm
 	}
 	var buf [4096]byte // what the loop's reader takes in one read (readerPool)
 	n, err := wt.sock.Read(buf[:])
 	switch {
 	case err == nil && n > 0:
 		pre := append([]byte(nil), buf[:n]...)
-		if st := wt.s.inlineState(pre); st != nil {
+		if st = wt.s.inlineState(pre); st != nil {
 			wt.handOnLocked(pre, false)
-			// Served here, once wt.mu is let go: a shutdown's Close
-			// meanwhile closes the evConn, and the loop sees it closed.
-			s, ec, t, adm := wt.s, wt.ec, wt.t, wt.adm
-			wt.mu.Unlock()
-			s.serveGuarded(ec, t, &adm, st)
-			return
+			return st, wt.ec, wt.t, wt.adm
 		}
 		wt.handOnLocked(pre, true)
 	case errors.Is(err, tunnel.ErrWouldBlock):
 	default:
 		wt.closeLocked() // gone before a byte: nothing to answer
 	}
-	wt.mu.Unlock()
+	return nil, nil, nil, adm
 }
 
 // inlineState is the state under which a request read whole on the parker

@@ -368,3 +368,27 @@ func TestInlinePanic(t *testing.T) {
 	connectThrough(t, l, port, got, req[:20], req[20:]).Close()
 	connectThrough(t, l, port, got, req).Close()
 }
+
+// TestWaitingPanicReleasesLock: a panic while the first bytes are read and
+// handed on (a bug; here the Server has no config) unwinds with wt.mu
+// released, so that SocketPanic's Close can take it and close the
+// connection.
+func TestWaitingPanicReleasesLock(t *testing.T) {
+	peer, sock := sockPair(t)
+	if _, err := peer.Write([]byte("CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	wt := &waiting{s: &Server{}, sock: sock}
+	waitFor(t, 5*time.Second, func() bool {
+		panicked := false
+		func() {
+			defer func() { panicked = recover() != nil }()
+			wt.SocketEvent(0, 0)
+		}()
+		return panicked
+	}, "the panic (the bytes read)")
+	if !wt.mu.TryLock() {
+		t.Fatal("wt.mu still held after the panic: SocketPanic's Close would wait forever")
+	}
+	wt.mu.Unlock()
+}
