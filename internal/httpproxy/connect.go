@@ -52,14 +52,14 @@ func (cn *conn) connect(st *active.State, req *http.Request) {
 		return
 	}
 	if d.Action == rules.Deny {
-		o := cn.beginConnect(st, start, outer, port)
+		o := cn.beginConnect(st, start, outer, uint16(port))
 		o.Decide(d)
 		o.Event.Status = http.StatusForbidden
 		o.Finish()
 		cn.writeDenied(req, &d, outer.Name, o.Event.ID, host)
 		return
 	}
-	if _, hosted := st.Dialer.Hosts[outer.Name]; cn.inline && !outer.IP.IsValid() && !hosted {
+	if cn.inline && !st.Dialer.AtOnce(outer.Name, outer.IP) {
 		// A DNS lookup may take seconds: not on the parker.
 		// (Copies made here: captured, outer and d would be moved to the
 		// heap on every CONNECT.)
@@ -72,7 +72,7 @@ func (cn *conn) connect(st *active.State, req *http.Request) {
 
 // beginConnect starts the outcome of a CONNECT refused before its 200; an
 // allowed one gets its outcome from the TLS flow.
-func (cn *conn) beginConnect(st *active.State, start time.Time, outer rules.Outer, port uint64) *outcome.Outcome {
+func (cn *conn) beginConnect(st *active.State, start time.Time, outer rules.Outer, port uint16) *outcome.Outcome {
 	o := cn.begin(st, start)
 	o.Event.DestDomain, o.Event.DestPort, o.Event.Method = outer.Name, int(port), http.MethodConnect
 	if outer.IP.IsValid() {
@@ -86,14 +86,14 @@ func (cn *conn) beginConnect(st *active.State, start time.Time, outer rules.Oute
 func (cn *conn) allowed(st *active.State, req *http.Request, outer rules.Outer, d rules.Decision, id identity.Identity, port uint16, host string, start time.Time) {
 	dest, rerr := st.Dialer.Resolve(context.Background(), outer.Name, outer.IP)
 	if rerr != nil {
-		cn.resolveFailed(cn.beginConnect(st, start, outer, uint64(port)), req, d, rerr, host)
+		cn.resolveFailed(cn.beginConnect(st, start, outer, port), req, d, rerr, host)
 		return
 	}
 	cn.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if _, err := cn.c.Write(connectEstablished); err != nil {
 		// Allowed, but the client is gone before its 200 (or, on a parker,
 		// does not take it at once): still a decision.
-		o := cn.beginConnect(st, start, outer, uint64(port))
+		o := cn.beginConnect(st, start, outer, port)
 		o.Decide(d)
 		o.Event.DestIP = dest.String()
 		o.Event.Error = "client gone before the 200: " + err.Error()

@@ -231,7 +231,7 @@ func (e *evented) resolve() {
 		target = e.fl.names.Inner
 	}
 	name, ip, _ := hostname.Normalize(target)
-	if _, hosted := st.Dialer.Hosts[name]; ip.IsValid() || hosted {
+	if st.Dialer.AtOnce(name, ip) {
 		dest, err := st.Dialer.Resolve(context.Background(), name, ip)
 		e.resolved(name, dest, err)
 		return

@@ -42,6 +42,17 @@ type Dialer struct {
 	DialConn func(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
 }
 
+// AtOnce reports whether Resolve answers name (normalised) or ip without a
+// DNS lookup: an IP literal, or a name in Hosts. What may wait for DNS is
+// kept off the event loops.
+func (d *Dialer) AtOnce(name string, ip netip.Addr) bool {
+	if ip.IsValid() {
+		return true
+	}
+	_, hosted := d.Hosts[name]
+	return hosted
+}
+
 // Resolve returns the address to dial for a normalised name or an IP literal
 // (name "" and ip set). It fails with ErrDNS or ErrPrivate.
 func (d *Dialer) Resolve(ctx context.Context, name string, ip netip.Addr) (netip.Addr, error) {

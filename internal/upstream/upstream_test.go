@@ -225,3 +225,22 @@ func TestResolveEmbedded(t *testing.T) {
 		})
 	}
 }
+
+// TestAtOnce: an address or a name in hosts needs no lookup; any other
+// name does.
+func TestAtOnce(t *testing.T) {
+	d := &Dialer{Hosts: map[string]netip.Addr{"intranet.test": netip.MustParseAddr("10.1.2.3")}}
+	for _, c := range []struct {
+		name string
+		ip   netip.Addr
+		want bool
+	}{
+		{"", netip.MustParseAddr("93.184.216.34"), true},
+		{"intranet.test", netip.Addr{}, true},
+		{"example.com", netip.Addr{}, false},
+	} {
+		if got := d.AtOnce(c.name, c.ip); got != c.want {
+			t.Errorf("AtOnce(%q, %v) = %v, want %v", c.name, c.ip, got, c.want)
+		}
+	}
+}
