@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -391,4 +392,121 @@ func TestWaitingPanicReleasesLock(t *testing.T) {
 		t.Fatal("wt.mu still held after the panic: SocketPanic's Close would wait forever")
 	}
 	wt.mu.Unlock()
+}
+
+// TestInlineDeniedFloodNoGoroutines: a flood of denied CONNECTs sent whole
+// (an app retrying a blocked name), 16 clients at a time, is answered on
+// the parkers: no worker goroutine is started or left waiting, no
+// descriptor and nothing tracked stays behind, and an allowed client is
+// served right after.
+func TestInlineDeniedFloodNoGoroutines(t *testing.T) {
+	l := newEvLoop(t, "")
+	port, got := echoOrigin(t)
+	fds := func() int { e, _ := os.ReadDir("/proc/self/fd"); return len(e) }
+	allowed := fmt.Sprintf("CONNECT allowed.test:%d HTTP/1.1\r\nHost: allowed.test:%d\r\n\r\n", port, port)
+	connectThrough(t, l, port, got, allowed).Close() // warm up
+	waitFor(t, 5*time.Second, func() bool { return l.track.Open() == 0 }, "the warm-up over")
+	time.Sleep(50 * time.Millisecond)
+	g0, f0 := runtime.NumGoroutine(), fds()
+	const clients, each = 16, 25
+	var wg sync.WaitGroup
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 0; k < each; k++ {
+				c, err := net.DialTimeout("tcp", l.addr, 5*time.Second)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				c.Write([]byte("CONNECT banned.test:443 HTTP/1.1\r\nHost: banned.test:443\r\n\r\n"))
+				resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodConnect})
+				c.Close()
+				if err != nil || resp.StatusCode != http.StatusForbidden {
+					t.Errorf("denied CONNECT: %v %v", resp, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	waitFor(t, 5*time.Second, func() bool { return l.track.Open() == 0 }, "every denied connection ended")
+	waitFor(t, 5*time.Second, func() bool { return fds() <= f0 }, "no descriptor left")
+	// Workers wait 5 s after their connection: any started would still be here.
+	if g := runtime.NumGoroutine(); g > g0+3 {
+		t.Fatalf("%d goroutines after %d denied CONNECTs, %d before: workers were started", g, clients*each, g0)
+	}
+	waitFor(t, 5*time.Second, func() bool {
+		n := 0
+		for _, ev := range l.sink.all() {
+			if ev.DestDomain == "banned.test" && ev.Action == "deny" {
+				n++
+			}
+		}
+		return n == clients*each
+	}, "one deny event per CONNECT")
+	connectThrough(t, l, port, got, allowed).Close()
+}
+
+// TestInlineLookupClientGone: clients whose CONNECT needs a DNS lookup (on
+// a worker) and who are gone while it hangs, by a reset or a FIN. Once the
+// lookup answers, each ends with its one event (after a reset, allowed with
+// the client gone before its 200; after a FIN, the 200 goes out and no hello
+// comes: a deny), nothing is tracked and no descriptor is left.
+func TestInlineLookupClientGone(t *testing.T) {
+	dns := &gateResolver{started: make(chan string, 16), gate: make(chan struct{})}
+	l := newEvLoopOf(t, func(dir string) *rules.Config { return loadLoopConfig(t, dir, "", loopAllowed) },
+		func(st *active.State) { st.Dialer.Resolver = dns })
+	fds := func() int { e, _ := os.ReadDir("/proc/self/fd"); return len(e) }
+	time.Sleep(50 * time.Millisecond)
+	f0 := fds()
+	const n = 6
+	for i := 0; i < n; i++ {
+		c, err := net.DialTimeout("tcp", l.addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte("CONNECT nxdomain.test:443 HTTP/1.1\r\nHost: nxdomain.test:443\r\n\r\n"))
+		select {
+		case <-dns.started:
+		case <-time.After(5 * time.Second):
+			t.Fatal("no lookup")
+		}
+		if i%2 == 0 {
+			c.(*net.TCPConn).SetLinger(0) // a reset
+		} else {
+			c.(*net.TCPConn).CloseWrite()
+		}
+		c.Close()
+	}
+	close(dns.gate)
+	waitFor(t, 10*time.Second, func() bool { return l.track.Open() == 0 }, "every connection ended")
+	waitFor(t, 5*time.Second, func() bool { return fds() <= f0 }, "no descriptor left")
+	defer func() {
+		if t.Failed() {
+			for _, ev := range l.sink.all() {
+				t.Logf("event %s %s %q", ev.DestDomain, ev.Action, ev.Error)
+			}
+		}
+	}()
+	waitFor(t, 5*time.Second, func() bool {
+		gone, truncated := 0, 0
+		for _, ev := range l.sink.all() {
+			switch {
+			case ev.DestDomain != "nxdomain.test":
+			case ev.Action == "allow" && strings.Contains(ev.Error, "client gone before the 200"):
+				gone++ // a reset: the 200 could not be written
+			case ev.Action == "deny" && strings.Contains(ev.Error, "client hello truncated"):
+				truncated++ // a FIN: the 200 went out, no hello came
+			}
+		}
+		return gone == n/2 && truncated == n/2
+	}, "one event per CONNECT: a reset's client gone before its 200, a FIN's hello missing")
+	if testing.Verbose() {
+		for _, ev := range l.sink.all() {
+			t.Logf("%+v", *ev)
+		}
+	}
 }
