@@ -2,12 +2,16 @@
 // config, the upstream dialer and the authenticator built from it),
 // published atomically and swapped whole on reload. A connection or a
 // request takes the State once, when it has something to decide, and keeps
-// it for that decision.
+// it for that decision. The DNS cache outlives reloads that keep its
+// settings.
 package active
 
 import (
+	"fmt"
+	"sync"
 	"sync/atomic"
 
+	"github.com/egress-proxy/egress/internal/dnscache"
 	"github.com/egress-proxy/egress/internal/identity"
 	"github.com/egress-proxy/egress/internal/rules"
 	"github.com/egress-proxy/egress/internal/upstream"
@@ -28,11 +32,13 @@ type State struct {
 
 // NewState builds the State of a config. limiter (shared by every State,
 // may be nil) counts authentication failures per source across reloads.
-func NewState(cfg *rules.Config, limiter *identity.FailureLimiter) *State {
+// dns resolves names not in upstream.hosts (nil: Go's resolver, uncached).
+func NewState(cfg *rules.Config, limiter *identity.FailureLimiter, dns upstream.Resolver) *State {
 	st := &State{Config: cfg, Dialer: &upstream.Dialer{
 		Hosts:        cfg.Upstream.Hosts,
 		AllowPrivate: cfg.Upstream.AllowPrivate,
 		Timeout:      cfg.Upstream.DialTimeout,
+		Resolver:     dns,
 	}}
 	st.Auth, st.AuthErrors = identity.Build(&cfg.Auth.Sources, limiter)
 	return st
@@ -42,13 +48,51 @@ func NewState(cfg *rules.Config, limiter *identity.FailureLimiter) *State {
 type Store struct {
 	p       atomic.Pointer[State]
 	limiter *identity.FailureLimiter
+	// observeDNS, given to every DNS cache the Store builds, counts
+	// each DNS lookup by result (egress_dns_lookups_total).
+	observeDNS func(result string)
+
+	mu     sync.Mutex // Publish
+	dns    *dnscache.Cache
+	dnsKey string
 }
 
 // NewStore starts with cfg in force.
-func NewStore(cfg *rules.Config) *Store {
-	s := &Store{limiter: identity.NewFailureLimiter(nil)}
+func NewStore(cfg *rules.Config) *Store { return NewStoreObserved(cfg, nil) }
+
+// NewStoreObserved starts with cfg in force; observeDNS (may be nil) is
+// told the result of each DNS lookup.
+func NewStoreObserved(cfg *rules.Config, observeDNS func(result string)) *Store {
+	s := &Store{limiter: identity.NewFailureLimiter(nil), observeDNS: observeDNS}
 	s.Publish(cfg)
 	return s
+}
+
+// DNS returns the DNS cache in force, nil when dns_cache_size is 0.
+func (s *Store) DNS() *dnscache.Cache {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dns
+}
+
+// resolver returns the cache for cfg's settings: the one in use when they
+// are unchanged (its answers stay), a new one otherwise. Called with mu
+// held.
+func (s *Store) resolver(cfg *rules.Config) upstream.Resolver {
+	u := cfg.Upstream
+	if u.DNSCacheSize <= 0 {
+		s.dns, s.dnsKey = nil, ""
+		return nil
+	}
+	key := fmt.Sprint(u.DNSServers, u.DNSCacheSize, u.DNSMaxTTL, u.DialTimeout)
+	if s.dns == nil || key != s.dnsKey {
+		s.dns = dnscache.New(dnscache.Options{
+			Servers: u.DNSServers, Size: u.DNSCacheSize, MaxTTL: u.DNSMaxTTL, Timeout: u.DialTimeout,
+			NegativeTTL: min(u.DNSMaxTTL, dnscache.DefaultNegativeTTL), Observe: s.observeDNS,
+		})
+		s.dnsKey = key
+	}
+	return s.dns
 }
 
 // Load returns the State in force.
@@ -59,7 +103,9 @@ func (s *Store) Config() *rules.Config { return s.p.Load().Config }
 
 // Publish makes cfg the configuration in force and returns its State.
 func (s *Store) Publish(cfg *rules.Config) *State {
-	st := NewState(cfg, s.limiter)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := NewState(cfg, s.limiter, s.resolver(cfg))
 	s.p.Store(st)
 	return st
 }

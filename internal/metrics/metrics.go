@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/egress-proxy/egress/internal/audit"
+	"github.com/egress-proxy/egress/internal/dnscache"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -150,6 +151,9 @@ type Metrics struct {
 	FeedEntries           *prometheus.GaugeVec   // egress_feed_entries{feed}
 	Auth                  *prometheus.CounterVec // egress_auth_total{method,result}
 	QUICPacketsDropped    *prometheus.CounterVec // egress_quic_packets_dropped_total{reason}
+	DNSLookups            *prometheus.CounterVec // egress_dns_lookups_total{result}
+	DNSCacheEntries       prometheus.GaugeFunc   // egress_dns_cache_entries
+	dnsEntries            atomic.Pointer[func() int]
 
 	// decisionCache maps a label tuple to its counter. It is replaced (never
 	// cleared in place) whenever InitDecisions deletes series, so a counter
@@ -288,6 +292,19 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"reason"}),
 	}
 	m.Auth = newAuth()
+	m.DNSLookups = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "dns_lookups_total",
+		Help: "DNS lookups of destination names not in upstream.hosts, by result: hit (from the cache), shared (waited for another connection's query), resolved (a server answered, addresses or not found), failed (no server answered usably), hosts (/etc/hosts or a reserved name), system (left to the system resolver).",
+	}, []string{"result"})
+	m.DNSCacheEntries = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "dns_cache_entries",
+		Help: "Names held by the DNS cache (answers and queries in flight); 0 when upstream.dns_cache_size is 0.",
+	}, func() float64 {
+		if f := m.dnsEntries.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	})
 	m.decisionCache.Store(new(sync.Map))
 	reg.MustRegister(
 		m.Decisions, m.ActiveConnections, m.Bytes, m.ClientHello, m.UpstreamDial,
@@ -298,7 +315,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.LimitsMaxConnections, m.LimitsPerSource, m.BuildInfo,
 		m.Panics, m.UpstreamConnections,
 		m.FeedUpdates, m.FeedLastSuccess, m.FeedEntries, m.Auth,
-		m.QUICPacketsDropped,
+		m.QUICPacketsDropped, m.DNSLookups, m.DNSCacheEntries,
 	)
 	m.initFixed()
 	return m
@@ -331,7 +348,16 @@ func (m *Metrics) initFixed() {
 	for _, r := range quicDropReasons {
 		m.QUICPacketsDropped.WithLabelValues(r)
 	}
+	for _, r := range dnscache.Results {
+		m.DNSLookups.WithLabelValues(r)
+	}
 }
+
+// DNSLookup counts one DNS lookup (a dnscache result).
+func (m *Metrics) DNSLookup(result string) { m.DNSLookups.WithLabelValues(result).Inc() }
+
+// SetDNSEntries makes egress_dns_cache_entries read entries.
+func (m *Metrics) SetDNSEntries(entries func() int) { m.dnsEntries.Store(&entries) }
 
 // NewRegistry returns a registry with the Go runtime and process collectors
 // registered, ready for New and for the admin /metrics handler.

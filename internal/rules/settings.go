@@ -21,6 +21,9 @@ const (
 	DefaultAdminListen     = "127.0.0.1:9090"
 	DefaultHelloTimeout    = 10 * time.Second
 	DefaultDialTimeout     = 10 * time.Second
+	DefaultDNSCacheSize    = 10000
+	DefaultDNSMaxTTL       = 5 * time.Minute
+	MaxDNSCacheSize        = 1 << 22
 	DefaultMaxConnections  = 20000
 	DefaultPerSource       = 512
 	DefaultIdleTimeout     = 5 * time.Minute
@@ -104,6 +107,13 @@ type UpstreamSettings struct {
 	DialTimeout  time.Duration
 	Hosts        map[string]netip.Addr // normalised name → address
 	AllowPrivate []netip.Prefix
+	// DNSServers are asked for names not in Hosts; empty: the nameservers
+	// of /etc/resolv.conf.
+	DNSServers []netip.AddrPort
+	// DNSCacheSize names are kept for their TTL, capped at DNSMaxTTL; 0:
+	// no cache, every lookup through Go's resolver.
+	DNSCacheSize int
+	DNSMaxTTL    time.Duration
 }
 
 // LogSettings choose the SIEM event format and sink.
@@ -140,7 +150,8 @@ func defaultSettings() (ProxySettings, TransparentSettings, AdminSettings, TLSSe
 		TransparentSettings{HTTPSPort: DefaultHTTPSPort, HTTPPort: DefaultHTTPPort, QUICPort: DefaultQUICPort},
 		AdminSettings{Listen: DefaultAdminListen},
 		TLSSettings{HelloTimeout: DefaultHelloTimeout, SNIMismatch: Deny, MissingSNI: Allow, NonTLS: Deny, ECH: Allow},
-		UpstreamSettings{DialTimeout: DefaultDialTimeout, Hosts: map[string]netip.Addr{}},
+		UpstreamSettings{DialTimeout: DefaultDialTimeout, Hosts: map[string]netip.Addr{},
+			DNSCacheSize: DefaultDNSCacheSize, DNSMaxTTL: DefaultDNSMaxTTL},
 		LogSettings{Format: "ecs", Output: "stdout", QueueSize: DefaultLogQueue},
 		LimitsSettings{MaxConnections: DefaultMaxConnections, PerSource: DefaultPerSource,
 			IdleTimeout: DefaultIdleTimeout, ShutdownGrace: DefaultShutdownGrace,
@@ -392,6 +403,24 @@ func (c *Config) applySettings(root *rawRoot) hcl.Diagnostics {
 			}
 			c.Upstream.AllowPrivate = append(c.Upstream.AllowPrivate, p)
 		}
+		for i, s := range b.DNSServers {
+			ap, err := parseDNSServer(s)
+			if err != nil {
+				ck.diags = append(ck.diags, errorAt(elemRange(b.Body, "dns_servers", i, b.DefRange), "Invalid DNS server",
+					"%q: write an IP address, optionally with a port, such as \"10.0.0.53\", \"10.0.0.53:5353\" or \"[2001:db8::53]:53\".", s))
+				continue
+			}
+			c.Upstream.DNSServers = append(c.Upstream.DNSServers, ap)
+		}
+		if v := b.DNSCacheSize; v != nil {
+			if *v < 0 || *v > MaxDNSCacheSize {
+				ck.diags = append(ck.diags, errorAt(attrRange(b.Body, "dns_cache_size", b.DefRange), "Invalid number",
+					"dns_cache_size = %d: must be between 0 (no cache) and %d.", *v, MaxDNSCacheSize))
+			} else {
+				c.Upstream.DNSCacheSize = *v
+			}
+		}
+		ck.duration(b.DNSMaxTTL, b.Body, "dns_max_ttl", b.DefRange, &c.Upstream.DNSMaxTTL)
 	}
 	if len(root.Log) > 0 {
 		b := root.Log[0]
@@ -476,4 +505,20 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	}
 	a = a.Unmap()
 	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// parseDNSServer reads "ip" or "ip:port" (IPv6 with a port in brackets);
+// the port defaults to 53.
+func parseDNSServer(s string) (netip.AddrPort, error) {
+	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+		return netip.AddrPortFrom(a.Unmap(), 53), nil
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	if ap.Addr().Zone() != "" || ap.Port() == 0 {
+		return netip.AddrPort{}, fmt.Errorf("not a server address")
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
 }

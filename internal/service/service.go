@@ -72,7 +72,13 @@ func Run(ctx context.Context, o Options) error {
 	sink.set(lg, cfg.Log)
 	defer func() { sink.close() }()
 
-	store := active.NewStore(cfg)
+	store := active.NewStoreObserved(cfg, m.DNSLookup)
+	m.SetDNSEntries(func() int {
+		if c := store.DNS(); c != nil {
+			return c.Len()
+		}
+		return 0
+	})
 	logAuthErrors(log, store.Load())
 	initMetrics(m, cfg)
 	tracker := conntrack.New(store.Config, m, log)
