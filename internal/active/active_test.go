@@ -65,3 +65,35 @@ func TestStorePublish(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// The DNS cache outlives a reload that keeps its settings (its answers
+// stay), is new when they change, and is off with dns_cache_size = 0.
+func TestDNSCacheAcrossReloads(t *testing.T) {
+	withDNS := func(extra string) *rules.Config {
+		p := filepath.Join(t.TempDir(), "c.hcl")
+		os.WriteFile(p, []byte("upstream {\n"+extra+"\n}\nsegment \"s\" {\n  sources = [\"127.0.0.0/8\"]\n  default = \"allow\"\n}\n"), 0o644)
+		cfg, diags := rules.Load(p, rules.Options{})
+		if diags.HasErrors() {
+			t.Fatal(rules.DiagnosticsError(diags))
+		}
+		return cfg
+	}
+	s := NewStore(withDNS(`dns_max_ttl = "1m"`))
+	first := s.DNS()
+	if first == nil || s.Load().Dialer.Resolver != first {
+		t.Fatalf("no cache by default: %v", s.Load().Dialer.Resolver)
+	}
+	s.Publish(withDNS(`dns_max_ttl = "1m"
+  hosts = { "x.test" = "192.0.2.1" }`))
+	if s.DNS() != first || s.Load().Dialer.Resolver != first {
+		t.Fatal("a reload that keeps the DNS settings replaced the cache")
+	}
+	s.Publish(withDNS(`dns_max_ttl = "2m"`))
+	if s.DNS() == first || s.DNS() == nil {
+		t.Fatal("a changed dns_max_ttl kept the old cache")
+	}
+	s.Publish(withDNS(`dns_cache_size = 0`))
+	if s.DNS() != nil || s.Load().Dialer.Resolver != nil {
+		t.Fatal("dns_cache_size = 0 still caches")
+	}
+}

@@ -126,3 +126,42 @@ func TestProxyProtocolFromNotStatic(t *testing.T) {
 		t.Error("proxy_protocol_from changed the listener settings")
 	}
 }
+
+func TestDNSSettings(t *testing.T) {
+	cfg, out := loadSettings(t, ppSegment)
+	if cfg == nil || out != "" || cfg.Upstream.DNSCacheSize != DefaultDNSCacheSize || cfg.Upstream.DNSMaxTTL != DefaultDNSMaxTTL || cfg.Upstream.DNSServers != nil {
+		t.Fatalf("defaults: %+v %s", cfg.Upstream, out)
+	}
+	cfg, out = loadSettings(t, `
+upstream {
+  dns_servers    = ["10.0.0.53", "10.0.0.54:5353", "[2001:db8::53]:53", "2001:db8::54"]
+  dns_cache_size = 0
+  dns_max_ttl    = "1m"
+}
+`+ppSegment)
+	if cfg == nil || out != "" {
+		t.Fatalf("diagnostics:\n%s", out)
+	}
+	want := []netip.AddrPort{netip.MustParseAddrPort("10.0.0.53:53"), netip.MustParseAddrPort("10.0.0.54:5353"),
+		netip.MustParseAddrPort("[2001:db8::53]:53"), netip.MustParseAddrPort("[2001:db8::54]:53")}
+	if len(cfg.Upstream.DNSServers) != len(want) || cfg.Upstream.DNSCacheSize != 0 || cfg.Upstream.DNSMaxTTL.String() != "1m0s" {
+		t.Fatalf("%+v", cfg.Upstream)
+	}
+	for i := range want {
+		if cfg.Upstream.DNSServers[i] != want[i] {
+			t.Fatalf("server %d: %v, want %v", i, cfg.Upstream.DNSServers[i], want[i])
+		}
+	}
+	for _, bad := range []string{
+		`dns_servers = ["dns.example"]`,
+		`dns_servers = ["10.0.0.53:0"]`,
+		`dns_servers = ["fe80::1%eth0"]`,
+		`dns_cache_size = -1`,
+		`dns_cache_size = 99999999`,
+		`dns_max_ttl = "0s"`,
+	} {
+		if _, out := loadSettings(t, "upstream {\n  "+bad+"\n}\n"+ppSegment); !strings.Contains(out, "error: Invalid") {
+			t.Errorf("%s: no error:\n%s", bad, out)
+		}
+	}
+}

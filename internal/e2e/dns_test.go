@@ -1,0 +1,105 @@
+package e2e
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/egress-proxy/egress/internal/dnscache/dnstest"
+)
+
+// Names not in upstream.hosts are resolved through upstream.dns_servers (a
+// loopback DNS server here) and kept for their TTL: CONNECT and
+// transparent connections to one name make one query pair, NXDOMAIN is a
+// 502 dns_error kept for the SOA minimum, and a server that never answers
+// costs its own connections dial_timeout while others are served.
+func TestDNSCache(t *testing.T) {
+	ca := NewCA(t)
+	origin := NewOrigin(t, ca, nil, "api.dns.test")
+	dns := dnstest.Start(t)
+	lo := netip.MustParseAddr("127.0.0.1")
+	dns.Set("api.dns.test", dnstest.Record{Addrs: []netip.Addr{lo}, TTL: 300})
+	dns.Set("gone.dns.test", dnstest.Record{NX: true, SOAMin: 60})
+	dns.Set("hang.dns.test", dnstest.Record{Drop: true})
+	p := Start(t, fmt.Sprintf(`
+proxy { listen = "{{PROXY}}" }
+admin { listen = "{{ADMIN}}" }
+transparent {
+  https_listen = "{{HTTPS}}"
+  https_port   = %d
+}
+upstream {
+  dial_timeout  = "1s"
+  dns_servers   = [%q]
+  allow_private = ["127.0.0.1/32"]
+}
+segment "office" {
+  sources = ["127.0.0.0/8"]
+  default = "allow"
+}
+`, origin.Port, dns.Addr.String()), nil)
+	target := fmt.Sprintf("api.dns.test:%d", origin.Port)
+
+	for i := range 3 {
+		c, _, code := Connect(t, p.ProxyAddr, "127.0.0.2", target)
+		if code != 200 {
+			t.Fatalf("CONNECT %d: %d", i, code)
+		}
+		if body, err := HTTPSGet(c, "api.dns.test", ca.Pool, "/x"); err != nil || !strings.Contains(body, "hello from api.dns.test") {
+			t.Fatalf("through tunnel %d: %q %v", i, body, err)
+		}
+	}
+	c := DialFrom(t, "127.0.0.3", p.HTTPSAddr)
+	if body, err := HTTPSGet(c, "api.dns.test", ca.Pool, "/t"); err != nil || !strings.Contains(body, "hello from api.dns.test") {
+		t.Fatalf("transparent: %q %v", body, err)
+	}
+	if q := dns.Queries("api.dns.test"); q != 2 {
+		t.Fatalf("%d queries for 4 connections to one name, want 2 (A and AAAA once)", q)
+	}
+
+	for i := range 2 {
+		if _, _, code := Connect(t, p.ProxyAddr, "127.0.0.2", "gone.dns.test:443"); code != 502 {
+			t.Fatalf("NXDOMAIN %d: %d, want 502", i, code)
+		}
+	}
+	if q := dns.Queries("gone.dns.test"); q != 2 {
+		t.Fatalf("%d queries for NXDOMAIN twice, want 2 (kept for the SOA minimum)", q)
+	}
+
+	// A dead server: its connection fails at dial_timeout; another name is
+	// served meanwhile.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	start := time.Now()
+	var hangCode int
+	go func() {
+		defer wg.Done()
+		_, _, hangCode = Connect(t, p.ProxyAddr, "127.0.0.4", "hang.dns.test:443")
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if _, _, code := Connect(t, p.ProxyAddr, "127.0.0.2", target); code != 200 {
+		t.Fatalf("CONNECT while another name's server hangs: %d", code)
+	}
+	wg.Wait()
+	if d := time.Since(start); hangCode != 502 || d > 5*time.Second {
+		t.Fatalf("dead DNS: %d after %v, want 502 within dial_timeout", hangCode, d)
+	}
+
+	ev := p.WaitEvent(t, 5*time.Second, func(e Event) bool { return e.Str("destination.domain") == "gone.dns.test" })
+	if r := ev.Str("event.reason"); r != "dns_error" {
+		t.Errorf("NXDOMAIN event reason %q, want dns_error", r)
+	}
+	for series, want := range map[string]float64{
+		`egress_dns_lookups_total{result="resolved"}`: 2, // api and gone
+		`egress_dns_lookups_total{result="hit"}`:      5, // api: 5 lookups, all but the first; gone: the second
+		`egress_dns_lookups_total{result="failed"}`:   1, // hang
+		`egress_dns_cache_entries`:                    2,
+	} {
+		if got := metricValue(t, p, series); got != want {
+			t.Errorf("%s = %v, want %v", series, got, want)
+		}
+	}
+}
