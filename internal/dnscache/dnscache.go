@@ -152,6 +152,40 @@ func (c *Cache) LookupNetIP(ctx context.Context, network, host string) ([]netip.
 	return out, nil
 }
 
+// Peek answers host without waiting, from /etc/hosts, a reserved name or
+// a fresh cached answer; ok false means a query would be needed (or host
+// is left to the system resolver). The event loops use it: they must
+// never wait for DNS.
+func (c *Cache) Peek(host string) (addrs []netip.Addr, ok bool, err error) {
+	if host == "" || len(host) > 253 {
+		return nil, false, nil
+	}
+	now := c.now()
+	if host == "invalid" || strings.HasSuffix(host, ".invalid") {
+		c.observe(ResultHosts)
+		return nil, true, notFound(host)
+	}
+	if a := c.hosts.get(now)[host]; len(a) > 0 {
+		c.observe(ResultHosts)
+		return a, true, nil
+	}
+	c.mu.Lock()
+	e := c.entries[host]
+	c.mu.Unlock()
+	if e == nil {
+		return nil, false, nil
+	}
+	select {
+	case <-e.done:
+		if now.Before(e.expires) {
+			c.observe(ResultHit)
+			return e.addrs, true, e.err
+		}
+	default:
+	}
+	return nil, false, nil
+}
+
 func (c *Cache) observe(result string) {
 	if c.opt.Observe != nil {
 		c.opt.Observe(result)

@@ -442,3 +442,37 @@ func TestParseHosts(t *testing.T) {
 		t.Fatalf("%v", h)
 	}
 }
+
+// Peek answers only from what is at hand: never a query, never a wait.
+func TestPeek(t *testing.T) {
+	srv := dnstest.Start(t)
+	srv.Set("p.example", dnstest.Record{Addrs: []netip.Addr{a1}, TTL: 60})
+	srv.Set("slow.example", dnstest.Record{Addrs: []netip.Addr{a1}, TTL: 60, Delay: 300 * time.Millisecond})
+	c, clk, _, _ := newCache(t, srv, Options{})
+	if _, ok, _ := c.Peek("p.example"); ok {
+		t.Fatal("Peek answered a name never looked up")
+	}
+	lookup(t, c, "p.example")
+	if a, ok, err := c.Peek("p.example"); !ok || err != nil || a[0] != a1 {
+		t.Fatalf("after a lookup: %v %v %v", a, ok, err)
+	}
+	clk.add(61 * time.Second)
+	if _, ok, _ := c.Peek("p.example"); ok {
+		t.Fatal("Peek answered from an expired entry")
+	}
+	go lookup(t, c, "slow.example")
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	if _, ok, _ := c.Peek("slow.example"); ok || time.Since(start) > 100*time.Millisecond {
+		t.Fatalf("Peek on a name in flight: ok %v after %v", ok, time.Since(start))
+	}
+	if _, ok, err := c.Peek("x.invalid"); !ok || !isNotFound(err) {
+		t.Fatalf(".invalid: %v %v", ok, err)
+	}
+	if a, ok, _ := c.Peek("fromhosts.example"); !ok || len(a) != 1 {
+		t.Fatalf("hosts: %v %v", a, ok)
+	}
+	if q := srv.Queries("p.example"); q != 2 {
+		t.Fatalf("%d queries", q)
+	}
+}

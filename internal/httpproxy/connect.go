@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -59,12 +60,18 @@ func (cn *conn) connect(st *active.State, req *http.Request) {
 		cn.writeDenied(req, &d, outer.Name, o.Event.ID, host)
 		return
 	}
-	if cn.inline && !st.Dialer.AtOnce(outer.Name, outer.IP) {
-		// A DNS lookup may take seconds: not on the parker.
-		// (Copies made here: captured, outer and d would be moved to the
-		// heap on every CONNECT.)
-		o, dd := outer, d
-		cn.next = func() { cn.allowed(st, req, o, dd, id, uint16(port), host, start) }
+	if cn.inline {
+		// On the parker: only an answer at hand (an IP, upstream.hosts, a
+		// fresh DNS cache entry). A DNS lookup may take seconds: it goes
+		// on a worker. (Copies made there: captured, outer and d would be
+		// moved to the heap on every CONNECT.)
+		dest, ok, rerr := st.Dialer.ResolveNow(outer.Name, outer.IP)
+		if !ok {
+			o, dd := outer, d
+			cn.next = func() { cn.allowed(st, req, o, dd, id, uint16(port), host, start) }
+			return
+		}
+		cn.allowedTo(st, req, outer, d, id, uint16(port), host, start, dest, rerr)
 		return
 	}
 	cn.allowed(st, req, outer, d, id, uint16(port), host, start)
@@ -85,6 +92,11 @@ func (cn *conn) beginConnect(st *active.State, start time.Time, outer rules.Oute
 // 200, and the TLS flow that reads the ClientHello.
 func (cn *conn) allowed(st *active.State, req *http.Request, outer rules.Outer, d rules.Decision, id identity.Identity, port uint16, host string, start time.Time) {
 	dest, rerr := st.Dialer.Resolve(context.Background(), outer.Name, outer.IP)
+	cn.allowedTo(st, req, outer, d, id, port, host, start, dest, rerr)
+}
+
+// allowedTo is allowed once the lookup is done.
+func (cn *conn) allowedTo(st *active.State, req *http.Request, outer rules.Outer, d rules.Decision, id identity.Identity, port uint16, host string, start time.Time, dest netip.Addr, rerr error) {
 	if rerr != nil {
 		cn.resolveFailed(cn.beginConnect(st, start, outer, port), req, d, rerr, host)
 		return

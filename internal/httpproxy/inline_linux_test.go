@@ -174,6 +174,55 @@ func TestInlineLookupOnWorker(t *testing.T) {
 	helloThrough(t, c, br, got, "nxdomain.test")
 }
 
+// peekResolver holds a fresh answer for nxdomain.test (as the DNS cache
+// would after a first lookup) and hangs every lookup.
+type peekResolver struct{ gateResolver }
+
+func (r *peekResolver) Peek(host string) ([]netip.Addr, bool, error) {
+	if host == "nxdomain.test" {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, true, nil
+	}
+	return nil, false, nil
+}
+
+// TestInlineCachedNameOnParker: a CONNECT to a name the DNS cache holds is
+// served on the parker, without a lookup and without a worker, as one in
+// upstream.hosts is; a name it does not hold still leaves for a worker.
+func TestInlineCachedNameOnParker(t *testing.T) {
+	dns := &peekResolver{gateResolver{started: make(chan string, 4), gate: make(chan struct{})}}
+	l := newEvLoopOf(t, func(dir string) *rules.Config { return loadLoopConfig(t, dir, "", loopAllowed+`, "uncached.test"`) },
+		func(st *active.State) { st.Dialer.Resolver = dns })
+	port, got := echoOrigin(t)
+	seen := inlineSeen(t)
+	defer close(dns.gate)
+
+	c := l.dial()
+	fmt.Fprintf(c, "CONNECT nxdomain.test:%d HTTP/1.1\r\nHost: nxdomain.test:%d\r\n\r\n", port, port)
+	br := bufio.NewReader(c)
+	if resp := readStatus(t, br, "cached name"); resp.StatusCode != 200 {
+		t.Fatalf("cached name: %d", resp.StatusCode)
+	}
+	helloThrough(t, c, br, got, "nxdomain.test")
+	c.Close()
+	wantSeen(t, seen, true, "a CONNECT to a cached name")
+	select {
+	case h := <-dns.started:
+		t.Fatalf("a cached name was looked up: %q", h)
+	default:
+	}
+
+	c = l.dial()
+	fmt.Fprintf(c, "CONNECT uncached.test:%d HTTP/1.1\r\nHost: uncached.test:%d\r\n\r\n", port, port)
+	select {
+	case h := <-dns.started:
+		if h != "uncached.test" {
+			t.Fatalf("looked up %q", h)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a name the cache does not hold was not looked up")
+	}
+}
+
 // selfSigned writes a self-signed CA certificate and its key into dir.
 func selfSigned(t *testing.T, dir string) (certFile, keyFile string) {
 	t.Helper()

@@ -217,8 +217,8 @@ func (e *evented) timedOut() {
 
 // resolve finds the address to dial: none to find for a CONNECT whose
 // target was checked before its 200 under this configuration; at once for
-// an address or a name in upstream.hosts; on a goroutine for a DNS lookup.
-// The name is the CONNECT target's, or the SNI's (fl.resolve's rules).
+// an address, a name in upstream.hosts or a name the DNS cache holds
+// (ResolveNow); on a goroutine for a DNS lookup. The name is the CONNECT target's, or the SNI's (fl.resolve's rules).
 func (e *evented) resolve() {
 	if e.fl.dest.IsValid() {
 		e.fl.o.Decide(e.d)
@@ -231,8 +231,7 @@ func (e *evented) resolve() {
 		target = e.fl.names.Inner
 	}
 	name, ip, _ := hostname.Normalize(target)
-	if st.Dialer.AtOnce(name, ip) {
-		dest, err := st.Dialer.Resolve(context.Background(), name, ip)
+	if dest, ok, err := st.Dialer.ResolveNow(name, ip); ok {
 		e.resolved(name, dest, err)
 		return
 	}

@@ -42,6 +42,12 @@ type Dialer struct {
 	DialConn func(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
 }
 
+// Peeker is a Resolver that can answer from what it holds, without
+// waiting: ok false means a lookup would be needed (*dnscache.Cache).
+type Peeker interface {
+	Peek(host string) (addrs []netip.Addr, ok bool, err error)
+}
+
 // AtOnce reports whether Resolve answers name (normalised) or ip without a
 // DNS lookup: an IP literal, or a name in Hosts. What may wait for DNS is
 // kept off the event loops.
@@ -51,6 +57,27 @@ func (d *Dialer) AtOnce(name string, ip netip.Addr) bool {
 	}
 	_, hosted := d.Hosts[name]
 	return hosted
+}
+
+// ResolveNow is Resolve without waiting, for the event loops: an IP
+// literal, a name in Hosts, or a name the Resolver holds a fresh answer
+// for (a Peeker). ok false: a DNS lookup is needed; call Resolve where
+// waiting is allowed.
+func (d *Dialer) ResolveNow(name string, ip netip.Addr) (addr netip.Addr, ok bool, err error) {
+	if d.AtOnce(name, ip) {
+		addr, err = d.Resolve(context.Background(), name, ip)
+		return addr, true, err
+	}
+	p, peeks := d.Resolver.(Peeker)
+	if !peeks {
+		return netip.Addr{}, false, nil
+	}
+	addrs, ok, lerr := p.Peek(name)
+	if !ok {
+		return netip.Addr{}, false, nil
+	}
+	addr, err = d.pick(name, addrs, lerr)
+	return addr, true, err
 }
 
 // Resolve returns the address to dial for a normalised name or an IP literal
@@ -79,6 +106,12 @@ func (d *Dialer) Resolve(ctx context.Context, name string, ip netip.Addr) (netip
 		defer cancel()
 	}
 	addrs, err := r.LookupNetIP(ctx, "ip", name)
+	return d.pick(name, addrs, err)
+}
+
+// pick chooses the address to dial among a lookup's answers: the first
+// permitted one, IPv4 first.
+func (d *Dialer) pick(name string, addrs []netip.Addr, err error) (netip.Addr, error) {
 	if err != nil || len(addrs) == 0 {
 		return netip.Addr{}, fmt.Errorf("%w: %s: %v", ErrDNS, name, err)
 	}

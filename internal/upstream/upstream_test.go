@@ -244,3 +244,43 @@ func TestAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// peeker holds fresh answers for some names.
+type peeker struct {
+	fakeResolver
+	held map[string][]netip.Addr
+}
+
+func (p peeker) Peek(host string) ([]netip.Addr, bool, error) {
+	a, ok := p.held[host]
+	return a, ok, nil
+}
+
+// ResolveNow answers an IP, a hosts name or a name the resolver holds,
+// with Resolve's checks and choice; anything else is "not now".
+func TestResolveNow(t *testing.T) {
+	d := &Dialer{
+		Hosts:    map[string]netip.Addr{"h.test": netip.MustParseAddr("192.0.2.7")},
+		Resolver: peeker{held: map[string][]netip.Addr{"held.test": {netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("192.0.2.9")}}},
+	}
+	for _, tt := range []struct {
+		name string
+		ip   netip.Addr
+		want netip.Addr
+		ok   bool
+	}{
+		{"", netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.1"), true},
+		{"h.test", netip.Addr{}, netip.MustParseAddr("192.0.2.7"), true},
+		{"held.test", netip.Addr{}, netip.MustParseAddr("192.0.2.9"), true}, // the private one skipped, IPv4 first
+		{"other.test", netip.Addr{}, netip.Addr{}, false},
+	} {
+		got, ok, err := d.ResolveNow(tt.name, tt.ip)
+		if ok != tt.ok || got != tt.want || (ok && err != nil) {
+			t.Errorf("%s %v: %v %v %v, want %v %v", tt.name, tt.ip, got, ok, err, tt.want, tt.ok)
+		}
+	}
+	d.Resolver = fakeResolver{}
+	if _, ok, _ := d.ResolveNow("held.test", netip.Addr{}); ok {
+		t.Error("a resolver that cannot peek answered now")
+	}
+}
