@@ -218,7 +218,8 @@ func (e *evented) timedOut() {
 // resolve finds the address to dial: none to find for a CONNECT whose
 // target was checked before its 200 under this configuration; at once for
 // an address, a name in upstream.hosts or a name the DNS cache holds
-// (ResolveNow); on a goroutine for a DNS lookup. The name is the CONNECT target's, or the SNI's (fl.resolve's rules).
+// (ResolveNow); on a goroutine for a DNS lookup. The name is the CONNECT
+// target's, or the SNI's (fl.resolve's rules).
 func (e *evented) resolve() {
 	if e.fl.dest.IsValid() {
 		e.fl.o.Decide(e.d)
