@@ -85,6 +85,11 @@ upstream {
     "intranet.ministry.example" = "10.1.2.3" # pinned, checked before DNS
   }
   allow_private = ["10.1.0.0/16"] # the intranet servers; every other private range stays refused
+  # DNS: the nameservers of /etc/resolv.conf unless listed here; answers are
+  # kept for their TTL (at most dns_max_ttl) in a cache of dns_cache_size names.
+  # dns_servers    = ["10.1.0.53"]
+  dns_cache_size = 10000
+  dns_max_ttl    = "5m"
 }
 
 log {

@@ -257,20 +257,27 @@ func (c *Cache) insert(host string, e *entry) bool {
 		return false
 	}
 	if len(c.entries) >= c.opt.Size {
+		// A sample (map order is random) of at most 64 names, so a table
+		// full of names in flight costs a bounded scan: the first expired
+		// answer, else the first answer.
 		now := c.now()
 		var victim string
 		looked := 0
-		for h, x := range c.entries { // map order is random: a sample
+		for h, x := range c.entries {
+			if looked++; looked > 64 {
+				break
+			}
 			select {
 			case <-x.done:
 			default:
 				continue
 			}
-			if victim == "" || !now.Before(x.expires) {
+			if !now.Before(x.expires) {
 				victim = h
-			}
-			if looked++; !now.Before(x.expires) || looked >= 8 {
 				break
+			}
+			if victim == "" {
+				victim = h
 			}
 		}
 		if victim == "" {

@@ -476,3 +476,30 @@ func TestPeek(t *testing.T) {
 		t.Fatalf("%d queries", q)
 	}
 }
+
+// A table full of names in flight (a flood of names whose server hangs)
+// does not grow: the extra lookups are answered without being kept.
+func TestFullOfInFlight(t *testing.T) {
+	srv := dnstest.Start(t)
+	c, _, _, _ := newCache(t, srv, Options{Size: 4})
+	var wg sync.WaitGroup
+	for i := range 12 {
+		n := "f" + string(rune('a'+i)) + ".example"
+		srv.Set(n, dnstest.Record{Addrs: []netip.Addr{a1}, TTL: 60, Delay: 200 * time.Millisecond})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := lookup(t, c, n); err != nil {
+				t.Errorf("%s: %v", n, err)
+			}
+		}()
+	}
+	time.Sleep(100 * time.Millisecond)
+	if c.Len() > 4 {
+		t.Fatalf("Len %d with Size 4", c.Len())
+	}
+	wg.Wait()
+	if c.Len() > 4 {
+		t.Fatalf("Len %d with Size 4", c.Len())
+	}
+}

@@ -154,6 +154,7 @@ type Metrics struct {
 	DNSLookups            *prometheus.CounterVec // egress_dns_lookups_total{result}
 	DNSCacheEntries       prometheus.GaugeFunc   // egress_dns_cache_entries
 	dnsEntries            atomic.Pointer[func() int]
+	dnsByResult           map[string]prometheus.Counter // read-only after New
 
 	// decisionCache maps a label tuple to its counter. It is replaced (never
 	// cleared in place) whenever InitDecisions deletes series, so a counter
@@ -348,13 +349,21 @@ func (m *Metrics) initFixed() {
 	for _, r := range quicDropReasons {
 		m.QUICPacketsDropped.WithLabelValues(r)
 	}
+	m.dnsByResult = map[string]prometheus.Counter{}
 	for _, r := range dnscache.Results {
-		m.DNSLookups.WithLabelValues(r)
+		m.dnsByResult[r] = m.DNSLookups.WithLabelValues(r)
 	}
 }
 
-// DNSLookup counts one DNS lookup (a dnscache result).
-func (m *Metrics) DNSLookup(result string) { m.DNSLookups.WithLabelValues(result).Inc() }
+// DNSLookup counts one DNS lookup (a dnscache result). It runs on the
+// event loops for every cache hit: the counters are looked up once.
+func (m *Metrics) DNSLookup(result string) {
+	if c, ok := m.dnsByResult[result]; ok {
+		c.Inc()
+		return
+	}
+	m.DNSLookups.WithLabelValues(result).Inc()
+}
 
 // SetDNSEntries makes egress_dns_cache_entries read entries.
 func (m *Metrics) SetDNSEntries(entries func() int) { m.dnsEntries.Store(&entries) }
