@@ -232,16 +232,11 @@ func exchange(ctx context.Context, server netip.AddrPort, name string, attempt t
 		deadline = d
 	}
 	var got [2]*oneType
-	c, err := (&net.Dialer{}).DialContext(ctx, "udp", server.String())
+	c, err := dialServer(ctx, "udp", server, deadline)
 	if err != nil {
 		return answer{}, err
 	}
 	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	if err := c.SetDeadline(deadline); err != nil {
-		return answer{}, err
-	}
 	for i := range msgs {
 		if _, err := c.Write(msgs[i][2:]); err != nil {
 			return answer{}, err
@@ -272,18 +267,28 @@ func exchange(ctx context.Context, server netip.AddrPort, name string, attempt t
 	return combine(*got[0], *got[1])
 }
 
+// dialServer connects to a DNS server; every read and write on the
+// connection ends by deadline (the lookup's own, set when its query
+// started, so nothing waits past it).
+func dialServer(ctx context.Context, network string, server netip.AddrPort, deadline time.Time) (net.Conn, error) {
+	c, err := (&net.Dialer{Deadline: deadline}).DialContext(ctx, network, server.String())
+	if err != nil {
+		return nil, err
+	}
+	if err := c.SetDeadline(deadline); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
 // overTCP repeats one query over TCP (RFC 7766), after a truncated reply.
 func overTCP(ctx context.Context, server netip.AddrPort, deadline time.Time, msg []byte, id uint16, q dnsmessage.Question) (oneType, error) {
-	c, err := (&net.Dialer{Deadline: deadline}).DialContext(ctx, "tcp", server.String())
+	c, err := dialServer(ctx, "tcp", server, deadline)
 	if err != nil {
 		return oneType{}, err
 	}
 	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	if err := c.SetDeadline(deadline); err != nil {
-		return oneType{}, err
-	}
 	if _, err := c.Write(msg); err != nil {
 		return oneType{}, err
 	}

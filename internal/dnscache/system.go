@@ -3,6 +3,7 @@ package dnscache
 import (
 	"bufio"
 	"bytes"
+	"iter"
 	"net/netip"
 	"os"
 	"strconv"
@@ -29,17 +30,7 @@ func defaultConf() sysConf {
 // the C library does; at most three nameservers count (MAXNS).
 func parseResolvConf(data []byte) sysConf {
 	c := defaultConf()
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 1024), 64<<10)
-	for sc.Scan() {
-		line := sc.Text()
-		if i := strings.IndexAny(line, "#;"); i >= 0 {
-			line = line[:i]
-		}
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
+	for f := range fields(data, "#;") {
 		switch f[0] {
 		case "nameserver":
 			if a, err := netip.ParseAddr(f[1]); err == nil && len(c.servers) < 3 {
@@ -73,21 +64,30 @@ func parseResolvConf(data []byte) sysConf {
 	return c
 }
 
+// fields yields the fields of each line of data with at least two, the
+// text after any of the comment characters dropped. A line over 64 KiB
+// ends the file.
+func fields(data []byte, comment string) iter.Seq[[]string] {
+	return func(yield func([]string) bool) {
+		sc := bufio.NewScanner(bytes.NewReader(data))
+		sc.Buffer(make([]byte, 0, 1024), 64<<10)
+		for sc.Scan() {
+			line := sc.Text()
+			if i := strings.IndexAny(line, comment); i >= 0 {
+				line = line[:i]
+			}
+			if f := strings.Fields(line); len(f) >= 2 && !yield(f) {
+				return
+			}
+		}
+	}
+}
+
 // parseHosts reads hosts(5) text into name → addresses (names in lower
 // case, without a trailing dot).
 func parseHosts(data []byte) map[string][]netip.Addr {
 	m := map[string][]netip.Addr{}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 1024), 64<<10)
-	for sc.Scan() {
-		line := sc.Text()
-		if i := strings.IndexByte(line, '#'); i >= 0 {
-			line = line[:i]
-		}
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
+	for f := range fields(data, "#") {
 		a, err := netip.ParseAddr(f[0])
 		if err != nil || a.Zone() != "" {
 			continue
