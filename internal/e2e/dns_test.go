@@ -103,3 +103,83 @@ segment "office" {
 		}
 	}
 }
+
+// A flood of CONNECTs to unique names (random subdomains of an allowed
+// wildcard) whose DNS server never answers: each gets 502 dns_error within
+// dial_timeout, at most 256 names are asked at once, nothing is kept, the
+// proxy's fds and goroutines return to their level, and a cached name is
+// served throughout.
+func TestHostileDNSFlood(t *testing.T) {
+	ca := NewCA(t)
+	origin := NewOrigin(t, ca, nil, "api.dns.test")
+	dns := dnstest.Start(t)
+	dns.Set("api.dns.test", dnstest.Record{Addrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, TTL: 300})
+	const n = 300
+	for i := range n {
+		dns.Set(fmt.Sprintf("u%d.flood.test", i), dnstest.Record{Drop: true})
+	}
+	p := Start(t, fmt.Sprintf(`
+proxy { listen = "{{PROXY}}" }
+admin { listen = "{{ADMIN}}" }
+upstream {
+  dial_timeout  = "1s"
+  dns_servers   = [%q]
+  allow_private = ["127.0.0.1/32"]
+}
+segment "office" {
+  sources = ["127.0.0.0/8"]
+  default = "allow"
+}
+`, dns.Addr.String()), nil)
+	target := fmt.Sprintf("api.dns.test:%d", origin.Port)
+	if _, _, code := Connect(t, p.ProxyAddr, "127.0.0.2", target); code != 200 {
+		t.Fatalf("before: %d", code)
+	}
+	base := hxResources(t, p)
+
+	start := time.Now()
+	codes := make(chan int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _, code := Connect(t, p.ProxyAddr, "127.0.0.5", fmt.Sprintf("u%d.flood.test:443", i))
+			codes <- code
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	if _, _, code := Connect(t, p.ProxyAddr, "127.0.0.2", target); code != 200 {
+		t.Fatalf("a cached name during the flood: %d", code)
+	}
+	// The proxy's descriptors during the flood: the clients' and at most
+	// one DNS socket per query in flight (256 names, a UDP socket each).
+	peak := 0.0
+	for i := 0; i < 10; i++ {
+		peak = max(peak, hxResources(t, p).fds)
+		time.Sleep(50 * time.Millisecond)
+	}
+	wg.Wait()
+	close(codes)
+	for code := range codes {
+		if code != 502 {
+			t.Fatalf("a CONNECT whose DNS hangs got %d, want 502", code)
+		}
+	}
+	t.Logf("flood of %d names: %v, peak fds %v (before %v)", n, time.Since(start), peak, base.fds)
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("the flood took %v with dial_timeout 1s", d)
+	}
+	if peak > base.fds+n+256+20 {
+		t.Errorf("%v fds during the flood (%v before): more than the clients' plus one per DNS query in flight", peak, base.fds)
+	}
+	if v := hxMetric(t, p, "egress_dns_cache_entries"); v != 1 {
+		t.Errorf("egress_dns_cache_entries = %v after the flood, want 1 (failures are not kept)", v)
+	}
+	if v := hxMetric(t, p, `egress_dns_lookups_total{result="failed"}`); v != n {
+		t.Errorf(`egress_dns_lookups_total{result="failed"} = %v, want %d`, v, n)
+	}
+	hxWaitSettled(t, p, base, 5, 10, 10*time.Second)
+	hxNoPanics(t, p)
+	hxNoCrashLog(t, p)
+}
