@@ -161,13 +161,8 @@ func (c *Cache) Peek(host string) (addrs []netip.Addr, ok bool, err error) {
 		return nil, false, nil
 	}
 	now := c.now()
-	if host == "invalid" || strings.HasSuffix(host, ".invalid") {
-		c.observe(ResultHosts)
-		return nil, true, notFound(host)
-	}
-	if a := c.hosts.get(now)[host]; len(a) > 0 {
-		c.observe(ResultHosts)
-		return a, true, nil
+	if addrs, ok, err := c.atHand(host, now); ok {
+		return addrs, true, err
 	}
 	c.mu.Lock()
 	e := c.entries[host]
@@ -186,6 +181,20 @@ func (c *Cache) Peek(host string) (addrs []netip.Addr, ok bool, err error) {
 	return nil, false, nil
 }
 
+// atHand answers what needs no cache and no query: a name under .invalid
+// (not found, RFC 6761) and a name in /etc/hosts.
+func (c *Cache) atHand(host string, now time.Time) (addrs []netip.Addr, ok bool, err error) {
+	if host == "invalid" || strings.HasSuffix(host, ".invalid") {
+		c.observe(ResultHosts)
+		return nil, true, notFound(host)
+	}
+	if a := c.hosts.get(now)[host]; len(a) > 0 {
+		c.observe(ResultHosts)
+		return a, true, nil
+	}
+	return nil, false, nil
+}
+
 func (c *Cache) observe(result string) {
 	if c.opt.Observe != nil {
 		c.opt.Observe(result)
@@ -197,13 +206,8 @@ func (c *Cache) lookup(ctx context.Context, host string) ([]netip.Addr, error) {
 		return nil, notFound(host)
 	}
 	now := c.now()
-	if host == "invalid" || strings.HasSuffix(host, ".invalid") {
-		c.observe(ResultHosts)
-		return nil, notFound(host)
-	}
-	if a := c.hosts.get(now)[host]; len(a) > 0 {
-		c.observe(ResultHosts)
-		return a, nil
+	if addrs, ok, err := c.atHand(host, now); ok {
+		return addrs, err
 	}
 	if !strings.Contains(host, ".") || host == "localhost" || strings.HasSuffix(host, ".localhost") {
 		c.observe(ResultSystem)
