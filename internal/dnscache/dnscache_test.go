@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -501,5 +502,64 @@ func TestFullOfInFlight(t *testing.T) {
 	wg.Wait()
 	if c.Len() > 4 {
 		t.Fatalf("Len %d with Size 4", c.Len())
+	}
+}
+
+// openFDs counts this process's descriptors.
+func openFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	return len(ents)
+}
+
+// A hostile server: junk datagrams, a forged and a doubled reply, a reply
+// larger than asked for, a TCP answer announced and never sent. Each
+// lookup ends with the right answer or a failure within its deadline,
+// nothing hostile is kept, another name is served meanwhile, and the
+// sockets and goroutines are gone afterwards.
+func TestHostileServer(t *testing.T) {
+	srv := dnstest.Start(t)
+	evil := netip.MustParseAddr("198.51.100.66")
+	srv.Set("junk.example", dnstest.Record{Addrs: []netip.Addr{a1}, TTL: 60, Garbage: 50, Twice: true, Forged: evil})
+	srv.Set("huge.example", dnstest.Record{Addrs: []netip.Addr{a1}, TTL: 60, Many: 200})
+	srv.Set("stall.example", dnstest.Record{Addrs: []netip.Addr{a1}, TTL: 60, Truncate: true, TCPStall: true})
+	srv.Set("fine.example", dnstest.Record{Addrs: []netip.Addr{a2}, TTL: 60})
+	c, _, cn, _ := newCache(t, srv, Options{Timeout: 500 * time.Millisecond})
+	fds, goroutines := openFDs(t), runtime.NumGoroutine()
+
+	if addrs, err := lookup(t, c, "junk.example"); err != nil || !slices.Equal(addrs, []netip.Addr{a1}) {
+		t.Fatalf("junk: %v %v", addrs, err)
+	}
+	var wg sync.WaitGroup
+	for _, n := range []string{"huge.example", "stall.example"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			if addrs, err := c.LookupNetIP(ctx, "ip", n); err == nil {
+				t.Errorf("%s answered %v", n, addrs)
+			}
+			if d := time.Since(start); d > 1500*time.Millisecond {
+				t.Errorf("%s took %v past a 500 ms deadline", n, d)
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	if addrs, err := lookup(t, c, "fine.example"); err != nil || addrs[0] != a2 {
+		t.Fatalf("another name while the hostile ones hang: %v %v", addrs, err)
+	}
+	wg.Wait()
+	for deadline := time.Now().Add(5 * time.Second); c.Len() != 2 || openFDs(t) > fds || runtime.NumGoroutine() > goroutines+4; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the lookups: Len %d (want 2: junk and fine), fds %d (before %d), goroutines %d (before %d)",
+				c.Len(), openFDs(t), fds, runtime.NumGoroutine(), goroutines)
+		}
+	}
+	if cn.get(ResultFailed) != 2 {
+		t.Fatalf("results %v", cn.m)
 	}
 }

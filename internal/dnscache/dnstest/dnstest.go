@@ -4,6 +4,7 @@
 package dnstest
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"io"
 	"net"
@@ -39,9 +40,16 @@ type Record struct {
 	// Foreign is an extra A record for another name, which a resolver must
 	// not take.
 	Foreign netip.Addr
-	// Forge sends, before the answer, a reply with the wrong ID carrying
-	// the address Forged.
+	// Forged, when set, is sent first in a reply with the wrong ID.
 	Forged netip.Addr
+	// Hostile servers: Garbage datagrams of random bytes before the
+	// answer, the answer sent Twice, Many extra A records (a reply larger
+	// than the EDNS0 size asked for, over UDP too), and over TCP a length
+	// prefix and then nothing (TCPStall).
+	Garbage  int
+	Twice    bool
+	Many     int
+	TCPStall bool
 }
 
 // Server answers queries on Addr until the test ends.
@@ -148,6 +156,11 @@ func (s *Server) serveTCP(ln net.Listener) {
 			}
 			s.tcp.Add(1)
 			for _, out := range s.answer(q, false) {
+				if out == nil {
+					c.Write([]byte{0x04, 0x00}) // 1024 bytes announced, none sent
+					time.Sleep(3 * time.Second)
+					return
+				}
 				binary.BigEndian.PutUint16(l[:], uint16(len(out)))
 				c.Write(append(l[:], out...))
 			}
@@ -187,10 +200,23 @@ func (s *Server) answer(q []byte, udp bool) [][]byte {
 		return nil
 	}
 	var outs [][]byte
+	for i := range r.Garbage {
+		junk := make([]byte, 12+i%500)
+		rand.Read(junk)
+		outs = append(outs, junk)
+	}
 	if r.Forged.IsValid() {
 		outs = append(outs, build(h.ID+1, question, Record{Addrs: []netip.Addr{r.Forged}, TTL: 3600}, false))
 	}
-	return append(outs, build(h.ID, question, r, udp && r.Truncate))
+	if !udp && r.TCPStall {
+		return append(outs, nil) // nil: the TCP server writes a length and stops
+	}
+	ans := build(h.ID, question, r, udp && r.Truncate)
+	outs = append(outs, ans)
+	if r.Twice {
+		outs = append(outs, ans)
+	}
+	return outs
 }
 
 func build(id uint16, q dnsmessage.Question, r Record, truncate bool) []byte {
@@ -224,6 +250,12 @@ func build(id uint16, q dnsmessage.Question, r Record, truncate bool) []byte {
 			n++
 		case a.Is6() && q.Type == dnsmessage.TypeAAAA:
 			b.AAAAResource(rh(owner, dnsmessage.TypeAAAA), dnsmessage.AAAAResource{AAAA: a.As16()})
+			n++
+		}
+	}
+	for i := range r.Many {
+		if q.Type == dnsmessage.TypeA {
+			b.AResource(rh(owner, dnsmessage.TypeA), dnsmessage.AResource{A: [4]byte{192, 0, 2, byte(i)}})
 			n++
 		}
 	}
