@@ -88,6 +88,11 @@ func Run(ctx context.Context, o Options) error {
 	s := &server{o: o, log: log, active: store, track: tracker, record: rec, metrics: m, sink: sink, path: cfg.Source,
 		tls: &tlsproxy.Proxy{Active: store, Record: rec, Metrics: m, Panicked: tracker.Panicked}}
 	s.ready.Store(false)
+	// From the start, not only from the first reload: before it, a
+	// fallback to the active config would show a reloading config's
+	// version while the tunnels it denies are still being closed.
+	initial := cfg.Version
+	s.applied.Store(&initial)
 	if err := s.listen(cfg); err != nil {
 		s.closeListeners()
 		if s.quicConn != nil {
@@ -198,8 +203,8 @@ type server struct {
 	ready atomic.Bool
 	// applied is the version of the config whose reload is complete (its
 	// denied tunnels closed): what /readyz shows, so that a client that
-	// waits for the new version there finds it in force. "": the one
-	// loaded at start.
+	// waits for the new version there finds it in force. Set from the
+	// start (Run), never nil.
 	applied  atomic.Pointer[string]
 	stopping atomic.Bool
 }
@@ -321,10 +326,7 @@ func (s *server) closeListeners() {
 
 // Ready implements admin.State.
 func (s *server) Ready() (bool, string, string) {
-	v := s.active.Config().Version
-	if a := s.applied.Load(); a != nil {
-		v = *a
-	}
+	v := *s.applied.Load()
 	switch {
 	case s.stopping.Load():
 		return false, v, "shutting down"
