@@ -39,8 +39,8 @@ func (tr *Tracker) Accept(ln net.Listener, listener string, wg *sync.WaitGroup, 
 func (tr *Tracker) serveGuarded(c net.Conn, listener string, serve func(c net.Conn, accepted time.Time)) {
 	defer func() {
 		if v := recover(); v != nil {
+			tr.Panicked(listener, v) // counted before the client can see the close
 			c.Close()
-			tr.Panicked(listener, v)
 		}
 	}()
 	serve(c, time.Now())

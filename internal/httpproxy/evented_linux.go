@@ -219,12 +219,13 @@ func (wt *waiting) SocketPanic(v any) {
 // serveGuarded runs the request loop of a connection handed on from the
 // parkers (on a worker, or on the parker itself with first set:
 // serveTracked); a panic in it (a bug) is counted and closes that
-// connection (serveTracked's own cleanups ran as the stack unwound).
+// connection. serveTracked counts a panic in the loop itself before its
+// cleanup closes the connection (finish); this guards the rest.
 func (s *Server) serveGuarded(c net.Conn, t *conntrack.Conn, adm *admission, first *active.State) {
 	defer func() {
 		if v := recover(); v != nil {
+			s.Track.Panicked(s.listener(), v) // counted before the client can see the close
 			c.Close()
-			s.Track.Panicked(s.listener(), v)
 		}
 	}()
 	s.serveTracked(c, t, adm, first)

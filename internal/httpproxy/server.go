@@ -223,11 +223,7 @@ func (s *Server) serveTracked(c net.Conn, t *conntrack.Conn, adm *admission, fir
 	br.Reset(&cn.lr)
 	cn.br = br
 	moved := false // to a worker, which ends the connection
-	defer func() {
-		if !moved {
-			cn.cleanup(c)
-		}
-	}()
+	defer func() { cn.finish(c, recover(), !moved) }()
 	if s.ProxyProtocol {
 		src, err := s.Track.ProxyHeader(st.Config, s.listener(), c, br) // counts and logs a refusal
 		if err != nil {
@@ -264,14 +260,30 @@ func (s *Server) serveTracked(c net.Conn, t *conntrack.Conn, adm *admission, fir
 // worker: next, then the connection's end. A panic in it (a bug) is counted
 // and closes that connection.
 func (s *Server) resume(c net.Conn, cn *conn, next func()) {
-	defer func() {
+	defer func() { // a panic in cleanup itself
 		if v := recover(); v != nil {
-			c.Close()
 			s.Track.Panicked(s.listener(), v)
+			c.Close()
 		}
 	}()
-	defer cn.cleanup(c)
+	defer func() { cn.finish(c, recover(), true) }()
 	next()
+}
+
+// finish ends the loop's connection c: the cleanup when the loop owns it
+// still (owned), and after a panic in the loop (v, a bug) the count and the
+// close. The panic is counted first, so that a client that sees its
+// connection closed sees egress_panics_total counted too.
+func (cn *conn) finish(c net.Conn, v any, owned bool) {
+	if v != nil {
+		cn.s.Track.Panicked(cn.s.listener(), v)
+	}
+	if owned {
+		cn.cleanup(c)
+	}
+	if v != nil {
+		c.Close()
+	}
 }
 
 // cleanup ends the connection when its loop is over, unless a tunnel owns

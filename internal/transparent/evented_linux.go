@@ -34,12 +34,12 @@ func (s *Server) serveEventedConn(sock *tunnel.Socket, src netip.AddrPort) {
 	handedOff := false
 	defer func() {
 		v := recover()
+		if v != nil {
+			s.Track.Panicked(listener, v) // counted before the client can see the close
+		}
 		if !handedOff {
 			sock.Close()
 			s.wg.Done()
-		}
-		if v != nil {
-			s.Track.Panicked(listener, v)
 		}
 	}()
 	// Tracked from accept: a shutdown closes it even while its ClientHello
