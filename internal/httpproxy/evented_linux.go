@@ -26,9 +26,9 @@ import (
 // to the evented TLS flow as it is.
 //
 // Such a CONNECT is served on the parker itself, with no goroutine at all,
-// when nothing in it can wait (inlineState): the header is all there, no
-// identity source is configured (an LDAP bind or a Kerberos check may take
-// seconds). The loop then runs with its evConn in no-wait mode, and the
+// when nothing in it can wait (inlineState): the header is all there, and
+// it carries no credentials for a configured identity source to check (an
+// LDAP bind or a Kerberos check may take seconds). The loop then runs with its evConn in no-wait mode, and the
 // first step that would wait goes on on a worker (conn.next): a DNS lookup
 // for the target, the connection's next request (after a 407). A write the
 // fresh socket does not take at once fails there, as a client gone would.
@@ -70,16 +70,59 @@ func (s *Server) acceptEvented(sock *tunnel.Socket, src netip.AddrPort) {
 		wt.handOnLocked(nil, true)
 		return
 	}
-	w, err := tunnel.NewWatcher(wt)
+	wt.parkLocked(s.Active.Config().Limits.HeaderTimeout)
+}
+
+// parkLocked makes the connection wait for its first bytes on a parker, at
+// most wait; where it cannot, it goes on on a worker.
+func (wt *waiting) parkLocked(wait time.Duration) {
+	w, err := tunnel.NewWatcherOf(wt, wt.sock)
 	if err != nil {
 		wt.handOnLocked(nil, true)
 		return
 	}
 	wt.w = w
-	wt.timer = time.AfterFunc(s.Active.Config().Limits.HeaderTimeout, wt.timedOut)
-	if err := w.AddInput(sock, 0); err != nil {
+	wt.timer = time.AfterFunc(wait, wt.timedOut)
+	if err := w.AddInput(wt.sock, 0); err != nil {
 		wt.handOnLocked(nil, true)
 	}
+}
+
+// repark puts a keep-alive connection whose request was served on a parker
+// (a 407 to a CONNECT without credentials) back to waiting there for its
+// next request, as an accepted connection waits for its first
+// (acceptEvented), for idle_timeout: between requests it holds no goroutine
+// and no request reader. It reports false, and the loop goes on on a
+// worker, when something of the loop must carry over: bytes read already
+// (a pipelined request), an identity, an upstream connection, a connection
+// in Go's poller, one closed meanwhile.
+func (cn *conn) repark() bool {
+	e, ok := cn.c.(*evConn)
+	if !ok || cn.br.Buffered() > 0 || cn.who.leaf != nil || cn.who.id.Known() || cn.who.cert.Known() ||
+		cn.up.Load() != nil || cn.s.ProxyProtocol || cn.s.ProxyTLS || cn.release == nil {
+		return false
+	}
+	sock, _ := e.take() // nil when in Go's poller, closed, or bytes of e.pre are unread
+	if sock == nil {
+		return false
+	}
+	// From here the waiting owns the connection: the loop's cleanup ends
+	// nothing (handedOff), and the registry closes it through the waiting.
+	cn.handedOff = true
+	cn.t.SetOnSwap(nil)
+	wt := &waiting{s: cn.s, sock: sock, t: cn.t, adm: admission{release: cn.release}}
+	wt.mu.Lock()
+	defer wt.mu.Unlock()
+	wt.t.HandOver(wt)
+	wt.t.SetIdle(true)
+	// A close that came while the socket changed hands found nothing to
+	// close: ClosedBy catches it, as a shutdown that began meanwhile.
+	if wt.t.ClosedBy() != "" || cn.s.Track.Draining() {
+		wt.closeLocked()
+		return true
+	}
+	wt.parkLocked(cn.s.Active.Config().Limits.IdleTimeout)
+	return true
 }
 
 // waiting is a connection of the explicit listener waiting on a parker for
@@ -134,17 +177,32 @@ func (wt *waiting) readFirst() (st *active.State, ec *evConn, t *conntrack.Conn,
 
 // inlineState is the state under which a request read whole on the parker
 // (pre) is served there (nil: on a worker): a CONNECT whose header is all in
-// pre, with no identity source configured, so that neither reading nor
-// identifying it can wait.
+// pre and carries no credentials for a configured identity source, so that
+// neither reading nor identifying it can wait. A CONNECT without
+// credentials is answered here even when an identity source is configured
+// (a 407, the first answer a browser gets, or a decision for an
+// unidentified client); the loop checks the parsed header again
+// (inlineWaits), so this is only the cheap first look.
 func (s *Server) inlineState(pre []byte) *active.State {
-	if !bytes.HasPrefix(pre, []byte("CONNECT ")) || !bytes.Contains(pre, []byte("\r\n\r\n")) {
+	end := bytes.Index(pre, []byte("\r\n\r\n"))
+	if !bytes.HasPrefix(pre, []byte("CONNECT ")) || end < 0 {
 		return nil
 	}
 	st := s.Active.Load()
-	if st.Auth != nil {
+	if st.Auth != nil && containsFold(pre[:end], "proxy-authorization") {
 		return nil
 	}
 	return st
+}
+
+// containsFold reports whether b holds s in any case (s in lower case).
+func containsFold(b []byte, s string) bool {
+	for i := 0; i+len(s) <= len(b); i++ {
+		if b[i]|0x20 == s[0] && bytes.EqualFold(b[i:i+len(s)], []byte(s)) {
+			return true
+		}
+	}
+	return false
 }
 
 // handOnLocked gives the connection, with what was read, to its request

@@ -10,6 +10,7 @@ import "net"
 func eventedOK() bool                                 { return false }
 func (s *Server) serveEvented(*net.TCPListener) error { panic("unreachable") }
 func (cn *conn) settle() bool                         { return true }
+func (cn *conn) repark() bool                         { return false }
 
 // eventedSocket: a CONNECT's TLS flow runs on its connection's goroutine.
 func eventedSocket(net.Conn) net.Conn { return nil }

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -25,6 +26,7 @@ import (
 	"time"
 
 	"github.com/egress-proxy/egress/internal/active"
+	"github.com/egress-proxy/egress/internal/identity"
 	"github.com/egress-proxy/egress/internal/rules"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/crypto/bcrypt"
@@ -270,12 +272,14 @@ func loadAuthConfig(t *testing.T, dir, source string) *rules.Config {
 	return cfg
 }
 
-// TestInlineRequireAuthNextOnWorker: on a require_auth segment whose only
+// TestInlineRequireAuthReparked: on a require_auth segment whose only
 // identity is a client certificate (no identity source to wait for), a
 // CONNECT on the plain listener is answered 407 on the parker, and the
-// connection's next request, which may be long in coming, is read on a
-// worker: a second CONNECT a moment later gets its 407 too.
-func TestInlineRequireAuthNextOnWorker(t *testing.T) {
+// connection waits for its next request on a parker again (no goroutine):
+// a second CONNECT a moment later gets its 407 there too. One sent right
+// behind the first, in the same write, is read with it and served on a
+// worker.
+func TestInlineRequireAuthReparked(t *testing.T) {
 	l := newEvLoopOf(t, func(dir string) *rules.Config {
 		cert, key := selfSigned(t, dir)
 		return loadAuthConfig(t, dir, fmt.Sprintf(`proxy {
@@ -293,29 +297,103 @@ func TestInlineRequireAuthNextOnWorker(t *testing.T) {
 	c := l.dial()
 	br := bufio.NewReader(c)
 	req := "CONNECT allowed.test:443 HTTP/1.1\r\nHost: allowed.test:443\r\n\r\n"
-	c.Write([]byte(req))
-	if resp := readStatus(t, br, "first"); resp.StatusCode != http.StatusProxyAuthRequired {
-		t.Fatalf("first CONNECT: %d, want 407", resp.StatusCode)
+	for i, what := range []string{"first", "second", "third"} {
+		if i > 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
+		c.Write([]byte(req))
+		if resp := readStatus(t, br, what); resp.StatusCode != http.StatusProxyAuthRequired {
+			t.Fatalf("%s CONNECT: %d, want 407", what, resp.StatusCode)
+		}
+		wantSeen(t, seen, true, "the "+what+" CONNECT")
 	}
-	wantSeen(t, seen, true, "the first CONNECT")
-	time.Sleep(50 * time.Millisecond)
-	c.Write([]byte(req))
-	if resp := readStatus(t, br, "second"); resp.StatusCode != http.StatusProxyAuthRequired {
-		t.Fatalf("second CONNECT: %d, want 407", resp.StatusCode)
+
+	c = l.dial()
+	br = bufio.NewReader(c)
+	c.Write([]byte(req + req))
+	for _, what := range []string{"first", "pipelined"} {
+		if resp := readStatus(t, br, what); resp.StatusCode != http.StatusProxyAuthRequired {
+			t.Fatalf("%s CONNECT: %d, want 407", what, resp.StatusCode)
+		}
 	}
-	wantSeen(t, seen, false, "the second CONNECT")
+	wantSeen(t, seen, true, "the first of two CONNECTs in one write")
+	wantSeen(t, seen, false, "the second of two CONNECTs in one write")
 }
 
-// TestInlineNotWithIdentitySource: with an identity source configured (an
-// LDAP bind or a Kerberos check may take seconds), a CONNECT is served on a
-// worker from the start: 407 without credentials, 200 with them.
-func TestInlineNotWithIdentitySource(t *testing.T) {
+// TestInlineReparkedEnds: a connection waiting on a parker again after its
+// 407 is closed by idle_timeout (not header_timeout) without a byte, and by
+// a shutdown at once; either way nothing stays tracked, no goroutine is
+// left, and a client that is gone meanwhile costs nothing either.
+func TestInlineReparkedEnds(t *testing.T) {
 	l := newEvLoopOf(t, func(dir string) *rules.Config {
-		h, _ := bcrypt.GenerateFromPassword([]byte("pw-Secret-1"), 4)
-		users := filepath.Join(dir, "users.htpasswd")
-		os.WriteFile(users, []byte("alice:"+string(h)+"\n"), 0o600)
-		return loadAuthConfig(t, dir, fmt.Sprintf("auth {\n  htpasswd_file = %q\n  allow_basic_without_tls = true\n}", users))
+		return htpasswdConfigWith(t, dir, `limits {
+  header_timeout = "10s"
+  idle_timeout   = "400ms"
+}`)
 	}, nil)
+	seen := inlineSeen(t)
+	req := "CONNECT allowed.test:443 HTTP/1.1\r\nHost: allowed.test:443\r\n\r\n"
+	ask := func() (net.Conn, *bufio.Reader) {
+		c := l.dial()
+		br := bufio.NewReader(c)
+		c.Write([]byte(req))
+		if resp := readStatus(t, br, "no credentials"); resp.StatusCode != http.StatusProxyAuthRequired {
+			t.Fatalf("without credentials: %d, want 407", resp.StatusCode)
+		}
+		wantSeen(t, seen, true, "a CONNECT without credentials")
+		return c, br
+	}
+	c, br := ask()
+	g0 := runtime.NumGoroutine()
+	start := time.Now()
+	if _, err := br.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("after the 407: %v, want the connection closed by idle_timeout", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("closed after %v, want about idle_timeout (400ms)", d)
+	}
+	waitFor(t, 5*time.Second, func() bool { return l.track.Open() == 0 }, "nothing tracked after idle_timeout")
+	if g := runtime.NumGoroutine(); g > g0+2 {
+		t.Errorf("%d goroutines, %d before", g, g0)
+	}
+	c.Close()
+
+	gone, _ := ask()
+	gone.Close()
+	waitFor(t, 5*time.Second, func() bool { return l.track.Open() == 0 }, "nothing tracked once the client is gone")
+
+	c, br = ask()
+	if n := l.track.CloseIdle(); n != 1 {
+		t.Errorf("CloseIdle closed %d, want the one waiting", n)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := br.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("after the shutdown: %v, want the connection closed", err)
+	}
+	waitFor(t, 5*time.Second, func() bool { return l.track.Open() == 0 }, "nothing tracked after the shutdown")
+}
+
+// htpasswdConfig is authConfig with an htpasswd file of one user, alice,
+// as its identity source; aliceAuth is her Proxy-Authorization value.
+func htpasswdConfig(t *testing.T, dir string) *rules.Config { return htpasswdConfigWith(t, dir, "") }
+
+// htpasswdConfigWith is htpasswdConfig with extra blocks.
+func htpasswdConfigWith(t *testing.T, dir, extra string) *rules.Config {
+	h, _ := bcrypt.GenerateFromPassword([]byte("pw-Secret-1"), 4)
+	users := filepath.Join(dir, "users.htpasswd")
+	os.WriteFile(users, []byte("alice:"+string(h)+"\n"), 0o600)
+	return loadAuthConfig(t, dir, fmt.Sprintf("auth {\n  htpasswd_file = %q\n  allow_basic_without_tls = true\n}\n%s", users, extra))
+}
+
+var aliceAuth = "Basic " + base64.StdEncoding.EncodeToString([]byte("alice:pw-Secret-1"))
+
+// TestInlineIdentitySource: with an identity source configured (an LDAP
+// bind or a Kerberos check may take seconds), a CONNECT without credentials
+// is still answered on the parker (407: nothing to check), while one with
+// credentials is served on a worker: the next request on that connection,
+// and a new connection's first CONNECT, whatever the field's case.
+func TestInlineIdentitySource(t *testing.T) {
+	l := newEvLoopOf(t, func(dir string) *rules.Config { return htpasswdConfig(t, dir) }, nil)
 	port, got := echoOrigin(t)
 	seen := inlineSeen(t)
 	c := l.dial()
@@ -324,18 +402,61 @@ func TestInlineNotWithIdentitySource(t *testing.T) {
 	if resp := readStatus(t, br, "no credentials"); resp.StatusCode != http.StatusProxyAuthRequired {
 		t.Fatalf("without credentials: %d, want 407", resp.StatusCode)
 	}
-	wantSeen(t, seen, false, "a CONNECT with an identity source")
-	cred := base64.StdEncoding.EncodeToString([]byte("alice:pw-Secret-1"))
-	fmt.Fprintf(c, "CONNECT allowed.test:%d HTTP/1.1\r\nHost: allowed.test:%d\r\nProxy-Authorization: Basic %s\r\n\r\n", port, port, cred)
+	wantSeen(t, seen, true, "a CONNECT without credentials")
+	fmt.Fprintf(c, "CONNECT allowed.test:%d HTTP/1.1\r\nHost: allowed.test:%d\r\nProxy-Authorization: %s\r\n\r\n", port, port, aliceAuth)
 	if resp := readStatus(t, br, "credentials"); resp.StatusCode != 200 {
 		t.Fatalf("with credentials: %d", resp.StatusCode)
 	}
-	hello := goClientHello(t, "allowed.test")
-	c.Write(hello)
-	select {
-	case <-got:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the origin got nothing")
+	wantSeen(t, seen, false, "the next CONNECT, with credentials")
+	helloThrough(t, c, br, got, "allowed.test")
+	c.Close()
+
+	for _, field := range []string{"Proxy-Authorization", "proxy-AUTHORIZATION"} {
+		c := l.dial()
+		br := bufio.NewReader(c)
+		fmt.Fprintf(c, "CONNECT allowed.test:%d HTTP/1.1\r\nHost: allowed.test:%d\r\n%s: %s\r\n\r\n", port, port, field, aliceAuth)
+		if resp := readStatus(t, br, field); resp.StatusCode != 200 {
+			t.Fatalf("%s first: %d", field, resp.StatusCode)
+		}
+		wantSeen(t, seen, false, "a first CONNECT with "+field)
+		helloThrough(t, c, br, got, "allowed.test")
+		c.Close()
+	}
+}
+
+// TestInlineNeedsCheck: the loop's own check of a request the parker let
+// through (inlineWaits), on the parsed header: credentials for a
+// configured identity source, or any other method, go to a worker.
+func TestInlineNeedsCheck(t *testing.T) {
+	auth := &active.State{Auth: &identity.Authenticator{}}
+	none := &active.State{}
+	for _, tc := range []struct {
+		st    *active.State
+		req   string
+		waits bool
+	}{
+		{none, "CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n", false},
+		{none, "CONNECT a.test:443 HTTP/1.1\r\nProxy-Authorization: Basic eA==\r\n\r\n", false},
+		{auth, "CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n", false},
+		{auth, "CONNECT a.test:443 HTTP/1.1\r\nproxy-authorization: Basic eA==\r\n\r\n", true},
+		{auth, "CONNECT a.test:443 HTTP/1.1\r\nProxy-Authorization:\r\n\r\n", true},
+		{none, "GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n", true},
+	} {
+		req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(tc.req)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := inlineWaits(tc.st, req); got != tc.waits {
+			t.Errorf("%q (source %v): waits %v, want %v", tc.req, tc.st.Auth != nil, got, tc.waits)
+		}
+	}
+	for _, tc := range []struct {
+		b    string
+		want bool
+	}{{"x: proxy-authorization", true}, {"PROXY-Authorization: a", true}, {"Proxy-Authorizatio: a", false}, {"", false}} {
+		if got := containsFold([]byte(tc.b), "proxy-authorization"); got != tc.want {
+			t.Errorf("containsFold(%q) = %v", tc.b, got)
+		}
 	}
 }
 
@@ -451,9 +572,31 @@ func TestWaitingPanicReleasesLock(t *testing.T) {
 func TestInlineDeniedFloodNoGoroutines(t *testing.T) {
 	l := newEvLoop(t, "")
 	port, got := echoOrigin(t)
-	fds := func() int { e, _ := os.ReadDir("/proc/self/fd"); return len(e) }
 	allowed := fmt.Sprintf("CONNECT allowed.test:%d HTTP/1.1\r\nHost: allowed.test:%d\r\n\r\n", port, port)
-	connectThrough(t, l, port, got, allowed).Close() // warm up
+	floodOnParkers(t, l, func() { connectThrough(t, l, port, got, allowed).Close() },
+		"CONNECT banned.test:443 HTTP/1.1\r\nHost: banned.test:443\r\n\r\n", http.StatusForbidden, "banned.test")
+}
+
+// TestInlineUnidentifiedFloodNoGoroutines: with an identity source
+// configured, a flood of CONNECTs without credentials (a hostile client, or
+// every browser's first try) gets its 407s on the parkers, with no
+// goroutine, descriptor or registry entry left; a client with credentials
+// is served right after.
+func TestInlineUnidentifiedFloodNoGoroutines(t *testing.T) {
+	l := newEvLoopOf(t, func(dir string) *rules.Config { return htpasswdConfig(t, dir) }, nil)
+	port, got := echoOrigin(t)
+	allowed := fmt.Sprintf("CONNECT allowed.test:%d HTTP/1.1\r\nHost: allowed.test:%d\r\nProxy-Authorization: %s\r\n\r\n", port, port, aliceAuth)
+	floodOnParkers(t, l, func() { connectThrough(t, l, port, got, allowed).Close() },
+		"CONNECT allowed.test:443 HTTP/1.1\r\nHost: allowed.test:443\r\n\r\n", http.StatusProxyAuthRequired, "allowed.test")
+}
+
+// floodOnParkers sends 16 × 25 CONNECTs (req, each on a new connection)
+// that must be answered status on the parkers, one deny event each for
+// domain; through is an allowed client, run before (a warm-up) and after.
+func floodOnParkers(t *testing.T, l *evLoop, through func(), req string, status int, domain string) {
+	t.Helper()
+	fds := func() int { e, _ := os.ReadDir("/proc/self/fd"); return len(e) }
+	through() // warm up
 	waitFor(t, 5*time.Second, func() bool { return l.track.Open() == 0 }, "the warm-up over")
 	time.Sleep(50 * time.Millisecond)
 	g0, f0 := runtime.NumGoroutine(), fds()
@@ -470,33 +613,33 @@ func TestInlineDeniedFloodNoGoroutines(t *testing.T) {
 					return
 				}
 				c.SetDeadline(time.Now().Add(10 * time.Second))
-				c.Write([]byte("CONNECT banned.test:443 HTTP/1.1\r\nHost: banned.test:443\r\n\r\n"))
+				c.Write([]byte(req))
 				resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodConnect})
 				c.Close()
-				if err != nil || resp.StatusCode != http.StatusForbidden {
-					t.Errorf("denied CONNECT: %v %v", resp, err)
+				if err != nil || resp.StatusCode != status {
+					t.Errorf("CONNECT: %v %v, want %d", resp, err, status)
 					return
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	waitFor(t, 5*time.Second, func() bool { return l.track.Open() == 0 }, "every denied connection ended")
+	waitFor(t, 5*time.Second, func() bool { return l.track.Open() == 0 }, "every connection of the flood ended")
 	waitFor(t, 5*time.Second, func() bool { return fds() <= f0 }, "no descriptor left")
 	// Workers wait 5 s after their connection: any started would still be here.
 	if g := runtime.NumGoroutine(); g > g0+3 {
-		t.Fatalf("%d goroutines after %d denied CONNECTs, %d before: workers were started", g, clients*each, g0)
+		t.Fatalf("%d goroutines after %d CONNECTs answered %d, %d before: workers were started", g, clients*each, status, g0)
 	}
 	waitFor(t, 5*time.Second, func() bool {
 		n := 0
 		for _, ev := range l.sink.all() {
-			if ev.DestDomain == "banned.test" && ev.Action == "deny" {
+			if ev.DestDomain == domain && ev.Action == "deny" && ev.Status == status {
 				n++
 			}
 		}
 		return n == clients*each
 	}, "one deny event per CONNECT")
-	connectThrough(t, l, port, got, allowed).Close()
+	through()
 }
 
 // TestInlineLookupClientGone: clients whose CONNECT needs a DNS lookup (on

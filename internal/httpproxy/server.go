@@ -379,8 +379,11 @@ func (cn *conn) refuse(st *active.State, limit string) {
 func (cn *conn) loop() {
 	for {
 		if cn.inline && cn.served > 0 {
-			// The next request may be long in coming: on a worker.
-			cn.next = cn.loop
+			// The next request may be long in coming: it is awaited on a
+			// parker again (evented_linux.go), else on a worker.
+			if !cn.repark() {
+				cn.next = cn.loop
+			}
 			return
 		}
 		lim := cn.s.Active.Config().Limits
@@ -438,7 +441,7 @@ func (cn *conn) loop() {
 		cn.c.SetReadDeadline(time.Time{})
 		cn.lr.idle = lim.IdleTimeout // a body must keep arriving
 		cn.served++
-		if cn.inline && (st.Auth != nil || req.Method != http.MethodConnect) {
+		if cn.inline && inlineWaits(st, req) {
 			// Not what the parker let through (an identity source may
 			// wait, so may a body): the request is served on a worker.
 			cn.next = func() {
@@ -452,6 +455,15 @@ func (cn *conn) loop() {
 			return
 		}
 	}
+}
+
+// inlineWaits reports a request that serving may make wait, which a parker
+// must not serve: one that is not a CONNECT (a body, an origin), or one
+// whose credentials an identity source must check (an LDAP bind, a
+// Kerberos ticket). Without credentials, identify only answers 407 or goes
+// on unidentified, at once.
+func inlineWaits(st *active.State, req *http.Request) bool {
+	return req.Method != http.MethodConnect || st.Auth != nil && len(req.Header["Proxy-Authorization"]) > 0
 }
 
 // serve serves one parsed request: false when the connection must not
