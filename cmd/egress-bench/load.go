@@ -72,6 +72,32 @@ func (d *dialer) tunnel(via Via, deadline time.Time) (net.Conn, error) {
 	return &bufferedConn{Conn: c, r: br}, nil
 }
 
+// unidentified returns a connection to the proxy that sent a CONNECT
+// without credentials and was answered 407, kept open (-via unidentified).
+func (d *dialer) unidentified(deadline time.Time) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", d.cfg.proxy, time.Until(deadline))
+	if err != nil {
+		return nil, err
+	}
+	c.SetDeadline(deadline)
+	target := net.JoinHostPort(d.cfg.name, "443")
+	if _, err := io.WriteString(c, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n"); err != nil {
+		c.Close()
+		return nil, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReaderSize(c, 1024), &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusProxyAuthRequired {
+		c.Close()
+		return nil, fmt.Errorf("%w: %s, want 407", errConnectStatus, resp.Status)
+	}
+	c.SetDeadline(time.Time{})
+	return c, nil
+}
+
 // tlsClient is a full handshake every time: no session cache.
 func (d *dialer) tlsClient(raw net.Conn) *tls.Conn {
 	return tls.Client(raw, &tls.Config{ServerName: d.cfg.name, RootCAs: d.roots})
@@ -323,6 +349,21 @@ func (d *dialer) idle(res *result) error {
 			defer wg.Done()
 			for time.Now().Before(end) && next.Add(1) <= int64(c.tunnels) {
 				deadline := time.Now().Add(c.timeout)
+				if c.via == ViaUnidentified {
+					raw, err := d.unidentified(deadline)
+					if err == nil {
+						mu.Lock()
+						held = append(held, raw)
+						mu.Unlock()
+						continue
+					}
+					if errs.Add(1) == 1 {
+						mu.Lock()
+						firstErr = err
+						mu.Unlock()
+					}
+					continue
+				}
 				raw, err := d.tunnel(c.via, deadline)
 				if err == nil {
 					tc := d.tlsClient(raw)

@@ -40,6 +40,9 @@ const (
 	ViaDirect      Via = "direct"
 	ViaConnect     Via = "connect"
 	ViaTransparent Via = "transparent"
+	// ViaUnidentified (idle only): connections to a proxy with require_auth
+	// that sent a CONNECT without credentials, got their 407, and stay open.
+	ViaUnidentified Via = "unidentified"
 )
 
 var errUsage = errors.New("usage")
@@ -116,7 +119,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c := &config{}
 	var mode, via string
 	fs.StringVar(&mode, "mode", "connect", "connect | transparent | http | direct | throughput | idle")
-	fs.StringVar(&via, "via", "connect", "throughput and idle: direct | connect | transparent; http: direct (straight to the origin) or connect (through -proxy)")
+	fs.StringVar(&via, "via", "connect", "throughput and idle: direct | connect | transparent; idle also: unidentified (held after a 407); http: direct (straight to the origin) or connect (through -proxy)")
 	fs.StringVar(&c.proxy, "proxy", "", "proxy address (the transparent listener for -mode transparent / -via transparent); loopback only")
 	fs.StringVar(&c.name, "name", "bench.test", "origin name: CONNECT host, SNI, Host (the proxy must map it to 127.0.0.1)")
 	fs.StringVar(&c.originTLS, "origin-tls", "127.0.0.1:0", "listen address of the in-process TLS origin")
@@ -157,6 +160,10 @@ func (c *config) validate() error {
 	}
 	switch c.via {
 	case ViaDirect, ViaConnect, ViaTransparent:
+	case ViaUnidentified:
+		if c.mode != ModeIdle {
+			return fmt.Errorf("%w: -via unidentified is for -mode idle", errUsage)
+		}
 	default:
 		return fmt.Errorf("%w: unknown -via %q", errUsage, c.via)
 	}

@@ -81,6 +81,8 @@ func TestParseFlags(t *testing.T) {
 		{"http not transparent", []string{"-mode", "http", "-via", "transparent", "-proxy", "127.0.0.1:1"}, false},
 		{"negative round", []string{"-mode", "direct", "-round", "-1"}, false},
 		{"idle with pid", []string{"-mode", "idle", "-proxy", "127.0.0.1:1", "-pid", "1"}, true},
+		{"idle unidentified", []string{"-mode", "idle", "-via", "unidentified", "-proxy", "127.0.0.1:1", "-pid", "1"}, true},
+		{"unidentified is idle only", []string{"-mode", "throughput", "-via", "unidentified", "-proxy", "127.0.0.1:1"}, false},
 		{"report skips run checks", []string{"-report", "x.jsonl", "-c", "0"}, true},
 		{"unknown mode", []string{"-mode", "flood"}, false},
 		{"unknown via", []string{"-mode", "throughput", "-via", "udp"}, false},
