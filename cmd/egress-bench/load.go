@@ -51,13 +51,7 @@ func (d *dialer) tunnel(via Via, deadline time.Time) (net.Conn, error) {
 	if via != ViaConnect {
 		return c, nil
 	}
-	target := net.JoinHostPort(d.cfg.name, originPort(d.originTLS))
-	if _, err := io.WriteString(c, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n"); err != nil {
-		c.Close()
-		return nil, err
-	}
-	br := bufio.NewReaderSize(c, 1024)
-	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	resp, br, err := askConnect(c, net.JoinHostPort(d.cfg.name, originPort(d.originTLS)))
 	if err != nil {
 		c.Close()
 		return nil, err
@@ -72,6 +66,17 @@ func (d *dialer) tunnel(via Via, deadline time.Time) (net.Conn, error) {
 	return &bufferedConn{Conn: c, r: br}, nil
 }
 
+// askConnect sends a CONNECT for target on c and reads the answer's head;
+// br holds what was read past it.
+func askConnect(c net.Conn, target string) (*http.Response, *bufio.Reader, error) {
+	if _, err := io.WriteString(c, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n"); err != nil {
+		return nil, nil, err
+	}
+	br := bufio.NewReaderSize(c, 1024)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	return resp, br, err
+}
+
 // unidentified returns a connection to the proxy that sent a CONNECT
 // without credentials and was answered 407, kept open (-via unidentified).
 func (d *dialer) unidentified(deadline time.Time) (net.Conn, error) {
@@ -80,12 +85,7 @@ func (d *dialer) unidentified(deadline time.Time) (net.Conn, error) {
 		return nil, err
 	}
 	c.SetDeadline(deadline)
-	target := net.JoinHostPort(d.cfg.name, "443")
-	if _, err := io.WriteString(c, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n"); err != nil {
-		c.Close()
-		return nil, err
-	}
-	resp, err := http.ReadResponse(bufio.NewReaderSize(c, 1024), &http.Request{Method: http.MethodConnect})
+	resp, _, err := askConnect(c, net.JoinHostPort(d.cfg.name, "443"))
 	if err != nil {
 		c.Close()
 		return nil, err
