@@ -301,3 +301,52 @@ func TestIdentityKeepAlive(t *testing.T) {
 		})
 	}
 }
+
+// A client that asks first and identifies when told (curl --proxy-anyauth,
+// as a browser does): its CONNECT without credentials is answered 407, the
+// connection it keeps waits for the retry (on a parker), and the retry with
+// credentials, on the same connection, reaches the origin.
+func TestIdentityBasicAfter407(t *testing.T) {
+	curl := pxTool(t, "curl")
+	ca := NewCA(t)
+	origin := NewOrigin(t, ca, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello %s", r.URL.Path)
+	}), "allowed.test")
+	p := Start(t, idCfg("", "allow_basic_without_tls = true"), idFiles(t, ca))
+	caFile := filepath.Join(filepath.Dir(p.ConfigPath), "ca.pem")
+	for i := 0; i < 2; i++ { // the second time, the proxy has served one before
+		path := "/after-407-" + itoa(i)
+		out, errs, code := pxRun(t, "", curl, "-q", "-sS", "-v", "--max-time", "15", "--proxy", "http://"+p.ProxyAddr,
+			"--proxy-anyauth", "--proxy-user", "alice:"+idPasswords["alice"], "--cacert", caFile,
+			"https://allowed.test:"+itoa(origin.Port)+path)
+		if code != 0 || out != "hello "+path {
+			t.Fatalf("exit %d, out %q, stderr %s", code, out, errs)
+		}
+		if !strings.Contains(errs, " 407 ") || strings.Count(errs, "Connected to") != 1 {
+			t.Fatalf("want one connection carrying the 407 and the retry; curl says:\n%s", errs)
+		}
+		// Each try is two events: the 407 (auth_required) and the tunnel
+		// (alice, allowed), logged when it ends.
+		want := 2 * (i + 1)
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			asked, allowed := 0, 0
+			for _, e := range p.Events() {
+				switch {
+				case e.Str("destination.domain") != "allowed.test":
+				case e.Str("event.reason") == "auth_required" && e.Str("event.action") == "deny" && e.Str("user.name") == "":
+					asked++
+				case e.Str("user.name") == "alice" && e.Str("event.action") == "allow":
+					allowed++
+				}
+			}
+			if asked+allowed == want && asked == allowed {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("try %d: %d 407 events and %d allowed for alice, want %d each", i+1, asked, allowed, i+1)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
