@@ -11,6 +11,10 @@
 // know that /etc/resolv.conf's search list could complete, are left to
 // Go's resolver, which applies the search list; localhost names are too.
 // Names under .invalid are answered "not found" without a query (RFC 6761).
+//
+// A name in use does not expire: a hit in the last tenth of an answer's TTL
+// asks the servers again in the background (prefetch, as Unbound does), so
+// that its connections keep being answered from the cache.
 package dnscache
 
 import (
@@ -33,10 +37,19 @@ const (
 	ResultFailed   = "failed"   // no server answered usably in time
 	ResultHosts    = "hosts"    // /etc/hosts or a reserved name; no query
 	ResultSystem   = "system"   // left to Go's resolver (search list, localhost)
+	// A name in use asked again before its answer expires (prefetch): the
+	// new answer replaced the old one, or no server answered usably (the
+	// old answer is kept until it expires).
+	ResultPrefetched     = "prefetched"
+	ResultPrefetchFailed = "prefetch_failed"
 )
 
 // Results lists every result, for metrics set to zero up front.
-var Results = []string{ResultHit, ResultShared, ResultResolved, ResultFailed, ResultHosts, ResultSystem}
+var Results = []string{ResultHit, ResultShared, ResultResolved, ResultFailed, ResultHosts, ResultSystem, ResultPrefetched, ResultPrefetchFailed}
+
+// MinPrefetchTTL: an answer kept for less is not prefetched (its last tenth
+// would be under a second).
+const MinPrefetchTTL = 10 * time.Second
 
 // DefaultNegativeTTL is the longest a "not found" is kept.
 const DefaultNegativeTTL = 30 * time.Second
@@ -88,6 +101,9 @@ type entry struct {
 	addrs   []netip.Addr // read-only once done
 	err     error
 	expires time.Time
+	ttl     time.Duration // what expires was set from
+	// refresh: a prefetch of the name was started from this entry.
+	refresh atomic.Bool
 }
 
 // New returns a Cache with opt; a zero field takes its default.
@@ -174,6 +190,7 @@ func (c *Cache) Peek(host string) (addrs []netip.Addr, ok bool, err error) {
 	case <-e.done:
 		if now.Before(e.expires) {
 			c.observe(ResultHit)
+			c.prefetch(host, e, now)
 			return e.addrs, true, e.err
 		}
 	default:
@@ -221,6 +238,7 @@ func (c *Cache) lookup(ctx context.Context, host string) ([]netip.Addr, error) {
 			if now.Before(e.expires) {
 				c.mu.Unlock()
 				c.observe(ResultHit)
+				c.prefetch(host, e, now)
 				return e.addrs, e.err
 			}
 			c.drop(host, e)
@@ -307,24 +325,14 @@ func (c *Cache) fill(host string, e *entry, kept bool, deadline time.Time) {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	ans, err := c.resolve(ctx, host)
-	switch {
-	case err != nil:
-		e.err = err
+	if err != nil {
 		c.observe(ResultFailed)
-	case ans.notFound:
-		e.err = notFound(host)
-		c.observe(ResultResolved)
-	default:
-		e.addrs = ans.addrs
+	} else {
 		c.observe(ResultResolved)
 	}
-	ttl := min(ans.ttl, c.opt.MaxTTL)
-	if ans.notFound {
-		ttl = min(ans.ttl, c.opt.NegativeTTL)
-	}
-	e.expires = c.now().Add(ttl)
+	c.set(e, host, ans, err)
 	c.mu.Lock()
-	if err != nil || ttl <= 0 {
+	if err != nil || e.ttl <= 0 {
 		if kept {
 			c.drop(host, e)
 		}
@@ -333,10 +341,73 @@ func (c *Cache) fill(host string, e *entry, kept bool, deadline time.Time) {
 	c.mu.Unlock()
 }
 
+// set puts a query's outcome in e (not yet done): its addresses or error,
+// and how long it may be kept.
+func (c *Cache) set(e *entry, host string, ans answer, err error) {
+	switch {
+	case err != nil:
+		e.err = err
+	case ans.notFound:
+		e.err = notFound(host)
+	default:
+		e.addrs = ans.addrs
+	}
+	e.ttl = min(ans.ttl, c.opt.MaxTTL)
+	if ans.notFound {
+		e.ttl = min(ans.ttl, c.opt.NegativeTTL)
+	}
+	e.expires = c.now().Add(e.ttl)
+}
+
+// prefetch asks the servers for host again, in the background, when a hit
+// finds e (an answer with addresses, kept for at least MinPrefetchTTL) in
+// the last tenth of its TTL: the new answer replaces e before it expires, so
+// a name in use is never waited for. At most one per entry, and only when a
+// query slot is free at once: a prefetch never holds up a lookup a
+// connection waits for, and never waits itself (the event loops call it).
+func (c *Cache) prefetch(host string, e *entry, now time.Time) {
+	if e.err != nil || e.ttl < MinPrefetchTTL || e.expires.Sub(now) > e.ttl/10 || e.refresh.Load() {
+		return
+	}
+	select {
+	case c.slots <- struct{}{}:
+	default:
+		return // busy: a later hit tries again
+	}
+	if !e.refresh.CompareAndSwap(false, true) {
+		<-c.slots
+		return
+	}
+	go c.refill(host, e, time.Now().Add(c.opt.Timeout))
+}
+
+// refill is a prefetch's query (its slot taken): a usable answer replaces
+// old in the table, if old is still there; otherwise old stays until it
+// expires.
+func (c *Cache) refill(host string, old *entry, deadline time.Time) {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	ans, err := c.ask(ctx, host)
+	<-c.slots
+	n := &entry{done: make(chan struct{})}
+	c.set(n, host, ans, err)
+	if err != nil || n.ttl <= 0 {
+		c.observe(ResultPrefetchFailed)
+		return
+	}
+	close(n.done)
+	c.mu.Lock()
+	if c.entries[host] == old {
+		c.entries[host] = n
+	}
+	c.mu.Unlock()
+	c.observe(ResultPrefetched)
+}
+
 // errBusy: MaxInFlight queries were running for the whole deadline.
 var errBusy = errors.New("too many DNS queries in flight")
 
-// resolve asks the servers, in order, each up to the configured attempts.
+// resolve takes a query slot (within ctx) and asks the servers.
 func (c *Cache) resolve(ctx context.Context, host string) (answer, error) {
 	select {
 	case c.slots <- struct{}{}:
@@ -344,6 +415,12 @@ func (c *Cache) resolve(ctx context.Context, host string) (answer, error) {
 	case <-ctx.Done():
 		return answer{}, errBusy
 	}
+	return c.ask(ctx, host)
+}
+
+// ask asks the servers, in order, each up to the configured attempts; the
+// caller holds a query slot.
+func (c *Cache) ask(ctx context.Context, host string) (answer, error) {
 	conf := c.conf.get(c.now())
 	servers := c.opt.Servers
 	if len(servers) == 0 {
