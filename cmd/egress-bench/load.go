@@ -16,7 +16,7 @@ import (
 
 // Errors of one iteration.
 var (
-	errConnectStatus = errors.New("CONNECT not answered 200")
+	errConnectStatus = errors.New("CONNECT not answered as expected")
 	errBadResponse   = errors.New("unexpected origin response")
 	errShortTransfer = errors.New("short transfer")
 )
@@ -51,14 +51,9 @@ func (d *dialer) tunnel(via Via, deadline time.Time) (net.Conn, error) {
 	if via != ViaConnect {
 		return c, nil
 	}
-	resp, br, err := askConnect(c, net.JoinHostPort(d.cfg.name, originPort(d.originTLS)))
+	br, err := askConnect(c, net.JoinHostPort(d.cfg.name, originPort(d.originTLS)), http.StatusOK)
 	if err != nil {
-		c.Close()
 		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		c.Close()
-		return nil, fmt.Errorf("%w: %s", errConnectStatus, resp.Status)
 	}
 	if br.Buffered() == 0 {
 		return c, nil
@@ -66,15 +61,27 @@ func (d *dialer) tunnel(via Via, deadline time.Time) (net.Conn, error) {
 	return &bufferedConn{Conn: c, r: br}, nil
 }
 
-// askConnect sends a CONNECT for target on c and reads the answer's head;
-// br holds what was read past it.
-func askConnect(c net.Conn, target string) (*http.Response, *bufio.Reader, error) {
+// askConnect sends a CONNECT for target on c and reads the answer's head,
+// which must have status want; br holds what was read past it. On an error
+// c is closed.
+func askConnect(c net.Conn, target string, want int) (br *bufio.Reader, err error) {
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
 	if _, err := io.WriteString(c, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n"); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	br := bufio.NewReaderSize(c, 1024)
+	br = bufio.NewReaderSize(c, 1024)
 	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
-	return resp, br, err
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != want {
+		return nil, fmt.Errorf("%w: %s, want %d", errConnectStatus, resp.Status, want)
+	}
+	return br, nil
 }
 
 // unidentified returns a connection to the proxy that sent a CONNECT
@@ -85,14 +92,8 @@ func (d *dialer) unidentified(deadline time.Time) (net.Conn, error) {
 		return nil, err
 	}
 	c.SetDeadline(deadline)
-	resp, _, err := askConnect(c, net.JoinHostPort(d.cfg.name, "443"))
-	if err != nil {
-		c.Close()
+	if _, err := askConnect(c, net.JoinHostPort(d.cfg.name, "443"), http.StatusProxyAuthRequired); err != nil {
 		return nil, err
-	}
-	if resp.StatusCode != http.StatusProxyAuthRequired {
-		c.Close()
-		return nil, fmt.Errorf("%w: %s, want 407", errConnectStatus, resp.Status)
 	}
 	c.SetDeadline(time.Time{})
 	return c, nil
