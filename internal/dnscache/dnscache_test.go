@@ -119,12 +119,12 @@ func TestKeptForTTL(t *testing.T) {
 	}
 
 	lookup(t, c, "long.example")
-	clk.add(5*time.Minute - time.Second)
+	clk.add(4 * time.Minute) // 60 s of 300 left: not yet the last tenth (prefetch)
 	lookup(t, c, "long.example")
 	if q := srv.Queries("long.example"); q != 2 {
 		t.Fatalf("long.example asked again within dns_max_ttl: %d", q)
 	}
-	clk.add(2 * time.Second)
+	clk.add(61 * time.Second)
 	lookup(t, c, "long.example")
 	if q := srv.Queries("long.example"); q != 4 {
 		t.Fatalf("long.example: a 1-day TTL must be cut to dns_max_ttl: %d queries", q)
@@ -187,20 +187,25 @@ func TestNegative(t *testing.T) {
 // A thousand connections asking for one name at once make one query pair.
 func TestOneQueryInFlight(t *testing.T) {
 	srv := dnstest.Start(t)
-	srv.Set("busy.example", dnstest.Record{Addrs: []netip.Addr{a1}, TTL: 0, Delay: 200 * time.Millisecond})
+	// TTL 0: a lookup that began after the answer would ask again, so all
+	// begin together (start) and the answer takes a second.
+	srv.Set("busy.example", dnstest.Record{Addrs: []netip.Addr{a1}, TTL: 0, Delay: time.Second})
 	c, _, cn, _ := newCache(t, srv, Options{})
 	var wg sync.WaitGroup
 	var bad atomic.Int32
+	start := make(chan struct{})
 	for range 1000 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			<-start
 			addrs, err := lookup(t, c, "busy.example")
 			if err != nil || len(addrs) != 1 || addrs[0] != a1 {
 				bad.Add(1)
 			}
 		}()
 	}
+	close(start)
 	wg.Wait()
 	if bad.Load() != 0 {
 		t.Fatalf("%d lookups failed", bad.Load())
