@@ -90,6 +90,9 @@ upstream {
   # dns_servers    = ["10.1.0.53"]
   dns_cache_size = 10000
   dns_max_ttl    = "5m"
+  # A DNS outage does not take the names in use down: an answer expired less
+  # than this long ago is still given while the servers fail (RFC 8767).
+  dns_serve_stale = "12h"
 }
 
 log {

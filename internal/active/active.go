@@ -84,10 +84,10 @@ func (s *Store) resolver(cfg *rules.Config) upstream.Resolver {
 		s.dns, s.dnsKey = nil, ""
 		return nil
 	}
-	key := fmt.Sprint(u.DNSServers, u.DNSCacheSize, u.DNSMaxTTL, u.DialTimeout)
+	key := fmt.Sprint(u.DNSServers, u.DNSCacheSize, u.DNSMaxTTL, u.DNSServeStale, u.DialTimeout)
 	if s.dns == nil || key != s.dnsKey {
 		s.dns = dnscache.New(dnscache.Options{
-			Servers: u.DNSServers, Size: u.DNSCacheSize, MaxTTL: u.DNSMaxTTL, Timeout: u.DialTimeout,
+			Servers: u.DNSServers, Size: u.DNSCacheSize, MaxTTL: u.DNSMaxTTL, ServeStale: u.DNSServeStale, Timeout: u.DialTimeout,
 			NegativeTTL: min(u.DNSMaxTTL, dnscache.DefaultNegativeTTL), Observe: s.observeDNS,
 		})
 		s.dnsKey = key

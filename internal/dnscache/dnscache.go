@@ -15,6 +15,11 @@
 // A name in use does not expire: a hit in the last tenth of an answer's TTL
 // asks the servers again in the background (prefetch, as Unbound does), so
 // that its connections keep being answered from the cache.
+//
+// When the servers fail, a name whose answer expired less than ServeStale
+// ago is answered with that expired answer (RFC 8767): at once if the query
+// has not answered within StaleAnswerWait, else when it fails; a stale
+// answer is kept for StaleTTL before the servers are asked again.
 package dnscache
 
 import (
@@ -42,14 +47,25 @@ const (
 	// old answer is kept until it expires).
 	ResultPrefetched     = "prefetched"
 	ResultPrefetchFailed = "prefetch_failed"
+	// ResultStale: the servers failed (or were slow) and an expired answer
+	// was given (serve-stale, RFC 8767).
+	ResultStale = "stale"
 )
 
 // Results lists every result, for metrics set to zero up front.
-var Results = []string{ResultHit, ResultShared, ResultResolved, ResultFailed, ResultHosts, ResultSystem, ResultPrefetched, ResultPrefetchFailed}
+var Results = []string{ResultHit, ResultShared, ResultResolved, ResultFailed, ResultHosts, ResultSystem, ResultPrefetched, ResultPrefetchFailed, ResultStale}
 
 // MinPrefetchTTL: an answer kept for less is not prefetched (its last tenth
 // would be under a second).
 const MinPrefetchTTL = 10 * time.Second
+
+// Serve-stale (RFC 8767): a stale answer is kept for StaleTTL (§4: 30 s), and
+// a lookup waits at most StaleAnswerWait for the servers before it is given
+// one (§5, the client response timer: 1.8 s).
+const (
+	StaleTTL        = 30 * time.Second
+	StaleAnswerWait = 1800 * time.Millisecond
+)
 
 // DefaultNegativeTTL is the longest a "not found" is kept.
 const DefaultNegativeTTL = 30 * time.Second
@@ -62,6 +78,9 @@ type Options struct {
 	Size int
 	// MaxTTL caps a positive answer's TTL, NegativeTTL a negative one's.
 	MaxTTL, NegativeTTL time.Duration
+	// ServeStale is how long after its expiry an answer with addresses may
+	// still be given when the servers fail; 0: never.
+	ServeStale time.Duration
 	// Timeout bounds one name's query, whoever waits for it and however
 	// long they wait (upstream.dial_timeout). 0: 10 s.
 	Timeout time.Duration
@@ -104,6 +123,13 @@ type entry struct {
 	ttl     time.Duration // what expires was set from
 	// refresh: a prefetch of the name was started from this entry.
 	refresh atomic.Bool
+	// staleUntil: until when addrs may be given stale (serve-stale); an
+	// answer given stale keeps the limit of the one it came from.
+	staleUntil time.Time
+	// stale (set before the entry is shared, read-only) is the expired
+	// answer a failed query gives instead, until staleUntil.
+	stale      []netip.Addr
+	staleLimit time.Time
 }
 
 // New returns a Cache with opt; a zero field takes its default.
@@ -242,13 +268,18 @@ func (c *Cache) lookup(ctx context.Context, host string) ([]netip.Addr, error) {
 				return e.addrs, e.err
 			}
 			c.drop(host, e)
-			e = nil
+			old := e
+			e = &entry{done: make(chan struct{})}
+			if old.err == nil && len(old.addrs) > 0 && now.Before(old.staleUntil) {
+				e.stale, e.staleLimit = old.addrs, old.staleUntil
+			}
 		default:
 			c.mu.Unlock()
 			return c.wait(ctx, e, ResultShared)
 		}
+	} else {
+		e = &entry{done: make(chan struct{})}
 	}
-	e = &entry{done: make(chan struct{})}
 	kept := c.insert(host, e)
 	c.mu.Unlock()
 
@@ -258,14 +289,27 @@ func (c *Cache) lookup(ctx context.Context, host string) ([]netip.Addr, error) {
 	return c.wait(ctx, e, "")
 }
 
-// wait returns e's answer, or ctx's error if ctx ends first.
+// wait returns e's answer, or ctx's error if ctx ends first. When e has a
+// stale answer to fall back on, a wait longer than StaleAnswerWait is
+// given that answer (the query goes on, for the next lookups).
 func (c *Cache) wait(ctx context.Context, e *entry, result string) ([]netip.Addr, error) {
+	var late <-chan time.Time
+	if e.stale != nil {
+		t := time.NewTimer(StaleAnswerWait)
+		defer t.Stop()
+		late = t.C
+	}
 	select {
 	case <-e.done:
 		if result != "" {
 			c.observe(result)
 		}
 		return e.addrs, e.err
+	case <-late:
+		if result != "" { // the query's starter is counted by fill
+			c.observe(ResultStale)
+		}
+		return e.stale, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -325,14 +369,21 @@ func (c *Cache) fill(host string, e *entry, kept bool, deadline time.Time) {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	ans, err := c.resolve(ctx, host)
-	if err != nil {
+	stale := err != nil && e.stale != nil
+	switch {
+	case stale:
+		c.observe(ResultStale)
+		e.addrs, e.ttl, e.staleUntil = e.stale, StaleTTL, e.staleLimit
+		e.expires = c.now().Add(StaleTTL)
+	case err != nil:
 		c.observe(ResultFailed)
-	} else {
+		c.set(e, host, ans, err)
+	default:
 		c.observe(ResultResolved)
+		c.set(e, host, ans, err)
 	}
-	c.set(e, host, ans, err)
 	c.mu.Lock()
-	if err != nil || e.ttl <= 0 {
+	if err != nil && !stale || e.ttl <= 0 {
 		if kept {
 			c.drop(host, e)
 		}
@@ -357,6 +408,9 @@ func (c *Cache) set(e *entry, host string, ans answer, err error) {
 		e.ttl = min(ans.ttl, c.opt.NegativeTTL)
 	}
 	e.expires = c.now().Add(e.ttl)
+	if e.err == nil && e.ttl > 0 {
+		e.staleUntil = e.expires.Add(c.opt.ServeStale)
+	}
 }
 
 // prefetch asks the servers for host again, in the background, when a hit

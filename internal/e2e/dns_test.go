@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/egress-proxy/egress/internal/dnscache/dnstest"
+	"golang.org/x/net/dns/dnsmessage"
 )
 
 // dnsConfig: the explicit proxy, extra blocks, names resolved through dns
@@ -199,4 +200,49 @@ func TestHostileDNSFlood(t *testing.T) {
 	hxWaitSettled(t, p, base, 5, 10, 10*time.Second)
 	hxNoPanics(t, p)
 	hxNoCrashLog(t, p)
+}
+
+// A DNS outage after a name's answer expired: by default the name is still
+// served with the expired answer (serve-stale, RFC 8767), counted as
+// result="stale"; with dns_serve_stale = "0s" the connection gets 502
+// dns_error as before.
+func TestDNSServeStale(t *testing.T) {
+	ca := NewCA(t)
+	origin := NewOrigin(t, ca, nil, "api.dns.test")
+	lo := netip.MustParseAddr("127.0.0.1")
+	target := fmt.Sprintf("api.dns.test:%d", origin.Port)
+	for _, off := range []bool{false, true} {
+		t.Run(fmt.Sprintf("off=%v", off), func(t *testing.T) {
+			dns := dnstest.Start(t)
+			dns.Set("api.dns.test", dnstest.Record{Addrs: []netip.Addr{lo}, TTL: 1})
+			extra := ""
+			if off {
+				extra = `dns_serve_stale = "0s"`
+			}
+			p := Start(t, strings.Replace(dnsConfig(dns, ""), "upstream {", "upstream {\n  "+extra, 1), nil)
+			c, _, code := Connect(t, p.ProxyAddr, "127.0.0.2", target)
+			if code != 200 {
+				t.Fatalf("CONNECT: %d", code)
+			}
+			c.Close()
+			dns.Set("api.dns.test", dnstest.Record{RCode: dnsmessage.RCodeServerFailure})
+			time.Sleep(1500 * time.Millisecond) // the 1 s TTL is over
+			c, _, code = Connect(t, p.ProxyAddr, "127.0.0.2", target)
+			if off {
+				if code != 502 {
+					t.Fatalf("servers failing, dns_serve_stale off: %d, want 502", code)
+				}
+				return
+			}
+			if code != 200 {
+				t.Fatalf("servers failing after the TTL: %d, want 200 from the expired answer", code)
+			}
+			if body, err := HTTPSGet(c, "api.dns.test", ca.Pool, "/stale"); err != nil || !strings.Contains(body, "hello from api.dns.test") {
+				t.Fatalf("through the tunnel: %q %v", body, err)
+			}
+			if v := metricValue(t, p, `egress_dns_lookups_total{result="stale"}`); v != 1 {
+				t.Fatalf(`egress_dns_lookups_total{result="stale"} = %v, want 1`, v)
+			}
+		})
+	}
 }

@@ -70,14 +70,15 @@ type rawTLS struct {
 }
 
 type rawUpstream struct {
-	DialTimeout  *string           `hcl:"dial_timeout,optional"`
-	Hosts        map[string]string `hcl:"hosts,optional"`
-	AllowPrivate []string          `hcl:"allow_private,optional"`
-	DNSServers   []string          `hcl:"dns_servers,optional"`
-	DNSCacheSize *int              `hcl:"dns_cache_size,optional"`
-	DNSMaxTTL    *string           `hcl:"dns_max_ttl,optional"`
-	Body         hcl.Body          `hcl:",body"`
-	DefRange     hcl.Range         `hcl:",def_range"`
+	DialTimeout   *string           `hcl:"dial_timeout,optional"`
+	Hosts         map[string]string `hcl:"hosts,optional"`
+	AllowPrivate  []string          `hcl:"allow_private,optional"`
+	DNSServers    []string          `hcl:"dns_servers,optional"`
+	DNSCacheSize  *int              `hcl:"dns_cache_size,optional"`
+	DNSMaxTTL     *string           `hcl:"dns_max_ttl,optional"`
+	DNSServeStale *string           `hcl:"dns_serve_stale,optional"`
+	Body          hcl.Body          `hcl:",body"`
+	DefRange      hcl.Range         `hcl:",def_range"`
 }
 
 type rawLog struct {

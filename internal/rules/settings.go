@@ -23,6 +23,8 @@ const (
 	DefaultDialTimeout     = 10 * time.Second
 	DefaultDNSCacheSize    = 10000
 	DefaultDNSMaxTTL       = 5 * time.Minute
+	DefaultDNSServeStale   = 12 * time.Hour
+	MaxDNSServeStale       = 7 * 24 * time.Hour
 	MaxDNSCacheSize        = 1 << 22
 	DefaultMaxConnections  = 20000
 	DefaultPerSource       = 512
@@ -114,6 +116,9 @@ type UpstreamSettings struct {
 	// no cache, every lookup through Go's resolver.
 	DNSCacheSize int
 	DNSMaxTTL    time.Duration
+	// DNSServeStale: for this long after its expiry, an answer is still
+	// given when the servers fail (RFC 8767); 0: never.
+	DNSServeStale time.Duration
 }
 
 // LogSettings choose the SIEM event format and sink.
@@ -151,7 +156,7 @@ func defaultSettings() (ProxySettings, TransparentSettings, AdminSettings, TLSSe
 		AdminSettings{Listen: DefaultAdminListen},
 		TLSSettings{HelloTimeout: DefaultHelloTimeout, SNIMismatch: Deny, MissingSNI: Allow, NonTLS: Deny, ECH: Allow},
 		UpstreamSettings{DialTimeout: DefaultDialTimeout, Hosts: map[string]netip.Addr{},
-			DNSCacheSize: DefaultDNSCacheSize, DNSMaxTTL: DefaultDNSMaxTTL},
+			DNSCacheSize: DefaultDNSCacheSize, DNSMaxTTL: DefaultDNSMaxTTL, DNSServeStale: DefaultDNSServeStale},
 		LogSettings{Format: "ecs", Output: "stdout", QueueSize: DefaultLogQueue},
 		LimitsSettings{MaxConnections: DefaultMaxConnections, PerSource: DefaultPerSource,
 			IdleTimeout: DefaultIdleTimeout, ShutdownGrace: DefaultShutdownGrace,
@@ -421,6 +426,14 @@ func (c *Config) applySettings(root *rawRoot) hcl.Diagnostics {
 			}
 		}
 		ck.duration(b.DNSMaxTTL, b.Body, "dns_max_ttl", b.DefRange, &c.Upstream.DNSMaxTTL)
+		if v := b.DNSServeStale; v != nil {
+			if d, err := time.ParseDuration(*v); err != nil || d < 0 || d > MaxDNSServeStale {
+				ck.diags = append(ck.diags, errorAt(attrRange(b.Body, "dns_serve_stale", b.DefRange), "Invalid duration",
+					"dns_serve_stale = %q: write a Go duration from \"0s\" (never serve an expired answer) to \"168h\" (7 days), such as \"12h\".", *v))
+			} else {
+				c.Upstream.DNSServeStale = d
+			}
+		}
 	}
 	if len(root.Log) > 0 {
 		b := root.Log[0]

@@ -129,7 +129,8 @@ func TestProxyProtocolFromNotStatic(t *testing.T) {
 
 func TestDNSSettings(t *testing.T) {
 	cfg, out := loadSettings(t, ppSegment)
-	if cfg == nil || out != "" || cfg.Upstream.DNSCacheSize != DefaultDNSCacheSize || cfg.Upstream.DNSMaxTTL != DefaultDNSMaxTTL || cfg.Upstream.DNSServers != nil {
+	if cfg == nil || out != "" || cfg.Upstream.DNSCacheSize != DefaultDNSCacheSize || cfg.Upstream.DNSMaxTTL != DefaultDNSMaxTTL || cfg.Upstream.DNSServers != nil ||
+		cfg.Upstream.DNSServeStale != DefaultDNSServeStale {
 		t.Fatalf("defaults: %+v %s", cfg.Upstream, out)
 	}
 	cfg, out = loadSettings(t, `
@@ -137,6 +138,7 @@ upstream {
   dns_servers    = ["10.0.0.53", "10.0.0.54:5353", "[2001:db8::53]:53", "2001:db8::54"]
   dns_cache_size = 0
   dns_max_ttl    = "1m"
+  dns_serve_stale = "0s"
 }
 `+ppSegment)
 	if cfg == nil || out != "" {
@@ -144,7 +146,7 @@ upstream {
 	}
 	want := []netip.AddrPort{netip.MustParseAddrPort("10.0.0.53:53"), netip.MustParseAddrPort("10.0.0.54:5353"),
 		netip.MustParseAddrPort("[2001:db8::53]:53"), netip.MustParseAddrPort("[2001:db8::54]:53")}
-	if len(cfg.Upstream.DNSServers) != len(want) || cfg.Upstream.DNSCacheSize != 0 || cfg.Upstream.DNSMaxTTL.String() != "1m0s" {
+	if len(cfg.Upstream.DNSServers) != len(want) || cfg.Upstream.DNSCacheSize != 0 || cfg.Upstream.DNSMaxTTL.String() != "1m0s" || cfg.Upstream.DNSServeStale != 0 {
 		t.Fatalf("%+v", cfg.Upstream)
 	}
 	for i := range want {
@@ -159,6 +161,9 @@ upstream {
 		`dns_cache_size = -1`,
 		`dns_cache_size = 99999999`,
 		`dns_max_ttl = "0s"`,
+		`dns_serve_stale = "-1s"`,
+		`dns_serve_stale = "169h"`,
+		`dns_serve_stale = "a day"`,
 	} {
 		if _, out := loadSettings(t, "upstream {\n  "+bad+"\n}\n"+ppSegment); !strings.Contains(out, "error: Invalid") {
 			t.Errorf("%s: no error:\n%s", bad, out)
