@@ -126,8 +126,9 @@ type entry struct {
 	// staleUntil: until when addrs may be given stale (serve-stale); an
 	// answer given stale keeps the limit of the one it came from.
 	staleUntil time.Time
-	// stale (set before the entry is shared, read-only) is the expired
-	// answer a failed query gives instead, until staleUntil.
+	// stale and staleLimit (set before the entry is shared, read-only): the
+	// expired answer a failed query falls back on, and that answer's
+	// staleUntil.
 	stale      []netip.Addr
 	staleLimit time.Time
 }
