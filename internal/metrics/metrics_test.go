@@ -82,7 +82,7 @@ func TestNamesAndFixedSeries(t *testing.T) {
 		"egress_memory_trims_total":                           1,
 		"egress_config_last_reload_success_timestamp_seconds": 1,
 		"egress_limits_max_connections":                       1,
-		"egress_dns_lookups_total":                            8,
+		"egress_dns_lookups_total":                            9,
 		"egress_dns_cache_entries":                            1,
 	}
 	for name, n := range want {
