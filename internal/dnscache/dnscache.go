@@ -106,7 +106,11 @@ type Cache struct {
 	conf  *watched[sysConf]
 	hosts *watched[map[string][]netip.Addr]
 	slots chan struct{}
-	now   func() time.Time // tests
+	// prefetching counts the prefetches running: at most a quarter of the
+	// slots, so that a dead server cannot have them all held by prefetches
+	// while connections' lookups wait.
+	prefetching atomic.Int32
+	now         func() time.Time // tests
 
 	mu      sync.Mutex
 	entries map[string]*entry
@@ -418,19 +422,27 @@ func (c *Cache) set(e *entry, host string, ans answer, err error) {
 // finds e (an answer with addresses, kept for at least MinPrefetchTTL) in
 // the last tenth of its TTL: the new answer replaces e before it expires, so
 // a name in use is never waited for. At most one per entry, and only when a
-// query slot is free at once: a prefetch never holds up a lookup a
-// connection waits for, and never waits itself (the event loops call it).
+// query slot is free at once, and on no more than a quarter of the slots
+// (a dead server holds each for the whole Timeout): prefetches never hold
+// up a lookup a connection waits for, and never wait themselves (the event
+// loops call them).
 func (c *Cache) prefetch(host string, e *entry, now time.Time) {
 	if e.err != nil || e.ttl < MinPrefetchTTL || e.expires.Sub(now) > e.ttl/10 || e.refresh.Load() {
 		return
 	}
+	if c.prefetching.Add(1) > int32(max(1, cap(c.slots)/4)) {
+		c.prefetching.Add(-1)
+		return // enough running: a later hit tries again
+	}
 	select {
 	case c.slots <- struct{}{}:
 	default:
+		c.prefetching.Add(-1)
 		return // busy: a later hit tries again
 	}
 	if !e.refresh.CompareAndSwap(false, true) {
 		<-c.slots
+		c.prefetching.Add(-1)
 		return
 	}
 	go c.refill(host, e, time.Now().Add(c.opt.Timeout))
@@ -444,6 +456,7 @@ func (c *Cache) refill(host string, old *entry, deadline time.Time) {
 	defer cancel()
 	ans, err := c.ask(ctx, host)
 	<-c.slots
+	c.prefetching.Add(-1)
 	n := &entry{done: make(chan struct{})}
 	c.set(n, host, ans, err)
 	if err != nil || n.ttl <= 0 {

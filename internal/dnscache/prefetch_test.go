@@ -2,6 +2,7 @@ package dnscache
 
 import (
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -135,5 +136,53 @@ func TestPrefetchNot(t *testing.T) {
 	}
 	if cn.get(ResultPrefetched) != 0 || c.Len() != 3 {
 		t.Fatalf("results %v, %d names", cn.m, c.Len())
+	}
+}
+
+// TestPrefetchDeadServer: names in use whose server has gone silent, all hit
+// in the last tenth of their TTL: prefetches take at most a quarter of the
+// query slots, each held for the whole Timeout, so a connection's lookup of
+// another name still gets a slot at once and its answer; once the silent
+// queries end, the slots and goroutines are back.
+func TestPrefetchDeadServer(t *testing.T) {
+	srv := dnstest.Start(t)
+	const names = 40
+	name := func(i int) string { return "p" + string(rune('a'+i%26)) + string(rune('a'+i/26)) + ".example" }
+	for i := range names {
+		srv.Set(name(i), dnstest.Record{Addrs: []netip.Addr{a1}, TTL: 100})
+	}
+	srv.Set("fresh.example", dnstest.Record{Addrs: []netip.Addr{a2}, TTL: 100})
+	c, clk, _, _ := newCache(t, srv, Options{MaxInFlight: 8, Timeout: 2 * time.Second})
+	for i := range names {
+		lookup(t, c, name(i))
+	}
+	g0 := runtime.NumGoroutine()
+	for i := range names {
+		srv.Set(name(i), dnstest.Record{Drop: true})
+	}
+	clk.add(95 * time.Second)
+	for i := range names {
+		if _, ok, _ := c.Peek(name(i)); !ok {
+			t.Fatalf("Peek %s: not a hit", name(i))
+		}
+	}
+	if n := c.prefetching.Load(); n != 2 {
+		t.Fatalf("%d prefetches running, want 2 (a quarter of 8 slots)", n)
+	}
+	start := time.Now()
+	if addrs, err := lookup(t, c, "fresh.example"); err != nil || addrs[0] != a2 {
+		t.Fatalf("a lookup while prefetches hang: %v %v", addrs, err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("a lookup waited %v behind hanging prefetches", d)
+	}
+	waitCount(t, "prefetches ended", func() int { return 2 - int(c.prefetching.Load()) }, 2)
+	waitCount(t, "slots free", func() int { return cap(c.slots) - len(c.slots) }, cap(c.slots))
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > g0+1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines, %d before the prefetches", runtime.NumGoroutine(), g0)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
