@@ -702,3 +702,103 @@ func TestInlineLookupClientGone(t *testing.T) {
 		}
 	}
 }
+
+// TestInlineReparkedHostile: clients that, once their 407 put them back to
+// wait on a parker, send too little (one byte, then nothing), too much (a
+// header past max_header_bytes), the wrong thing (TLS bytes), the same
+// CONNECT fifty times, two at once, or reset. Each gets what a new
+// connection would (header_timeout, 431, 400, a 407 each, a reset ends it);
+// a client with credentials is served while they are at it; afterwards
+// nothing stays tracked, no descriptor is left, and the only goroutines
+// left are idle workers.
+func TestInlineReparkedHostile(t *testing.T) {
+	l := newEvLoopOf(t, func(dir string) *rules.Config {
+		return htpasswdConfigWith(t, dir, `limits {
+  header_timeout   = "1s"
+  max_header_bytes = 8192
+}`)
+	}, nil)
+	port, got := echoOrigin(t)
+	fds := func() int { e, _ := os.ReadDir("/proc/self/fd"); return len(e) }
+	req := "CONNECT allowed.test:443 HTTP/1.1\r\nHost: allowed.test:443\r\n\r\n"
+	authed := fmt.Sprintf("CONNECT allowed.test:%d HTTP/1.1\r\nHost: allowed.test:%d\r\nProxy-Authorization: %s\r\n\r\n", port, port, aliceAuth)
+	connectThrough(t, l, port, got, authed).Close() // warm up
+	waitFor(t, 5*time.Second, func() bool { return l.track.Open() == 0 }, "the warm-up over")
+	time.Sleep(50 * time.Millisecond)
+	g0, f0 := runtime.NumGoroutine(), fds()
+
+	asked := func() (net.Conn, *bufio.Reader) {
+		c, err := net.DialTimeout("tcp", l.addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		c.Write([]byte(req))
+		if resp := readStatus(t, br, "first"); resp.StatusCode != http.StatusProxyAuthRequired {
+			t.Fatalf("first CONNECT: %d, want 407", resp.StatusCode)
+		}
+		return c, br
+	}
+	// closedWith reads what the proxy says before it closes: a status
+	// (0 for none) and whether the connection then ended.
+	closedWith := func(c net.Conn, br *bufio.Reader) (int, bool) {
+		defer c.Close()
+		status := 0
+		if resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect}); err == nil {
+			status = resp.StatusCode
+			io.Copy(io.Discard, resp.Body)
+		}
+		_, err := br.ReadByte()
+		return status, err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
+	}
+
+	slow, slowBR := asked()
+	slow.Write([]byte("C"))
+	big, bigBR := asked()
+	big.Write([]byte("CONNECT allowed.test:443 HTTP/1.1\r\nX-Big: " + strings.Repeat("b", 20000) + "\r\n\r\n"))
+	notHTTP, notHTTPBR := asked()
+	notHTTP.Write([]byte{0x16, 0x03, 0x01, 0x00, 0x10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16})
+	reset, _ := asked()
+	reset.(*net.TCPConn).SetLinger(0)
+	reset.Close()
+	twice, twiceBR := asked()
+	twice.Write([]byte(req + req))
+	for _, what := range []string{"the first of two", "the second of two"} {
+		if resp := readStatus(t, twiceBR, what); resp.StatusCode != http.StatusProxyAuthRequired {
+			t.Fatalf("%s: %d, want 407", what, resp.StatusCode)
+		}
+	}
+	many, manyBR := asked()
+	for i := 0; i < 50; i++ {
+		many.Write([]byte(req))
+		if resp := readStatus(t, manyBR, "again"); resp.StatusCode != http.StatusProxyAuthRequired {
+			t.Fatalf("CONNECT %d on one connection: %d, want 407", i+2, resp.StatusCode)
+		}
+	}
+
+	// Meanwhile, a client with credentials is served.
+	connectThrough(t, l, port, got, authed).Close()
+
+	if st, ended := closedWith(big, bigBR); st != http.StatusRequestHeaderFieldsTooLarge || !ended {
+		t.Errorf("a header past max_header_bytes: %d, ended %v; want 431 and the close", st, ended)
+	}
+	if st, ended := closedWith(notHTTP, notHTTPBR); st != http.StatusBadRequest || !ended {
+		t.Errorf("TLS bytes for a request: %d, ended %v; want 400 and the close", st, ended)
+	}
+	start := time.Now()
+	if st, ended := closedWith(slow, slowBR); !ended || st == http.StatusOK {
+		t.Errorf("one byte, then nothing: %d, ended %v; want the close", st, ended)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("one byte, then nothing: closed after %v, want about header_timeout (1s)", d)
+	}
+	twice.Close()
+	many.Close()
+	waitFor(t, 5*time.Second, func() bool { return l.track.Open() == 0 }, "nothing tracked")
+	waitFor(t, 5*time.Second, func() bool { return fds() <= f0 }, "no descriptor left")
+	// Workers (the slow, big and TLS clients') wait idle for a while: a few.
+	if g := runtime.NumGoroutine(); g > g0+8 {
+		t.Fatalf("%d goroutines after the hostile clients, %d before", g, g0)
+	}
+}
