@@ -45,6 +45,11 @@ type Config struct {
 	Version string
 	// Files lists every file read, for change polling.
 	Files []string
+	// Sums holds the SHA-256 of each file of Files as it was read: what the
+	// change poll compares the files on disk with, so that an edit made
+	// while the configuration was loading is not taken for the running one.
+	// A file that could not be read has no entry.
+	Sums map[string][sha256.Size]byte
 	// Warnings are non-fatal diagnostics (expiring exceptions, ...).
 	Warnings hcl.Diagnostics
 	// Source is what was loaded ("<embedded default>" or the path).
@@ -87,13 +92,25 @@ type loader struct {
 	now    func() time.Time
 	parser *hclparse.Parser
 	files  []string
+	sums   map[string][sha256.Size]byte // of every file read, by name
 }
 
+// readFile reads one file of the configuration and records its sum.
 func (l *loader) readFile(name string) ([]byte, error) {
+	var data []byte
+	var err error
 	if l.fsys != nil {
-		return fs.ReadFile(l.fsys, name)
+		data, err = fs.ReadFile(l.fsys, name)
+	} else {
+		data, err = os.ReadFile(name)
 	}
-	return os.ReadFile(name)
+	if err == nil {
+		if l.sums == nil {
+			l.sums = make(map[string][sha256.Size]byte)
+		}
+		l.sums[name] = sha256.Sum256(data)
+	}
+	return data, err
 }
 
 func (l *loader) join(dir, name string) string {
@@ -201,7 +218,7 @@ func (l *loader) load(p string) (*Config, hcl.Diagnostics) {
 	diags = append(diags, l.authFiles(cfg, &root, h)...)
 	c := &compiler{loader: l, cfg: cfg, hash: h}
 	diags = append(diags, c.compile(&root)...)
-	cfg.Files = l.files
+	cfg.Files, cfg.Sums = l.files, l.sums
 	cfg.Version = hex.EncodeToString(h.Sum(nil))[:12]
 	if diags.HasErrors() {
 		return nil, diags

@@ -155,9 +155,9 @@ func (s *server) run(ctx context.Context, cfg *rules.Config, sigs <-chan os.Sign
 			}
 		case <-s.feeds.changed:
 			// A feed wrote a new last good copy (the cache file is one of the
-			// config's files): reload as for a file change. Unconditionally:
-			// a copy written while another reload was loading may already be
-			// in the watcher's baseline without being in the config.
+			// config's files): reload as for a file change, unconditionally
+			// (the feed loop knows the copy is new; changed only moves the
+			// poll's fingerprint past it).
 			w.changed()
 			if c := s.reload("feed update"); c != nil {
 				w = newWatcher(c)

@@ -2,9 +2,11 @@ package service
 
 import (
 	"crypto/sha256"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -24,9 +26,9 @@ import (
 // or touches follow, until the content changes.
 type watcher struct {
 	cfg  *rules.Config
-	seen string // stat fingerprint last looked at
+	seen string // stat fingerprint last looked at; "" before the first poll
 
-	good [sha256.Size]byte // content of the running configuration
+	good [sha256.Size]byte // content of the running configuration, as it was read
 	bad  [sha256.Size]byte // content that last failed to load
 	// pending is the content changed saw, when it reported a change: what the
 	// caller is about to load.
@@ -36,14 +38,18 @@ type watcher struct {
 }
 
 func newWatcher(cfg *rules.Config) *watcher {
+	// The baseline is what the load read, never the files as they are now:
+	// an edit that landed after the load read a file (a poll between a
+	// truncate and a write, or an edit during a long load) would otherwise
+	// become the baseline and never be loaded. No stat fingerprint is kept
+	// for the same reason, so the first poll hashes the files once.
 	w := &watcher{cfg: cfg}
-	w.seen = w.fingerprint()
-	w.good = w.contentHash()
+	w.good = w.loadedHash()
 	return w
 }
 
-// files is every file the configuration depends on, sorted: the files it
-// read and the *.hcl files of its directory.
+// files is every file the configuration depends on, sorted and without
+// repeats: the files it read and the *.hcl files of its directory.
 func (w *watcher) files() []string {
 	if strings.HasPrefix(w.cfg.Source, "<") {
 		return nil // embedded: nothing to watch
@@ -54,7 +60,18 @@ func (w *watcher) files() []string {
 		files = append(files, m...)
 	}
 	sort.Strings(files)
-	return files
+	return slices.Compact(files)
+}
+
+// loadedFiles is the files the configuration read, sorted and without
+// repeats.
+func (w *watcher) loadedFiles() []string {
+	if strings.HasPrefix(w.cfg.Source, "<") {
+		return nil
+	}
+	files := append([]string(nil), w.cfg.Files...)
+	sort.Strings(files)
+	return slices.Compact(files)
 }
 
 func (w *watcher) fingerprint() string {
@@ -74,28 +91,56 @@ func (w *watcher) fingerprint() string {
 	return b.String()
 }
 
-// contentHash hashes the names and contents of files() (a missing or
-// unreadable file hashes as such). It reads the files: call it only when the
-// fingerprint changed, or once per load.
+// contentHash hashes the names and contents of files() as they are on disk
+// (a missing or unreadable file hashes as such). It reads the files: call it
+// only when the fingerprint changed.
 func (w *watcher) contentHash() [sha256.Size]byte {
 	h := sha256.New()
 	for _, f := range w.files() {
-		io.WriteString(h, f+"\x00")
-		fh, err := os.Open(f)
-		if err != nil {
-			io.WriteString(h, "missing\x00")
-			continue
-		}
-		n, err := io.Copy(h, fh)
-		fh.Close()
-		if err != nil {
-			io.WriteString(h, "unreadable\x00")
-		}
-		io.WriteString(h, "\x00"+itoa(uint64(n))+"\x00")
+		sum, ok := fileSum(f)
+		hashEntry(h, f, sum, ok)
 	}
 	var sum [sha256.Size]byte
 	h.Sum(sum[:0])
 	return sum
+}
+
+// loadedHash is contentHash of the files as the configuration read them,
+// from the sums the load recorded.
+func (w *watcher) loadedHash() [sha256.Size]byte {
+	h := sha256.New()
+	for _, f := range w.loadedFiles() {
+		sum, ok := w.cfg.Sums[f]
+		hashEntry(h, f, sum, ok)
+	}
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	return sum
+}
+
+func hashEntry(h hash.Hash, name string, sum [sha256.Size]byte, ok bool) {
+	io.WriteString(h, name+"\x00")
+	if !ok {
+		io.WriteString(h, "missing\x00")
+		return
+	}
+	h.Write(sum[:])
+}
+
+// fileSum is the SHA-256 of one file's content; false if it cannot be read.
+func fileSum(name string) ([sha256.Size]byte, bool) {
+	var sum [sha256.Size]byte
+	fh, err := os.Open(name)
+	if err != nil {
+		return sum, false
+	}
+	defer fh.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, fh); err != nil {
+		return sum, false
+	}
+	h.Sum(sum[:0])
+	return sum, true
 }
 
 // changed reports whether the files hold a content that should be loaded:

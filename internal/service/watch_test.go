@@ -117,3 +117,58 @@ func TestWatcherDoesNotRetryFailedContent(t *testing.T) {
 		t.Fatal("the fix not reported")
 	}
 }
+
+// TestWatcherEditDuringLoad: the baseline is what the load read. An edit
+// that lands after the load read the file but before the watcher was made
+// (a poll between a truncate and a write, an edit during a long load, the
+// first load racing the operator's first edit) is reported at the next
+// poll; it was taken for the running configuration and never loaded
+// (CI: TestInvalidConfigKeepsRunningOne, "failed reload not counted").
+func TestWatcherEditDuringLoad(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "egress.hcl")
+	list := filepath.Join(dir, "list.txt")
+	v1 := "category \"c\" { files = [\"list.txt\"] }\nsegment \"s\" {\n  sources = [\"10.0.0.0/8\"]\n  default = \"allow\"\n}\n"
+	if err := os.WriteFile(path, []byte(v1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(list, []byte("a.example\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, file, content string
+	}{
+		{"hcl edited in place", path, strings.Replace(v1, `"allow"`, `"perhaps"`, 1)},
+		{"list edited in place", list, "a.example\nb.example\n"},
+		{"hcl truncated", path, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, diags := rules.Load(path, rules.Options{})
+			if diags.HasErrors() {
+				t.Fatal(rules.DiagnosticsError(diags))
+			}
+			w := newWatcher(cfg)
+			if w.changed() {
+				t.Fatal("changed before any change")
+			}
+			old, _ := os.ReadFile(tc.file)
+			if err := os.WriteFile(tc.file, []byte(tc.content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			w = newWatcher(cfg) // made after the edit, from the same load
+			if !w.changed() {
+				t.Fatal("an edit made after the load read the files is taken for the running configuration")
+			}
+			if w.changed() {
+				t.Fatal("reported twice")
+			}
+			if err := os.WriteFile(tc.file, old, 0o644); err != nil { // back: nothing to load
+				t.Fatal(err)
+			}
+			w = newWatcher(cfg)
+			if w.changed() {
+				t.Fatal("the loaded content reported as a change")
+			}
+		})
+	}
+}
