@@ -130,6 +130,13 @@ func (l *loader) dir(name string) string {
 	return filepath.Dir(name)
 }
 
+// HCLFiles lists the files Load parses for path p: p itself, or the *.hcl
+// files in it (not hidden ones, not directories), sorted. The change poll
+// watches the same list.
+func HCLFiles(p string) ([]string, error) {
+	return (&loader{}).hclFiles(p)
+}
+
 // hclFiles lists the files to parse: p itself, or the *.hcl files in it.
 func (l *loader) hclFiles(p string) ([]string, error) {
 	var st fs.FileInfo

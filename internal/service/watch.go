@@ -5,7 +5,6 @@ import (
 	"hash"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -56,7 +55,10 @@ func (w *watcher) files() []string {
 	}
 	files := append([]string(nil), w.cfg.Files...)
 	if st, err := os.Stat(w.cfg.Source); err == nil && st.IsDir() {
-		m, _ := filepath.Glob(filepath.Join(w.cfg.Source, "*.hcl"))
+		// The loader's own list (no hidden files such as an editor's
+		// ".#egress.hcl", no directories): a name the load would skip
+		// must not count as a change, or every poll would reload.
+		m, _ := rules.HCLFiles(w.cfg.Source)
 		files = append(files, m...)
 	}
 	sort.Strings(files)

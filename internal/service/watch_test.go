@@ -172,3 +172,40 @@ func TestWatcherEditDuringLoad(t *testing.T) {
 		})
 	}
 }
+
+// TestWatcherIgnoresWhatTheLoadSkips: in a config directory, a name the
+// load skips (an editor's hidden ".#egress.hcl" lock link, a directory
+// called "old.hcl") is no change: the poll compares the files with what the
+// load read, so counting such a name would reload at every poll.
+func TestWatcherIgnoresWhatTheLoadSkips(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "egress.hcl"), []byte("segment \"s\" {\n  sources = [\"10.0.0.0/8\"]\n  default = \"allow\"\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("user@host.1234:1700000000", filepath.Join(dir, ".#egress.hcl")); err != nil { // Emacs's lock: dangling
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".egress.hcl"), []byte("not hcl {"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "old.hcl"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg, diags := rules.Load(dir, rules.Options{})
+	if diags.HasErrors() {
+		t.Fatal(rules.DiagnosticsError(diags))
+	}
+	w := newWatcher(cfg)
+	for i := 0; i < 3; i++ {
+		if w.changed() {
+			t.Fatalf("poll %d: a name the load skips taken for a change", i)
+		}
+		w = newWatcher(cfg) // as after each reload
+	}
+	if err := os.WriteFile(filepath.Join(dir, "more.hcl"), []byte("# more\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if !w.changed() {
+		t.Fatal("a new .hcl file not seen")
+	}
+}
