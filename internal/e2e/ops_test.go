@@ -137,6 +137,29 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	waitCode(t, p, target, 403, 5*time.Second)
 }
 
+// TestReloadIntervalChangedBySIGHUP: a reload_interval changed by a
+// SIGHUP reload takes effect then, not at the next poll of the old interval
+// (an hour here): the next edit is picked up without a signal.
+func TestReloadIntervalChangedBySIGHUP(t *testing.T) {
+	_, port, _ := RawOrigin(t, func(c net.Conn) { c.Close() })
+	hourly := func(social string) string {
+		return strings.Replace(opsCfg(social, ""), `reload_interval = "200ms"`, `reload_interval = "1h"`, 1)
+	}
+	p := Start(t, hourly("blocked.invalid"), nil)
+	target := "other.test:" + strconv.Itoa(port)
+	rewrite(t, p, opsCfg("blocked.invalid", "")) // the same rules, polled every 200ms
+	p.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(5 * time.Second)
+	for metricValue(t, p, `egress_config_reloads_total{result="success"}`) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("SIGHUP reload not counted\n%s", p.Stderr())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rewrite(t, p, opsCfg("other.test", ""))
+	waitCode(t, p, target, 403, 5*time.Second)
+}
+
 func TestInvalidConfigKeepsRunningOne(t *testing.T) {
 	_, port, _ := RawOrigin(t, func(c net.Conn) { c.Close() })
 	p := Start(t, opsCfg("other.test", ""), nil)

@@ -150,6 +150,7 @@ func (s *server) run(ctx context.Context, cfg *rules.Config, sigs <-chan os.Sign
 			s.sink.reopen()
 			if c := s.reload("sighup"); c != nil {
 				w = newWatcher(c)
+				tick.Reset(c.Limits.ReloadInterval)
 			} else {
 				w.failed() // the poll does not retry what just failed
 			}
@@ -161,6 +162,7 @@ func (s *server) run(ctx context.Context, cfg *rules.Config, sigs <-chan os.Sign
 			w.changed()
 			if c := s.reload("feed update"); c != nil {
 				w = newWatcher(c)
+				tick.Reset(c.Limits.ReloadInterval)
 			} else {
 				w.failed()
 			}
