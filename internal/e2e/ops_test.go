@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"crypto/rand"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -377,5 +379,77 @@ func TestMaxConnections(t *testing.T) {
 	}
 	if v := metricValue(t, p, `egress_connections_rejected_total{listener="proxy",reason="max_connections"}`); v < 1 {
 		t.Fatalf("rejections = %v", v)
+	}
+}
+
+// TestReloadWaitsForWriter: a list file rewritten in place, in pieces (as
+// an editor, `git checkout` or a copy does), is loaded once it is whole.
+// The name the old list denies is also the new list's last: a reload of the
+// file half-written would allow it for a poll interval. Every CONNECT to it
+// during the write is denied, and the new list is in force after.
+func TestReloadWaitsForWriter(t *testing.T) {
+	_, port, _ := RawOrigin(t, func(c net.Conn) { c.Close() })
+	cfg := strings.Replace(opsCfg("unused.invalid", ""), `category "social" { domains = ["unused.invalid"] }`,
+		`category "social" { files = ["list.txt"] }`, 1)
+	cfg = strings.Replace(cfg, `"other.test" = "127.0.0.1"`, `"other.test" = "127.0.0.1", "tiktok.test" = "127.0.0.1"`, 1)
+	p := Start(t, cfg, map[string]string{"list.txt": "tiktok.test\n"})
+	target := "tiktok.test:" + strconv.Itoa(port)
+	if code := connectCode(t, p, target); code != 403 {
+		t.Fatalf("before: %d", code)
+	}
+	list := filepath.Join(filepath.Dir(p.ConfigPath), "list.txt")
+	done := make(chan error, 1)
+	go func() {
+		f, err := os.OpenFile(list, os.O_WRONLY|os.O_TRUNC, 0)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer f.Close()
+		for i := 0; i < 40; i++ {
+			var b strings.Builder
+			for j := 0; j < 200; j++ {
+				fmt.Fprintf(&b, "n%02d-%03d.filler.test\n", i, j)
+			}
+			if _, err := f.WriteString(b.String()); err != nil {
+				done <- err
+				return
+			}
+			time.Sleep(20 * time.Millisecond) // well under the 200ms the files must keep still
+		}
+		_, err = f.WriteString("tiktok.test\n")
+		done <- err
+	}()
+	var writeErr error
+	var allowed []int
+	deadline := time.Now().Add(30 * time.Second)
+	for finished := false; !finished; {
+		select {
+		case writeErr = <-done:
+			finished = true
+		default:
+		}
+		if code := connectCode(t, p, target); code != 403 {
+			allowed = append(allowed, code)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the writer did not finish in 30s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if writeErr != nil {
+		t.Fatal(writeErr)
+	}
+	waitCode(t, p, "n39-199.filler.test:"+strconv.Itoa(port), 403, 5*time.Second)
+	for i := 0; i < 5; i++ {
+		if code := connectCode(t, p, target); code != 403 {
+			allowed = append(allowed, code)
+		}
+	}
+	if len(allowed) > 0 {
+		t.Fatalf("a CONNECT to the name both lists deny was answered %v: a half-written list was loaded\n%s", allowed, p.Stderr())
+	}
+	if v := metricValue(t, p, `egress_config_reloads_total{result="failure"}`); v != 0 {
+		t.Fatalf("reload failures: %v", v)
 	}
 }

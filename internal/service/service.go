@@ -131,12 +131,37 @@ func Run(ctx context.Context, o Options) error {
 	return s.run(ctx, cfg, sigs)
 }
 
-// run reloads on SIGHUP and on a change of the config's files until ctx ends
-// or a stop signal, then shuts down.
+// run reloads on SIGHUP, on a feed's new copy and on a change of the
+// config's files until ctx ends or a stop signal, then shuts down.
+//
+// A change the poll sees is loaded once the files have kept still for
+// settleDelay, and a load whose files changed while it read them is not
+// applied but tried again the same way: a file written in place (an editor,
+// `git checkout`, a list copied in pieces) is never loaded half-written,
+// which for a list of names to deny would be a policy with names missing.
 func (s *server) run(ctx context.Context, cfg *rules.Config, sigs <-chan os.Signal) error {
 	w := newWatcher(cfg)
-	tick := time.NewTicker(cfg.Limits.ReloadInterval)
+	interval := cfg.Limits.ReloadInterval
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
+	var settle <-chan time.Time // armed while a load waits for the files to keep still
+	var why string              // that load's trigger
+	wait := func(trigger string) {
+		why, settle = trigger, time.After(settleDelay(interval))
+	}
+	load := func(trigger string) {
+		settle = nil
+		c, torn := s.reload(trigger, w)
+		switch {
+		case torn:
+			w.quiet() // the look the settle compares with
+			wait(trigger)
+		case c != nil:
+			w = newWatcher(c)
+			interval = c.Limits.ReloadInterval
+			tick.Reset(interval)
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -148,36 +173,30 @@ func (s *server) run(ctx context.Context, cfg *rules.Config, sigs <-chan os.Sign
 			}
 			s.log.Info("SIGHUP: reloading configuration and reopening the event log")
 			s.sink.reopen()
-			if c := s.reload("sighup"); c != nil {
-				w = newWatcher(c)
-				tick.Reset(c.Limits.ReloadInterval)
-			} else {
-				w.failed() // the poll does not retry what just failed
-			}
+			load("sighup")
 		case <-s.feeds.changed:
 			// A feed wrote a new last good copy (the cache file is one of the
-			// config's files): reload as for a file change, unconditionally
-			// (the feed loop knows the copy is new; changed only moves the
-			// poll's fingerprint past it).
-			w.changed()
-			if c := s.reload("feed update"); c != nil {
-				w = newWatcher(c)
-				tick.Reset(c.Limits.ReloadInterval)
-			} else {
-				w.failed()
-			}
+			// config's files): reload unconditionally; the feed wrote it
+			// whole, by a rename.
+			load("feed update")
 		case <-tick.C:
-			if !w.changed() {
+			if settle == nil && w.changed() {
+				wait("file change")
+			}
+		case <-settle:
+			if !w.quiet() {
+				wait(why) // still being written
 				continue
 			}
-			if c := s.reload("file change"); c != nil {
-				w = newWatcher(c)
-				tick.Reset(c.Limits.ReloadInterval)
-			} else {
-				w.rebase()
-			}
+			load(why)
 		}
 	}
+}
+
+// settleDelay is how long the files must keep still before a change is
+// loaded: 250ms, or the poll interval if that is shorter.
+func settleDelay(interval time.Duration) time.Duration {
+	return min(interval, 250*time.Millisecond)
 }
 
 type server struct {
@@ -352,13 +371,24 @@ func (s *server) pac() admin.PACConfig {
 
 // reload loads the configuration again; a config with errors keeps the
 // running one. It returns the new config, or nil.
-func (s *server) reload(why string) *rules.Config {
+// reload loads the configuration and applies it; nil if it failed (w then
+// records the content, so the poll does not retry it). torn: the files
+// changed while they were read, so what was read may be half of an edit;
+// nothing was applied or counted, and the caller loads again once the files
+// keep still.
+func (s *server) reload(why string, w *watcher) (c *rules.Config, torn bool) {
+	before := w.fingerprint()
 	cfg, diags := s.o.Load()
+	if w.fingerprint() != before {
+		s.log.Warn("configuration files changed while they were read; loading them again once they keep still", "trigger", why)
+		return nil, true
+	}
 	if diags.HasErrors() {
+		w.failed()
 		s.metrics.ConfigLoaded(false, "", time.Now())
 		s.log.Error("reload failed; the running configuration stays active", "trigger", why,
 			"config_version", s.active.Config().Version, "errors", rules.DiagnosticsError(diags).Error())
-		return nil
+		return nil, false
 	}
 	for _, d := range diags {
 		if d.Severity == hcl.DiagWarning {
@@ -382,7 +412,7 @@ func (s *server) reload(why string) *rules.Config {
 	v := cfg.Version
 	s.applied.Store(&v)
 	s.log.Info("configuration reloaded", "trigger", why, "config_version", cfg.Version, "previous", old.Version, "tunnels_closed", closed)
-	return cfg
+	return cfg, false
 }
 
 // warnStatic says which changed settings need a restart.

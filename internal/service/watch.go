@@ -27,13 +27,9 @@ type watcher struct {
 	cfg  *rules.Config
 	seen string // stat fingerprint last looked at; "" before the first poll
 
-	good [sha256.Size]byte // content of the running configuration, as it was read
-	bad  [sha256.Size]byte // content that last failed to load
-	// pending is the content changed saw, when it reported a change: what the
-	// caller is about to load.
-	pending    [sha256.Size]byte
-	hasPending bool
-	hasBad     bool
+	good   [sha256.Size]byte // content of the running configuration, as it was read
+	bad    [sha256.Size]byte // content that last failed to load
+	hasBad bool
 }
 
 func newWatcher(cfg *rules.Config) *watcher {
@@ -155,28 +151,29 @@ func (w *watcher) changed() bool {
 	}
 	w.seen = fp
 	sum := w.contentHash()
-	if sum == w.good || (w.hasBad && sum == w.bad) {
-		return false
+	return sum != w.good && !(w.hasBad && sum == w.bad)
+}
+
+// quiet reports whether the files' stat is still what the last look saw,
+// and makes the look now the last: after changed, a writer that is still
+// at work (an editor or `git checkout` writing a file in place, a list
+// copied in pieces) is waited for before the files are loaded.
+func (w *watcher) quiet() bool {
+	fp := w.fingerprint()
+	if fp == w.seen {
+		return true
 	}
-	w.pending, w.hasPending = sum, true
-	return true
+	w.seen = fp
+	return false
 }
 
 // failed records that loading the files failed, so the poll does not retry
-// the same content. After changed, it is the content changed saw (what the
-// poll loaded); otherwise (a SIGHUP) the files' content now.
+// the same content: the content now, which a load that saw the files keep
+// still while it read them (stableLoad) read.
 func (w *watcher) failed() {
-	if w.hasPending {
-		w.bad = w.pending
-	} else {
-		w.seen = w.fingerprint()
-		w.bad = w.contentHash()
-	}
-	w.hasBad, w.hasPending = true, false
+	w.seen = w.fingerprint()
+	w.bad, w.hasBad = w.contentHash(), true
 }
-
-// rebase is failed (the name the poll loop uses).
-func (w *watcher) rebase() { w.failed() }
 
 func itoa(n uint64) string {
 	var buf [20]byte

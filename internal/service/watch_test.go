@@ -1,6 +1,7 @@
 package service
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/egress-proxy/egress/internal/rules"
+	"github.com/hashicorp/hcl/v2"
 )
 
 // TestWatcherSeesConfigMapSwap: a Kubernetes ConfigMap update swaps a
@@ -44,7 +46,7 @@ segment "s" {
 	if !w.changed() {
 		t.Fatal("ConfigMap swap not seen")
 	}
-	w.rebase()
+	w.failed()
 	if w.changed() {
 		t.Fatal("changed after rebase")
 	}
@@ -106,7 +108,7 @@ func TestWatcherDoesNotRetryFailedContent(t *testing.T) {
 	if !w.changed() {
 		t.Fatal("a new content not reported")
 	}
-	w.rebase() // the poll's reload failed
+	w.failed() // the poll's reload failed
 	write(bad2, t0.Add(5*time.Second))
 	if w.changed() {
 		t.Fatal("the poll retries the content it failed to load")
@@ -207,5 +209,38 @@ func TestWatcherIgnoresWhatTheLoadSkips(t *testing.T) {
 	}
 	if !w.changed() {
 		t.Fatal("a new .hcl file not seen")
+	}
+}
+
+// TestReloadTornLoad: a load during which a file of the configuration
+// changed is neither applied nor counted (the server here has nothing to
+// apply it to or count it with: touching either would panic), and reload
+// says to load again.
+func TestReloadTornLoad(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "egress.hcl")
+	list := filepath.Join(dir, "list.txt")
+	os.WriteFile(path, []byte("category \"c\" { files = [\"list.txt\"] }\nsegment \"s\" {\n  sources = [\"10.0.0.0/8\"]\n  default = \"allow\"\n}\n"), 0o644)
+	os.WriteFile(list, []byte("a.example\n"), 0o644)
+	cfg, diags := rules.Load(path, rules.Options{})
+	if diags.HasErrors() {
+		t.Fatal(rules.DiagnosticsError(diags))
+	}
+	w := newWatcher(cfg)
+	loads := 0
+	s := &server{log: slog.New(slog.DiscardHandler), o: Options{Load: func() (*rules.Config, hcl.Diagnostics) {
+		loads++
+		c, d := rules.Load(path, rules.Options{})
+		if loads == 1 { // a writer at work while the files are read
+			os.WriteFile(list, []byte("a.example\nb.example\n"), 0o644)
+		}
+		return c, d
+	}}}
+	c, torn := s.reload("test", w)
+	if c != nil || !torn {
+		t.Fatalf("a load during a write: config %v, torn %v", c != nil, torn)
+	}
+	if !w.changed() {
+		t.Fatal("the write is not seen as a change after the torn load")
 	}
 }
