@@ -66,6 +66,11 @@ const (
 	RejectProxyProtocolUntrusted = "proxy_protocol_untrusted"
 )
 
+// ListenerAdmin is the listener label of the admin listener's rejected
+// connections (over admin.MaxConns or admin.MaxConnsPerSource, reasons
+// max_connections and per_source); it is no listener of client traffic.
+const ListenerAdmin = "admin"
+
 // Error label values of egress_client_hello_errors_total.
 const (
 	HelloMalformed = "malformed"
@@ -233,7 +238,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 		ConnectionsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "connections_rejected_total",
-			Help: "Client connections refused before any decision: over limits.max_connections, over limits.per_source, a missing or bad PROXY protocol header, or a PROXY protocol peer not in proxy_protocol_from.",
+			Help: "Client connections refused before any decision: over limits.max_connections, over limits.per_source, a missing or bad PROXY protocol header, or a PROXY protocol peer not in proxy_protocol_from; listener=\"admin\": over the admin listener's own caps.",
 		}, []string{"listener", "reason"}),
 		ClientHelloErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "client_hello_errors_total",
@@ -332,6 +337,8 @@ func (m *Metrics) initFixed() {
 			m.ConnectionsRejected.WithLabelValues(l, r)
 		}
 	}
+	m.ConnectionsRejected.WithLabelValues(ListenerAdmin, RejectMaxConnections)
+	m.ConnectionsRejected.WithLabelValues(ListenerAdmin, RejectPerSource)
 	for _, l := range helloListeners {
 		for _, e := range helloErrors {
 			m.ClientHelloErrors.WithLabelValues(l, e)

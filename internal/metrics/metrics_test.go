@@ -69,7 +69,7 @@ func TestNamesAndFixedSeries(t *testing.T) {
 		"egress_active_connections":                           len(audit.Listeners),
 		"egress_bytes_total":                                  2,
 		"egress_config_reloads_total":                         2,
-		"egress_connections_rejected_total":                   4 * len(audit.Listeners),
+		"egress_connections_rejected_total":                   4*len(audit.Listeners) + 2, // and the admin listener's two caps
 		"egress_client_hello_errors_total":                    15,
 		"egress_quic_packets_dropped_total":                   10,
 		"egress_upstream_errors_total":                        3,

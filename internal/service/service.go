@@ -104,7 +104,10 @@ func Run(ctx context.Context, o Options) error {
 	defer stopAdmin()
 	if s.adminLn != nil {
 		h := admin.Handler(admin.Options{Gatherer: reg, State: s, PAC: s.pac, Pprof: cfg.Admin.Pprof, Log: log})
-		go admin.Serve(adminCtx, s.adminLn, h)
+		ln := admin.LimitListener(s.adminLn, func(reason string) {
+			s.metrics.ConnectionsRejected.WithLabelValues(metrics.ListenerAdmin, reason).Inc()
+		})
+		go admin.Serve(adminCtx, ln, h)
 	}
 	s.serve()
 	trimCtx, stopTrim := context.WithCancel(context.Background())
