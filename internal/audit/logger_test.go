@@ -3,15 +3,19 @@ package audit
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -425,5 +429,92 @@ func TestLingerLosesNothing(t *testing.T) {
 	}
 	if got := len(lines(w.String())); got != 24 || l.Dropped() != 0 {
 		t.Fatalf("%d lines, %d dropped; want 24, 0", got, l.Dropped())
+	}
+}
+
+// fullDisk takes room more bytes, then fails every write with ENOSPC
+// after writing what fits (as os.File.Write does on a full disk), until
+// freed.
+type fullDisk struct {
+	lockedBuffer
+	mu    sync.Mutex
+	room  int
+	freed bool
+}
+
+func (d *fullDisk) Write(p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.freed || len(p) <= d.room {
+		d.room -= len(p)
+		return d.lockedBuffer.Write(p)
+	}
+	n := d.room
+	d.room = 0
+	d.lockedBuffer.Write(p[:n])
+	return n, syscall.ENOSPC
+}
+
+func (d *fullDisk) free() {
+	d.mu.Lock()
+	d.freed = true
+	d.mu.Unlock()
+}
+
+// TestDiskFullTornRecord: a disk that fills in the middle of a batch keeps
+// the records written whole (not counted as dropped) and part of the next;
+// once there is room again the fragment ends on a line of its own, so
+// every later event is a whole line a SIEM can parse, and written +
+// dropped + the fragment add up.
+func TestDiskFullTornRecord(t *testing.T) {
+	enc, err := NewEncoder("ecs", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := len(bytes.TrimSuffix(enc.Encode(nil, testEvent("before-00")), []byte("\n"))) + 1 // a record's line, about
+	for _, room := range []int{0, one / 2, 3*one + one/3, 5 * one} {
+		t.Run(strconv.Itoa(room), func(t *testing.T) {
+			d := &fullDisk{room: room}
+			l, err := New(Options{Format: "ecs", Output: "stdout", Stdout: d})
+			if err != nil {
+				t.Fatal(err)
+			}
+			const n = 20
+			for i := range n {
+				l.Log(testEvent(fmt.Sprintf("before-%02d", i)))
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for l.Dropped() == 0 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			d.free()
+			for i := range n {
+				l.Log(testEvent(fmt.Sprintf("after-%02d", i)))
+			}
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			var whole, fragments, after int
+			for _, line := range lines(d.String()) {
+				var m map[string]any
+				if json.Unmarshal([]byte(line), &m) != nil {
+					fragments++
+					continue
+				}
+				whole++
+				if strings.Contains(line, `"after-`) {
+					after++
+				}
+			}
+			if after != n {
+				t.Fatalf("%d of the %d events after the disk was freed are whole lines:\n%s", after, n, d.String())
+			}
+			if fragments > 1 {
+				t.Fatalf("%d fragments, want at most 1:\n%s", fragments, d.String())
+			}
+			if got := uint64(whole) + l.Dropped(); got != 2*n {
+				t.Fatalf("whole %d + dropped %d = %d, want %d (fragments %d)", whole, l.Dropped(), got, 2*n, fragments)
+			}
+		})
 	}
 }

@@ -38,6 +38,11 @@ type streamSink struct {
 	buf     []byte // run goroutine only
 	log     *slog.Logger
 	failing bool // run goroutine only: last write failed
+	// torn (run goroutine only): a failed write left part of a record (no
+	// newline) at the end of the output, as a full disk does; the next
+	// write starts with a newline, so that the fragment stays a line of its
+	// own and the records after it are whole lines.
+	torn bool
 }
 
 func newStreamSink(w io.Writer, log *slog.Logger) *streamSink {
@@ -58,14 +63,22 @@ func newFileSink(path string, log *slog.Logger) (*streamSink, error) {
 	return &streamSink{w: f, f: f, path: path, log: log}, nil
 }
 
+// write writes recs as lines and returns how many were not written whole
+// (dropped). A write that fails part-way (a full disk, a reader gone)
+// counts the records it wrote whole as written.
 func (s *streamSink) write(_ context.Context, recs []*record) int {
 	s.buf = s.buf[:0]
+	lead := 0
+	if s.torn {
+		s.buf = append(s.buf, '\n')
+		lead = 1
+	}
 	for _, r := range recs {
 		s.buf = append(s.buf, r.b...)
 		s.buf = append(s.buf, '\n')
 	}
 	s.mu.Lock()
-	_, err := s.w.Write(s.buf)
+	n, err := s.w.Write(s.buf)
 	s.mu.Unlock()
 	if cap(s.buf) > maxBatchBytes*2 {
 		s.buf = nil
@@ -75,8 +88,24 @@ func (s *streamSink) write(_ context.Context, recs []*record) int {
 			s.log.Error("audit: cannot write events; dropping them until writes succeed", logKeyError, err)
 		}
 		s.failing = true
-		return len(recs)
+		if n <= 0 {
+			return len(recs)
+		}
+		// n bytes went out: the newline that ended a fragment, then whole
+		// records, then maybe part of one.
+		s.torn = false
+		whole, end := 0, lead
+		for _, r := range recs {
+			end += len(r.b) + 1
+			if end > n {
+				s.torn = end-len(r.b)-1 < n // some of its bytes went out
+				break
+			}
+			whole++
+		}
+		return len(recs) - whole
 	}
+	s.torn = false
 	if s.failing {
 		s.log.Info("audit: writing events again")
 		s.failing = false

@@ -124,6 +124,11 @@ func Run(ctx context.Context, o Options) error {
 		"proxy", addrOf(s.proxyLn), "proxy_tls", addrOf(s.proxyTLSLn), "transparent_https", addrOf(s.tlsLn), "transparent_http", addrOf(s.httpLn),
 		"transparent_quic", udpAddrOf(s.quicConn), "admin", addrOf(s.adminLn))
 
+	// Events on stdout go to a reader (a shipper, the container runtime)
+	// that may go away: a write to a broken pipe on fd 1 or 2 would end the
+	// process by SIGPIPE. Ignored, the write fails with EPIPE, and the
+	// events are dropped and counted like any other output's failure.
+	signal.Ignore(syscall.SIGPIPE)
 	sigs := o.Signals
 	if sigs == nil {
 		ch := make(chan os.Signal, 4)
