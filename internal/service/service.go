@@ -154,11 +154,16 @@ func (s *server) run(ctx context.Context, cfg *rules.Config, sigs <-chan os.Sign
 	defer tick.Stop()
 	var settle <-chan time.Time // armed while a load waits for the files to keep still
 	var why string              // that load's trigger
+	var still stillness         // how long it waits
 	wait := func(trigger string) {
+		if waited, warn := still.wait(time.Now()); warn {
+			s.log.Warn("configuration files keep changing; the change is loaded once they keep still for "+settleDelay(interval).String(),
+				"trigger", trigger, "waiting", waited.Round(time.Second).String())
+		}
 		why, settle = trigger, time.After(settleDelay(interval))
 	}
 	load := func(trigger string) {
-		settle = nil
+		settle, still = nil, stillness{}
 		c, torn := s.reload(trigger, w)
 		switch {
 		case torn:
@@ -199,6 +204,30 @@ func (s *server) run(ctx context.Context, cfg *rules.Config, sigs <-chan os.Sign
 			load(why)
 		}
 	}
+}
+
+// stillWarnAfter: a change that waited this long for the files to keep
+// still is logged (once), so that a file rewritten without pause is seen.
+const stillWarnAfter = 10 * time.Second
+
+// stillness follows one change that waits for the files to keep still.
+type stillness struct {
+	since  time.Time // the first wait; zero: none yet
+	warned bool
+}
+
+// wait notes a wait at now. It returns how long the change has waited, and
+// warn true the first time that is longer than stillWarnAfter.
+func (s *stillness) wait(now time.Time) (waited time.Duration, warn bool) {
+	if s.since.IsZero() {
+		s.since = now
+	}
+	waited = now.Sub(s.since)
+	if !s.warned && waited > stillWarnAfter {
+		s.warned = true
+		return waited, true
+	}
+	return waited, false
 }
 
 // settleDelay is how long the files must keep still before a change is

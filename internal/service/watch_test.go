@@ -244,3 +244,25 @@ func TestReloadTornLoad(t *testing.T) {
 		t.Fatal("the write is not seen as a change after the torn load")
 	}
 }
+
+// TestStillnessWarnsOnce: a change that keeps waiting for the files to
+// keep still is reported once, after stillWarnAfter; a load starts over.
+func TestStillnessWarnsOnce(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	var s stillness
+	for _, step := range []struct {
+		at   time.Duration
+		warn bool
+	}{{0, false}, {5 * time.Second, false}, {stillWarnAfter, false}, {stillWarnAfter + time.Millisecond, true}, {time.Minute, false}} {
+		if waited, warn := s.wait(t0.Add(step.at)); warn != step.warn || waited != step.at {
+			t.Fatalf("at %v: waited %v, warn %v; want %v, %v", step.at, waited, warn, step.at, step.warn)
+		}
+	}
+	s = stillness{} // loaded
+	if _, warn := s.wait(t0.Add(time.Hour)); warn {
+		t.Fatal("a new change warned at its first wait")
+	}
+	if _, warn := s.wait(t0.Add(time.Hour + stillWarnAfter + time.Second)); !warn {
+		t.Fatal("a new change that waits long is not reported")
+	}
+}
