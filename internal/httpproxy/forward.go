@@ -266,7 +266,12 @@ func (cn *conn) relay(st *active.State, o *outcome.Outcome, req *http.Request, b
 // connection only if its framing is intact too (the whole request body read).
 func responseFraming(req *http.Request, resp *http.Response, body *requestBody, keep bool) bool {
 	removeHopHeaders(resp.Header, false)
-	resp.ProtoMajor, resp.ProtoMinor, resp.Proto = req.ProtoMajor, req.ProtoMinor, req.Proto
+	// HTTP/1.0 for an HTTP/1.0 client, else HTTP/1.1 (an "HTTP/1.2" client
+	// is answered in the version egress speaks, not its own).
+	resp.ProtoMajor, resp.ProtoMinor, resp.Proto = 1, 1, "HTTP/1.1"
+	if !req.ProtoAtLeast(1, 1) {
+		resp.ProtoMinor, resp.Proto = 0, "HTTP/1.0"
+	}
 	if resp.ContentLength < 0 && len(resp.TransferEncoding) == 0 && bodyAllowed(resp.StatusCode) && req.Method != http.MethodHead {
 		keep = false // a body that ends with the connection
 	}

@@ -887,3 +887,46 @@ func TestLoopShutdownAsConnectionGoesIdle(t *testing.T) {
 	}
 	l.one(l.done())
 }
+
+// TestLoopHTTPVersions: a request line in another major version than 1
+// (HTTP/2.0, the h2 preface, HTTP/0.9) cannot be carried by HTTP/1
+// framing: 505, the connection closed, no dial and no decision. An
+// HTTP/1.2 client is answered HTTP/1.1 (the version egress speaks; it was
+// answered in its own), an HTTP/1.0 client HTTP/1.0.
+func TestLoopHTTPVersions(t *testing.T) {
+	for _, req := range []string{
+		"GET http://allowed.test/ HTTP/2.0\r\nHost: allowed.test\r\n\r\n",
+		"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+		"GET http://allowed.test/ HTTP/0.9\r\nHost: allowed.test\r\n\r\n",
+		"CONNECT allowed.test:443 HTTP/2.0\r\nHost: allowed.test:443\r\n\r\n",
+		"GET http://allowed.test/ HTTP/3.1\r\nHost: allowed.test\r\n\r\n",
+	} {
+		t.Run(strings.Fields(req)[2], func(t *testing.T) {
+			l := newLoop(t, Explicit, "")
+			cl := l.connect(src)
+			resp, _ := cl.do(req)
+			proxyStatusIs(t, resp, http.StatusHTTPVersionNotSupported, statusBadRequest)
+			if resp.Proto != "HTTP/1.1" {
+				t.Errorf("answered in %s", resp.Proto)
+			}
+			cl.closed()
+			if evs := l.done(cl); len(evs) != 0 {
+				t.Errorf("%d events for a request that is no decision", len(evs))
+			}
+			if l.dials.Load() != 0 {
+				t.Errorf("%d dials", l.dials.Load())
+			}
+		})
+	}
+	for _, v := range []struct{ req, resp string }{{"HTTP/1.2", "HTTP/1.1"}, {"HTTP/1.0", "HTTP/1.0"}, {"HTTP/1.1", "HTTP/1.1"}} {
+		t.Run(v.req+" answered", func(t *testing.T) {
+			l := newLoop(t, Explicit, "")
+			cl := l.connect(src)
+			resp, _ := cl.do("GET http://allowed.test/ " + v.req + "\r\nHost: allowed.test\r\n\r\n")
+			if resp.StatusCode != 200 || resp.Proto != v.resp {
+				t.Errorf("%s: %d in %s, want 200 in %s", v.req, resp.StatusCode, resp.Proto, v.resp)
+			}
+			l.done(cl)
+		})
+	}
+}

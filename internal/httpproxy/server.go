@@ -154,6 +154,10 @@ func (l *limitedConn) abortRead() {
 
 var errHeaderTooLarge = errors.New("request header too large")
 
+// errVersion: a request line whose HTTP version is not 1.x ("HTTP/2.0",
+// "HTTP/0.9"): HTTP/1 framing cannot carry it; answered 505.
+var errVersion = errors.New("HTTP version not supported")
+
 // conn is one client connection.
 type conn struct {
 	s      *Server
@@ -433,6 +437,9 @@ func (cn *conn) loop() {
 		} else {
 			cn.lr.buf = cn.lr.buf[:0]
 		}
+		if err == nil && req.ProtoMajor != 1 {
+			err = errVersion
+		}
 		if err != nil {
 			cn.badRequest(err)
 			return
@@ -516,8 +523,11 @@ func (cn *conn) badRequest(err error) {
 		return // header_timeout: close without a word, like net/http
 	}
 	status := http.StatusBadRequest
-	if errors.Is(err, errHeaderTooLarge) {
+	switch {
+	case errors.Is(err, errHeaderTooLarge):
 		status = http.StatusRequestHeaderFieldsTooLarge
+	case errors.Is(err, errVersion):
+		status = http.StatusHTTPVersionNotSupported
 	}
 	h := http.Header{}
 	h.Set("Proxy-Status", proxyStatus(statusBadRequest, ""))
