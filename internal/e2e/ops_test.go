@@ -388,10 +388,24 @@ func TestMaxConnections(t *testing.T) {
 // file half-written would allow it for a poll interval. Every CONNECT to it
 // during the write is denied, and the new list is in force after.
 func TestReloadWaitsForWriter(t *testing.T) {
+	testReloadWaitsForWriter(t, false)
+}
+
+// TestReloadSIGHUPWaitsForWriter: the same write, with the poll an hour
+// apart and a SIGHUP after every piece: a SIGHUP waits for the files to
+// keep still as the poll does.
+func TestReloadSIGHUPWaitsForWriter(t *testing.T) {
+	testReloadWaitsForWriter(t, true)
+}
+
+func testReloadWaitsForWriter(t *testing.T, sighup bool) {
 	_, port, _ := RawOrigin(t, func(c net.Conn) { c.Close() })
 	cfg := strings.Replace(opsCfg("unused.invalid", ""), `category "social" { domains = ["unused.invalid"] }`,
 		`category "social" { files = ["list.txt"] }`, 1)
 	cfg = strings.Replace(cfg, `"other.test" = "127.0.0.1"`, `"other.test" = "127.0.0.1", "tiktok.test" = "127.0.0.1"`, 1)
+	if sighup {
+		cfg = strings.Replace(cfg, `reload_interval = "200ms"`, `reload_interval = "1h"`, 1)
+	}
 	p := Start(t, cfg, map[string]string{"list.txt": "tiktok.test\n"})
 	target := "tiktok.test:" + strconv.Itoa(port)
 	if code := connectCode(t, p, target); code != 403 {
@@ -415,9 +429,15 @@ func TestReloadWaitsForWriter(t *testing.T) {
 				done <- err
 				return
 			}
+			if sighup {
+				p.Signal(syscall.SIGHUP)
+			}
 			time.Sleep(20 * time.Millisecond) // well under the 200ms the files must keep still
 		}
 		_, err = f.WriteString("tiktok.test\n")
+		if sighup {
+			p.Signal(syscall.SIGHUP)
+		}
 		done <- err
 	}()
 	var writeErr error

@@ -175,6 +175,17 @@ func (s *server) run(ctx context.Context, cfg *rules.Config, sigs <-chan os.Sign
 			tick.Reset(interval)
 		}
 	}
+	// request loads now if the files kept still since the last look and no
+	// change is waiting to settle, else once they keep still: a SIGHUP or a
+	// feed's new copy that comes while a file is being written must not
+	// load it half-written either.
+	request := func(trigger string) {
+		if settle == nil && w.quiet() {
+			load(trigger)
+			return
+		}
+		wait(trigger)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -186,12 +197,12 @@ func (s *server) run(ctx context.Context, cfg *rules.Config, sigs <-chan os.Sign
 			}
 			s.log.Info("SIGHUP: reloading configuration and reopening the event log")
 			s.sink.reopen()
-			load("sighup")
+			request("sighup")
 		case <-s.feeds.changed:
 			// A feed wrote a new last good copy (the cache file is one of the
-			// config's files): reload unconditionally; the feed wrote it
-			// whole, by a rename.
-			load("feed update")
+			// config's files, written whole by a rename): reload
+			// unconditionally.
+			request("feed update")
 		case <-tick.C:
 			if settle == nil && w.changed() {
 				wait("file change")
