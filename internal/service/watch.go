@@ -46,23 +46,24 @@ func newWatcher(cfg *rules.Config) *watcher {
 // files is every file the configuration depends on, sorted and without
 // repeats: the files it read and the *.hcl files of its directory.
 func (w *watcher) files() []string {
-	if strings.HasPrefix(w.cfg.Source, "<") {
+	files := w.loadedFiles()
+	if files == nil {
 		return nil // embedded: nothing to watch
 	}
-	files := append([]string(nil), w.cfg.Files...)
 	if st, err := os.Stat(w.cfg.Source); err == nil && st.IsDir() {
 		// The loader's own list (no hidden files such as an editor's
 		// ".#egress.hcl", no directories): a name the load would skip
 		// must not count as a change, or every poll would reload.
 		m, _ := rules.HCLFiles(w.cfg.Source)
 		files = append(files, m...)
+		sort.Strings(files)
+		files = slices.Compact(files)
 	}
-	sort.Strings(files)
-	return slices.Compact(files)
+	return files
 }
 
 // loadedFiles is the files the configuration read, sorted and without
-// repeats.
+// repeats; nil for the embedded configuration.
 func (w *watcher) loadedFiles() []string {
 	if strings.HasPrefix(w.cfg.Source, "<") {
 		return nil

@@ -127,20 +127,15 @@ func TestWatcherDoesNotRetryFailedContent(t *testing.T) {
 // poll; it was taken for the running configuration and never loaded
 // (CI: TestInvalidConfigKeepsRunningOne, "failed reload not counted").
 func TestWatcherEditDuringLoad(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "egress.hcl")
-	list := filepath.Join(dir, "list.txt")
-	v1 := "category \"c\" { files = [\"list.txt\"] }\nsegment \"s\" {\n  sources = [\"10.0.0.0/8\"]\n  default = \"allow\"\n}\n"
-	if err := os.WriteFile(path, []byte(v1), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(list, []byte("a.example\n"), 0o644); err != nil {
+	path, list := configWithList(t)
+	v1, err := os.ReadFile(path)
+	if err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
 		name, file, content string
 	}{
-		{"hcl edited in place", path, strings.Replace(v1, `"allow"`, `"perhaps"`, 1)},
+		{"hcl edited in place", path, strings.Replace(string(v1), `"allow"`, `"perhaps"`, 1)},
 		{"list edited in place", list, "a.example\nb.example\n"},
 		{"hcl truncated", path, ""},
 	} {
@@ -217,11 +212,7 @@ func TestWatcherIgnoresWhatTheLoadSkips(t *testing.T) {
 // apply it to or count it with: touching either would panic), and reload
 // says to load again.
 func TestReloadTornLoad(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "egress.hcl")
-	list := filepath.Join(dir, "list.txt")
-	os.WriteFile(path, []byte("category \"c\" { files = [\"list.txt\"] }\nsegment \"s\" {\n  sources = [\"10.0.0.0/8\"]\n  default = \"allow\"\n}\n"), 0o644)
-	os.WriteFile(list, []byte("a.example\n"), 0o644)
+	path, list := configWithList(t)
 	cfg, diags := rules.Load(path, rules.Options{})
 	if diags.HasErrors() {
 		t.Fatal(rules.DiagnosticsError(diags))
@@ -265,4 +256,20 @@ func TestStillnessWarnsOnce(t *testing.T) {
 	if _, warn := s.wait(t0.Add(time.Hour + stillWarnAfter + time.Second)); !warn {
 		t.Fatal("a new change that waits long is not reported")
 	}
+}
+
+// configWithList writes egress.hcl, whose category reads list.txt, and
+// list.txt (one name) to a new directory.
+func configWithList(t *testing.T) (path, list string) {
+	t.Helper()
+	dir := t.TempDir()
+	path, list = filepath.Join(dir, "egress.hcl"), filepath.Join(dir, "list.txt")
+	cfg := "category \"c\" { files = [\"list.txt\"] }\nsegment \"s\" {\n  sources = [\"10.0.0.0/8\"]\n  default = \"allow\"\n}\n"
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(list, []byte("a.example\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, list
 }
